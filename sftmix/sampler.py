@@ -1,0 +1,64 @@
+"""Batches with equal numbers of confident and unconfident examples.
+
+Every run of `batch_size` indices the sampler yields is one micro-batch: `batch_size / 2` confident
+examples followed by as many unconfident ones, each group freshly shuffled, so the i-th confident example
+is paired at random with the i-th unconfident one. accelerate deals whole micro-batches to processes in
+turn, so pairs never straddle processes or accumulation steps.
+
+An epoch: every example of the larger group is seen once; the smaller group is cycled (reshuffled at each
+pass) to fill the same number of slots. The last batch is completed the same way, so every batch is full.
+The order depends only on `seed` and the epoch (`set_epoch`), so every process builds the same sequence
+and resuming from a checkpoint replays it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+
+class ConfidencePairSampler(Sampler[int]):
+    def __init__(self, confident: Sequence[bool], batch_size: int, seed: int = 0):
+        if batch_size < 2 or batch_size % 2:
+            raise ValueError(
+                f"SFTMix needs an even per-device batch size (half confident, half unconfident), got {batch_size}. "
+                "Set `per_device_train_batch_size` to an even number."
+            )
+        flags = torch.as_tensor([bool(x) for x in confident], dtype=torch.bool)
+        self.confident_ids = flags.nonzero().flatten()
+        self.unconfident_ids = (~flags).nonzero().flatten()
+        if self.confident_ids.numel() == 0 or self.unconfident_ids.numel() == 0:
+            raise ValueError(
+                f"One confidence group is empty ({self.confident_ids.numel()} confident, "
+                f"{self.unconfident_ids.numel()} unconfident examples); SFTMix pairs one with the other. "
+                "Check the confidence column or rerun the dynamics pass."
+            )
+        self.half = batch_size // 2
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+        larger = max(self.confident_ids.numel(), self.unconfident_ids.numel())
+        self.num_batches = math.ceil(larger / self.half)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches * self.batch_size
+
+    def _stream(self, ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """`num_batches * half` ids: whole shuffled passes over `ids`, as many as needed."""
+        needed = self.num_batches * self.half
+        passes = math.ceil(needed / ids.numel())
+        return torch.cat([ids[torch.randperm(ids.numel(), generator=generator)] for _ in range(passes)])[
+            :needed
+        ]
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        confident = self._stream(self.confident_ids, generator).view(self.num_batches, self.half)
+        unconfident = self._stream(self.unconfident_ids, generator).view(self.num_batches, self.half)
+        yield from torch.cat([confident, unconfident], dim=1).flatten().tolist()

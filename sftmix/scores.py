@@ -1,0 +1,142 @@
+"""The scores file: where the dynamics pass (stage 1) meets the SFTMix trainer (stage 2).
+
+One parquet file, one row per training example, readable with `pandas.read_parquet` or
+`datasets.Dataset.from_parquet`:
+
+| column            | type          | meaning                                                                  |
+|-------------------|---------------|--------------------------------------------------------------------------|
+| `example_id`      | str           | hash of the example's content (`example_id()`), the join key             |
+| `row_index`       | int           | the row in the dataset that was scored (informative only)                |
+| `num_tokens`      | int           | trainable (label != -100) tokens scored                                  |
+| `perplexities`    | list[float]   | response perplexity at each checkpoint, in checkpoint order              |
+| `confidence`      | float         | minus the mean perplexity over checkpoints (the paper's Conf(Y|X))       |
+| `mean_probability`| float         | mean over checkpoints of the mean response-token probability (Cartography) |
+| `variability`     | float         | std over checkpoints of the mean response-token probability (Cartography) |
+| `confident`       | bool          | True for the confident subset (top `confident_fraction` by confidence)   |
+
+Examples with no trainable token are not rows; their ids are listed in the metadata (`excluded_ids`).
+The metadata (reference model, checkpoints, settings, dataset fingerprint, sftmix version) is stored as
+JSON under the parquet schema key `sftmix`; `read_scores` returns it.
+
+The join key is content, not position, so reordering, filtering or concatenating the dataset does not
+break it; identical examples share an id (and, being scored identically, a group).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SCORES_METADATA_KEY = b"sftmix"
+REQUIRED_COLUMNS = ("example_id", "confidence", "confident")
+
+# The fields that define what a model is trained on, in every format SFTTrainer accepts.
+CONTENT_FIELDS = ("text", "messages", "prompt", "completion", "conversations", "input_ids", "labels", "tools")
+
+
+def example_id(row: dict[str, Any]) -> str:
+    """A stable id from an example's training content (the fields of `CONTENT_FIELDS` it has)."""
+    content = {key: row[key] for key in CONTENT_FIELDS if key in row and row[key] is not None}
+    if not content:
+        raise ValueError(
+            f"Cannot derive an example id from a row with columns {sorted(row)}: expected at least one of "
+            f"{list(CONTENT_FIELDS)}. Convert the dataset to one of SFTTrainer's formats first."
+        )
+    blob = json.dumps(content, sort_keys=True, ensure_ascii=False, default=_jsonable)
+    return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:20]
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"Cannot hash a value of type {type(value).__name__} into an example id")
+
+
+def dataset_example_ids(dataset) -> list[str]:
+    """Example ids for every row of a `datasets.Dataset`, in order."""
+    columns = [c for c in CONTENT_FIELDS if c in dataset.column_names]
+    if not columns:
+        raise ValueError(
+            f"The dataset has columns {dataset.column_names} and none of {list(CONTENT_FIELDS)}; "
+            "no example id can be derived from it."
+        )
+    return [example_id(row) for row in dataset.select_columns(columns)]
+
+
+def write_scores(frame, path: str | os.PathLike, metadata: dict[str, Any]) -> Path:
+    """Write `frame` (a pandas DataFrame) and `metadata` to `path`, atomically (temp file + rename)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"A scores frame needs the columns {missing}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    schema_metadata = dict(table.schema.metadata or {})
+    schema_metadata[SCORES_METADATA_KEY] = json.dumps(metadata, default=str).encode("utf-8")
+    table = table.replace_schema_metadata(schema_metadata)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_scores(path: str | os.PathLike):
+    """Read a scores file: returns `(frame, metadata)`."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Scores file {path} does not exist. Run `sftmix dynamics` (or `sftmix.compute_dynamics`) first, "
+            "or point `dynamics_path` at the file it wrote."
+        )
+    table = pq.read_table(path)
+    raw = (table.schema.metadata or {}).get(SCORES_METADATA_KEY)
+    metadata = json.loads(raw) if raw else {}
+    frame = table.to_pandas()
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{path} is not an sftmix scores file: it lacks the columns {missing} (has {list(frame.columns)})."
+        )
+    return frame, metadata
+
+
+def attach_confidence(dataset, path: str | os.PathLike, column: str = "confident"):
+    """Add the boolean `column` to `dataset` from the scores file at `path`, joined by example id.
+
+    Rows the dynamics pass excluded (no trainable token) are dropped here, since SFTTrainer would drop them too.
+    Any other row without a score is an error: the file was made for other data.
+    """
+    frame, metadata = read_scores(path)
+    groups = dict(zip(frame["example_id"], frame["confident"].astype(bool), strict=True))
+    excluded = set(metadata.get("excluded_ids", []))
+    ids = dataset_example_ids(dataset)
+    missing = [i for i, eid in enumerate(ids) if eid not in groups and eid not in excluded]
+    if missing:
+        preview = ", ".join(str(i) for i in missing[:5])
+        raise ValueError(
+            f"The scores file {path} does not cover the training dataset: {len(missing)} of {len(ids)} examples "
+            f"have no score (rows {preview}{', ...' if len(missing) > 5 else ''}). It was made for other data "
+            f"(fingerprint {metadata.get('dataset_fingerprint', 'unknown')}). Rerun `sftmix dynamics` on this "
+            "dataset, or train on the data it was made for."
+        )
+    keep = [i for i, eid in enumerate(ids) if eid in groups]
+    if len(keep) < len(ids):
+        dataset = dataset.select(keep)
+        ids = [ids[i] for i in keep]
+    if column in dataset.column_names:
+        dataset = dataset.remove_columns(column)
+    return dataset.add_column(column, [bool(groups[eid]) for eid in ids])

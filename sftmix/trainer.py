@@ -1,0 +1,270 @@
+"""`SFTMixTrainer`: TRL's `SFTTrainer` with the SFTMix Mixup regulariser, by a few narrow overrides.
+
+- `_get_train_sampler`: micro-batches of k confident + k unconfident examples (`ConfidencePairSampler`).
+- `_set_signature_columns_if_needed` and a collator wrapper carry the confidence group to `compute_loss`.
+- `get_batch_samples`: counts the mixed positions of the whole optimizer step (all micro-batches, all
+  processes), the Mixup loss's normaliser, exactly as the Trainer counts label tokens for NTP.
+- `compute_loss`: TRL's NTP loss, through a forward that also returns the summed Mixup loss
+  (`sftmix.forward`), plus `mixup_weight` times that sum over the global count of mixed positions.
+Evaluation is plain NTP.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import numpy as np
+import torch
+from datasets import Dataset, IterableDataset
+from transformers import TrainingArguments
+from trl import SFTTrainer
+
+from sftmix._trl_compat import unwrap_peft
+from sftmix.collator import CONFIDENT_KEY, ConfidenceCollator
+from sftmix.config import SFTMixConfig
+from sftmix.forward import install_mixup_forward
+from sftmix.mixup import mixed_token_count, pair_rows, sample_lambdas
+from sftmix.sampler import ConfidencePairSampler
+from sftmix.scores import attach_confidence
+
+logger = logging.getLogger(__name__)
+
+LAMBDAS_KEY = "sftmix_lambdas"
+
+
+class SFTMixTrainer(SFTTrainer):
+    """Drop-in replacement for `trl.SFTTrainer` that trains with SFTMix (NTP + mu * Mixup).
+
+    The train dataset needs a boolean confidence column (`args.confidence_column`), or `args.dynamics_path`
+    pointing at the scores file of `sftmix dynamics`. Every other argument is `SFTTrainer`'s.
+    """
+
+    _tag_names = ["trl", "sft", "sftmix"]
+    _name = "SFTMix"
+
+    def __init__(
+        self,
+        model,
+        args: SFTMixConfig | TrainingArguments | None = None,
+        data_collator=None,
+        train_dataset: Dataset | None = None,
+        eval_dataset=None,
+        processing_class=None,
+        **kwargs,
+    ):
+        args = _as_sftmix_config(model, args)
+        if args.mixup_enabled:
+            args.validate_for_mixup()
+            if kwargs.get("compute_loss_func") is not None:
+                raise ValueError(
+                    "`compute_loss_func` replaces the loss, which SFTMix defines (NTP + mu * Mixup). Subclass "
+                    "SFTMixTrainer instead, or set `mixup_weight=0`."
+                )
+            train_dataset = _with_confidence(train_dataset, args)
+        super().__init__(model, args, data_collator, train_dataset, eval_dataset, processing_class, **kwargs)
+
+        self.data_collator = ConfidenceCollator(self.data_collator, args.confidence_column)
+        self._num_mixed_in_batch = None
+        self._lambda_draw = (-1, 0)  # (global step, draws made in it): seeds the lambda generator
+        if args.mixup_enabled:
+            _report_groups(train_dataset, self.train_dataset, args.confidence_column)
+            _check_lm_head_is_plain(self.model)
+            install_mixup_forward(unwrap_peft(self.model), args.mixup_chunk_size)
+
+    # Batching ---------------------------------------------------------------------------------------
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if self.args.confidence_column not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, self.args.confidence_column]
+
+    def _get_train_sampler(self, train_dataset=None):
+        if not self.args.mixup_enabled:
+            return super()._get_train_sampler(train_dataset)
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return ConfidencePairSampler(
+            dataset[self.args.confidence_column], self.args.per_device_train_batch_size, seed=seed
+        )
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.args.mixup_enabled and batch_samples and CONFIDENT_KEY in batch_samples[0]:
+            count = sum(mixed_token_count(batch["labels"], batch[CONFIDENT_KEY]) for batch in batch_samples)
+            count = torch.tensor(count, device=device)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                count = self.accelerator.gather(count).sum()
+            self._num_mixed_in_batch = count
+        return batch_samples, num_items_in_batch
+
+    # Loss -------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        confident = inputs.pop(CONFIDENT_KEY, None)
+        if not (self.args.mixup_enabled and self.model.training):
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            self._check_finite(result[0] if return_outputs else result)
+            return result
+        if confident is None:
+            raise ValueError(
+                f"A training batch arrived without confidence groups. Keep the `{self.args.confidence_column}` "
+                "column in the train dataset and use SFTMixTrainer's data collator wrapper."
+            )
+        rows_c, _ = pair_rows(confident)
+        lambdas = torch.as_tensor(
+            self._draw_lambdas(rows_c.numel()), dtype=torch.float32, device=confident.device
+        )
+        inputs[CONFIDENT_KEY] = confident
+        inputs[LAMBDAS_KEY] = lambdas
+
+        captured = {}
+
+        def forward_and_keep(*call_args, **call_kwargs):  # TRL's compute_loss calls model(**inputs, ...)
+            captured["outputs"] = model(*call_args, **call_kwargs)
+            return captured["outputs"]
+
+        ntp_loss = super().compute_loss(forward_and_keep, inputs, num_items_in_batch=num_items_in_batch)
+        outputs = captured["outputs"]
+        mixup_loss = outputs.mixup_loss_sum / self._mixed_normaliser(outputs, num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            mixup_loss = mixup_loss * self.accelerator.num_processes  # DDP averages gradients, as for NTP
+        loss = ntp_loss + self.args.mixup_weight * mixup_loss
+        self._log_mixup(outputs, confident, lambdas)
+        self._check_finite(loss)
+        return (loss, outputs) if return_outputs else loss
+
+    def _mixed_normaliser(self, outputs, num_items_in_batch):
+        # With the Trainer's global token count, use the matching global count of mixed positions
+        if num_items_in_batch is not None and self._num_mixed_in_batch is not None:
+            return self._num_mixed_in_batch.clamp(min=1)
+        return outputs.mixed_tokens.clamp(min=1)
+
+    def _draw_lambdas(self, num_pairs: int) -> np.ndarray:
+        step, draws = self._lambda_draw
+        draws = draws + 1 if step == self.state.global_step else 0
+        self._lambda_draw = (self.state.global_step, draws)
+        rng = np.random.default_rng([self.args.seed, self.args.process_index, self.state.global_step, draws])
+        return sample_lambdas(
+            num_pairs,
+            self.args.mixup_alpha,
+            rng,
+            fixed=self.args.mixup_lambda,
+            per_batch=self.args.mixup_lambda_sampling == "batch",
+        )
+
+    def _log_mixup(self, outputs, confident, lambdas):
+        with torch.no_grad():
+            nll = -outputs.log_probs.detach().float()
+            mask = outputs.label_mask
+            row_nll, row_tokens = nll.sum(dim=1), mask.sum(dim=1).float()
+            conf = confident.to(row_nll.device)
+            stats = torch.stack(
+                [
+                    outputs.mixup_loss_sum.detach().float(),
+                    outputs.mixed_tokens.float(),
+                    row_nll.sum(),
+                    row_tokens.sum(),
+                    row_nll[conf].sum(),
+                    row_tokens[conf].sum(),
+                    row_nll[~conf].sum(),
+                    row_tokens[~conf].sum(),
+                    lambdas.sum().to(row_nll.device),
+                    torch.tensor(float(lambdas.numel()), device=row_nll.device),
+                ]
+            )
+            stats = self.accelerator.gather(stats).view(-1, stats.numel()).sum(dim=0).tolist()
+        mixup_sum, mixed, ntp_sum, ntp_n, c_sum, c_n, u_sum, u_n, lam_sum, lam_n = stats
+        metrics = self._metrics["train"]
+        metrics["mixup_loss"].append(mixup_sum / max(mixed, 1.0))
+        metrics["mixed_tokens"].append(mixed)
+        metrics["mixup_lambda"].append(lam_sum / max(lam_n, 1.0))
+        metrics["ntp_loss"].append(ntp_sum / max(ntp_n, 1.0))
+        metrics["ntp_loss_confident"].append(c_sum / max(c_n, 1.0))
+        metrics["ntp_loss_unconfident"].append(u_sum / max(u_n, 1.0))
+
+    def _check_finite(self, loss):
+        if not torch.isfinite(loss.detach()).all():
+            raise FloatingPointError(
+                f"Non-finite training loss ({loss.detach().float().item()}) at step {self.state.global_step + 1}. "
+                "Lower the learning rate, check the data of this step, or use bf16 instead of fp16."
+            )
+
+
+def _as_sftmix_config(model, args) -> SFTMixConfig:
+    if isinstance(args, SFTMixConfig):
+        return args
+    if args is None:
+        name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
+        return SFTMixConfig(f"{str(name).rstrip('/').split('/')[-1]}-SFTMix")
+    fields = args.to_dict()
+    fields["hub_token"] = args.hub_token
+    return SFTMixConfig(**fields)
+
+
+def _with_confidence(train_dataset, args: SFTMixConfig):
+    """The train dataset with a validated boolean confidence column (from `dynamics_path` if given)."""
+    if train_dataset is None:
+        raise ValueError("`train_dataset` is required")
+    if isinstance(train_dataset, IterableDataset) or not isinstance(train_dataset, Dataset):
+        raise TypeError(
+            "SFTMix needs a map-style `datasets.Dataset` (it samples confident and unconfident examples by index); "
+            f"got {type(train_dataset).__name__}."
+        )
+    column = args.confidence_column
+    if args.dynamics_path:
+        train_dataset = attach_confidence(train_dataset, args.dynamics_path, column)
+    elif column not in train_dataset.column_names:
+        raise ValueError(
+            f"No confidence information: the train dataset has no `{column}` column (columns: "
+            f"{train_dataset.column_names}) and `dynamics_path` is not set. Run `sftmix dynamics` and set "
+            f"`dynamics_path` to its scores file, add a boolean `{column}` column, or set `mixup_weight=0`."
+        )
+    values = train_dataset[column]
+    bad = next(
+        (i for i, v in enumerate(values) if not isinstance(v, (bool, np.bool_)) and v not in (0, 1)), None
+    )
+    if bad is not None:
+        raise ValueError(
+            f"Column `{column}` must be boolean (True = confident); row {bad} holds {values[bad]!r}. "
+            "Recompute it with `sftmix dynamics`."
+        )
+    counts = Counter(bool(v) for v in values)
+    if counts[True] == 0 or counts[False] == 0:
+        raise ValueError(
+            f"One confidence group is empty ({counts[True]} confident, {counts[False]} unconfident examples); "
+            "SFTMix pairs each confident example with an unconfident one. Check the split of the dynamics pass "
+            "(`confident_fraction`) or the data."
+        )
+    return train_dataset
+
+
+def _report_groups(raw, prepared, column: str) -> None:
+    """Groups after TRL's preparation, which drops examples left with no trainable token."""
+    before = Counter(bool(v) for v in raw[column])
+    after = Counter(bool(v) for v in prepared[column])
+    if after[True] == 0 or after[False] == 0:
+        raise ValueError(
+            f"After tokenization and truncation, one confidence group is empty ({after[True]} confident, "
+            f"{after[False]} unconfident): SFTTrainer drops examples with no trainable token. Raise `max_length` "
+            "or check the label masking (`completion_only_loss`, `assistant_only_loss`)."
+        )
+    dropped = {g: before[g] - after[g] for g in (True, False)}
+    if any(dropped.values()):
+        logger.warning(
+            "SFTTrainer dropped %d confident and %d unconfident examples with no trainable token after truncation; "
+            "pairing uses the %d + %d that remain.",
+            dropped[True],
+            dropped[False],
+            after[True],
+            after[False],
+        )
+
+
+def _check_lm_head_is_plain(model) -> None:
+    text_config = unwrap_peft(model).config.get_text_config()
+    for name in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier"):
+        value = getattr(text_config, name, None)
+        if value not in (None, 1, 1.0):
+            raise ValueError(
+                f"The model's LM head applies `{name}={value}`, which the Mixup head does not reproduce yet. "
+                "Use a model without it, or set `mixup_weight=0`."
+            )
