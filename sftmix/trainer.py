@@ -66,6 +66,7 @@ class SFTMixTrainer(SFTTrainer):
 
         self.data_collator = ConfidenceCollator(self.data_collator, args.confidence_column)
         self._num_mixed_in_batch = None
+        self._mixup_window = None  # summed Mixup statistics since the last log
         self._lambda_draw = (-1, 0)  # (global step, draws made in it): seeds the lambda generator
         if args.mixup_enabled:
             _report_groups(train_dataset, self.train_dataset, args.confidence_column)
@@ -171,15 +172,24 @@ class SFTMixTrainer(SFTTrainer):
                     torch.tensor(float(lambdas.numel()), device=row_nll.device),
                 ]
             )
-            stats = self.accelerator.gather(stats).view(-1, stats.numel()).sum(dim=0).tolist()
-        mixup_sum, mixed, ntp_sum, ntp_n, c_sum, c_n, u_sum, u_n, lam_sum, lam_n = stats
-        metrics = self._metrics["train"]
-        metrics["mixup_loss"].append(mixup_sum / max(mixed, 1.0))
-        metrics["mixed_tokens"].append(mixed)
-        metrics["mixup_lambda"].append(lam_sum / max(lam_n, 1.0))
-        metrics["ntp_loss"].append(ntp_sum / max(ntp_n, 1.0))
-        metrics["ntp_loss_confident"].append(c_sum / max(c_n, 1.0))
-        metrics["ntp_loss_unconfident"].append(u_sum / max(u_n, 1.0))
+            stats = self.accelerator.gather(stats).view(-1, stats.numel()).sum(dim=0).cpu()
+        # Summed over the logging window, so that the logged means are token-weighted over every micro-batch
+        # and process (the same numbers whatever the split into processes and accumulation steps)
+        self._mixup_window = stats if self._mixup_window is None else self._mixup_window + stats
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._mixup_window is not None and self.model.training:
+            mixup_sum, mixed, ntp_sum, ntp_n, c_sum, c_n, u_sum, u_n, lam_sum, lam_n = self._mixup_window.tolist()
+            steps = max(self.state.global_step - self._globalstep_last_logged, 1)
+            metrics = self._metrics["train"]
+            metrics["mixup_loss"] = [mixup_sum / max(mixed, 1.0)]
+            metrics["mixed_tokens"] = [mixed / steps]
+            metrics["mixup_lambda"] = [lam_sum / max(lam_n, 1.0)]
+            metrics["ntp_loss"] = [ntp_sum / max(ntp_n, 1.0)]
+            metrics["ntp_loss_confident"] = [c_sum / max(c_n, 1.0)]
+            metrics["ntp_loss_unconfident"] = [u_sum / max(u_n, 1.0)]
+            self._mixup_window = None
+        super().log(logs, start_time)
 
     def _check_finite(self, loss):
         if not torch.isfinite(loss.detach()).all():

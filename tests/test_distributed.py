@@ -1,0 +1,41 @@
+"""Two processes on a CPU (gloo) give the same training as one process on the same global batch."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parent / "scripts" / "train_tiny.py"
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def run(args, output_dir, *overrides, timeout=300):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    cmd = [*args, str(SCRIPT), str(output_dir), *overrides]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return {int(p.stem[4:]): json.loads(p.read_text()) for p in Path(output_dir).glob("rank*.json")}
+
+
+def assert_same_training(distributed, single):
+    for key in ("loss", "mixup_loss", "ntp_loss", "mixed_tokens", "ntp_loss_confident"):
+        got = [log[key] for log in distributed["logs"]]
+        expected = [log[key] for log in single["logs"]]
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-6), key
+    for name, values in single["weights"].items():
+        assert distributed["weights"][name] == pytest.approx(values, abs=1e-6), name
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
+    single = run([sys.executable], tmp_path / "single", "per_device_train_batch_size=2", "gradient_accumulation_steps=2")[0]
+    ranks = run(
+        [*LAUNCH, "--multi_gpu", "--num_processes", "2"], tmp_path / "ddp", "per_device_train_batch_size=2"
+    )
+    assert ranks[0]["world_size"] == 2
+    assert_same_training(ranks[0], single)
+    # gradients were all-reduced: both processes hold the same weights
+    assert ranks[1]["weights"] == ranks[0]["weights"]
