@@ -179,7 +179,9 @@ class SFTMixTrainer(SFTTrainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._mixup_window is not None and self.model.training:
-            mixup_sum, mixed, ntp_sum, ntp_n, c_sum, c_n, u_sum, u_n, lam_sum, lam_n = self._mixup_window.tolist()
+            mixup_sum, mixed, ntp_sum, ntp_n, c_sum, c_n, u_sum, u_n, lam_sum, lam_n = (
+                self._mixup_window.tolist()
+            )
             steps = max(self.state.global_step - self._globalstep_last_logged, 1)
             metrics = self._metrics["train"]
             metrics["mixup_loss"] = [mixup_sum / max(mixed, 1.0)]

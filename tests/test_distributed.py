@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_tiny.py"
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+LAUNCH = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
 
 
 def run(args, output_dir, *overrides, timeout=300):
@@ -29,13 +39,28 @@ def assert_same_training(distributed, single):
         assert distributed["weights"][name] == pytest.approx(values, abs=1e-6), name
 
 
+SCRIPTS = Path(__file__).parent / "scripts"
+BACKENDS = {
+    "ddp": ["--multi_gpu"],
+    "zero2": ["--use_deepspeed", "--deepspeed_config_file", str(SCRIPTS / "zero2.json")],
+    "zero3": ["--use_deepspeed", "--deepspeed_config_file", str(SCRIPTS / "zero3.json")],
+}
+
+
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory):
+    """One process, micro-batches of 2 accumulated twice: the same global batch as 2 processes x 2."""
+    out = tmp_path_factory.mktemp("single")
+    return run([sys.executable], out, "per_device_train_batch_size=2", "gradient_accumulation_steps=2")[0]
+
+
 @pytest.mark.slow
-def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
-    single = run([sys.executable], tmp_path / "single", "per_device_train_batch_size=2", "gradient_accumulation_steps=2")[0]
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path, single_process, backend):
     ranks = run(
-        [*LAUNCH, "--multi_gpu", "--num_processes", "2"], tmp_path / "ddp", "per_device_train_batch_size=2"
+        [*LAUNCH, *BACKENDS[backend], "--num_processes", "2"], tmp_path, "per_device_train_batch_size=2"
     )
     assert ranks[0]["world_size"] == 2
-    assert_same_training(ranks[0], single)
-    # gradients were all-reduced: both processes hold the same weights
-    assert ranks[1]["weights"] == ranks[0]["weights"]
+    assert_same_training(ranks[0], single_process)
+    if backend == "ddp":  # gradients were all-reduced: both processes hold the same weights
+        assert ranks[1]["weights"] == ranks[0]["weights"]

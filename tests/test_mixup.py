@@ -19,9 +19,9 @@ def naive_soft_ce(hidden, weight, bias, y_c, y_u, lam):
     """-sum_v ytilde_v log softmax(h W^T + b)_v with ytilde = lam onehot(y_c) + (1 - lam) onehot(y_u)."""
     logits = hidden @ weight.T + (0 if bias is None else bias)
     vocab = weight.shape[0]
-    soft = lam[:, None] * torch.nn.functional.one_hot(y_c, vocab) + (1 - lam[:, None]) * torch.nn.functional.one_hot(
-        y_u, vocab
-    )
+    soft = lam[:, None] * torch.nn.functional.one_hot(y_c, vocab) + (
+        1 - lam[:, None]
+    ) * torch.nn.functional.one_hot(y_u, vocab)
     return -(soft * torch.log_softmax(logits, dim=-1)).sum(-1)
 
 
@@ -141,4 +141,6 @@ def test_mixup_loss_sum_matches_a_loop_over_pairs():
     c, u = pair_rows(confident)
     index = mixup_index(labels != -100, c, u)
     ours = mixup_loss_sum(hidden, labels, index, lambdas, weight, chunk_size=5)
-    torch.testing.assert_close(ours.double(), naive_mixup_sum(hidden, labels, confident, lambdas, weight), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(
+        ours.double(), naive_mixup_sum(hidden, labels, confident, lambdas, weight), atol=1e-4, rtol=1e-5
+    )

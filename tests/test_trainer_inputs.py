@@ -20,20 +20,35 @@ def mixup_logs(trainer):
 def test_missing_confidence_information_is_a_clear_error(tmp_path, tiny_tokenizer):
     data = conversations().remove_columns("confident")
     with pytest.raises(ValueError, match="No confidence information.*sftmix dynamics"):
-        SFTMixTrainer(tiny_model(tiny_tokenizer), cpu_args(tmp_path), train_dataset=data, processing_class=tiny_tokenizer)
+        SFTMixTrainer(
+            tiny_model(tiny_tokenizer),
+            cpu_args(tmp_path),
+            train_dataset=data,
+            processing_class=tiny_tokenizer,
+        )
 
 
 def test_an_empty_group_is_a_clear_error(tmp_path, tiny_tokenizer):
     data = conversations().map(lambda row: {"confident": True})
     with pytest.raises(ValueError, match="One confidence group is empty \\(24 confident, 0 unconfident"):
-        SFTMixTrainer(tiny_model(tiny_tokenizer), cpu_args(tmp_path), train_dataset=data, processing_class=tiny_tokenizer)
+        SFTMixTrainer(
+            tiny_model(tiny_tokenizer),
+            cpu_args(tmp_path),
+            train_dataset=data,
+            processing_class=tiny_tokenizer,
+        )
 
 
 def test_a_non_boolean_group_column_is_a_clear_error(tmp_path, tiny_tokenizer):
     data = conversations().remove_columns("confident")
     data = data.add_column("confident", [1, 0, 1, 2] + [0] * 20)
     with pytest.raises(ValueError, match="must be boolean.*row 3 holds 2"):
-        SFTMixTrainer(tiny_model(tiny_tokenizer), cpu_args(tmp_path), train_dataset=data, processing_class=tiny_tokenizer)
+        SFTMixTrainer(
+            tiny_model(tiny_tokenizer),
+            cpu_args(tmp_path),
+            train_dataset=data,
+            processing_class=tiny_tokenizer,
+        )
 
 
 @pytest.mark.parametrize(
@@ -58,7 +73,12 @@ def test_packing_is_fine_without_mixup(tmp_path):
 
 def scores_frame(ids, confident):
     return pd.DataFrame(
-        {"example_id": ids, "row_index": range(len(ids)), "confidence": [-float(i) for i in range(len(ids))], "confident": confident}
+        {
+            "example_id": ids,
+            "row_index": range(len(ids)),
+            "confidence": [-float(i) for i in range(len(ids))],
+            "confident": confident,
+        }
     )
 
 
@@ -80,8 +100,14 @@ def test_scores_file_is_joined_by_content_and_a_mismatched_one_is_refused(tmp_pa
     assert sum(trainer.train_dataset["confident"]) == 12
 
     other = conversations(seed=5).remove_columns("confident")
-    bad = write_scores(scores_frame(dataset_example_ids(other)[:24], [True] * 12 + [False] * 12), tmp_path / "bad.parquet", {})
-    with pytest.raises(ValueError, match="does not cover the training dataset: 24 of 24 examples have no score"):
+    bad = write_scores(
+        scores_frame(dataset_example_ids(other)[:24], [True] * 12 + [False] * 12),
+        tmp_path / "bad.parquet",
+        {},
+    )
+    with pytest.raises(
+        ValueError, match="does not cover the training dataset: 24 of 24 examples have no score"
+    ):
         SFTMixTrainer(
             tiny_model(tiny_tokenizer),
             cpu_args(tmp_path / "out", dynamics_path=str(bad)),
@@ -102,7 +128,10 @@ def test_examples_dropped_by_trl_keep_the_pairing(tmp_path, tiny_tokenizer, capl
     for row in rows[:5]:  # a prompt that fills max_length leaves no trainable token: TRL drops the example
         row["messages"][0]["content"] = "the patient " * 60
     trainer = SFTMixTrainer(
-        tiny_model(tiny_tokenizer), cpu_args(tmp_path), train_dataset=Dataset.from_list(rows), processing_class=tiny_tokenizer
+        tiny_model(tiny_tokenizer),
+        cpu_args(tmp_path),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tiny_tokenizer,
     )
     assert len(trainer.train_dataset) == 19
     with caplog.at_level(logging.WARNING, logger="sftmix.trainer"):
@@ -117,13 +146,18 @@ def test_examples_dropped_until_a_group_is_empty_is_an_error(tmp_path, tiny_toke
             row["messages"][0]["content"] = "the patient " * 60
     with pytest.raises(ValueError, match="After tokenization and truncation, one confidence group is empty"):
         SFTMixTrainer(
-            tiny_model(tiny_tokenizer), cpu_args(tmp_path), train_dataset=Dataset.from_list(rows), processing_class=tiny_tokenizer
+            tiny_model(tiny_tokenizer),
+            cpu_args(tmp_path),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tiny_tokenizer,
         )
 
 
 def test_non_finite_loss_stops_training_naming_the_step(tmp_path, tiny_tokenizer):
     model = tiny_model(tiny_tokenizer)
-    trainer = SFTMixTrainer(model, cpu_args(tmp_path), train_dataset=conversations(), processing_class=tiny_tokenizer)
+    trainer = SFTMixTrainer(
+        model, cpu_args(tmp_path), train_dataset=conversations(), processing_class=tiny_tokenizer
+    )
     with torch.no_grad():
         model.lm_head.weight[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="at step 1"):
@@ -151,9 +185,14 @@ def test_other_dataset_formats_train_with_mixup(tmp_path, tiny_tokenizer, fmt):
 
 def test_model_given_by_path_and_evaluation_is_plain_ntp(tmp_path, tiny_tokenizer, tiny_model_dir):
     data, held_out = conversations(n=24), conversations(n=8, seed=9).remove_columns("confident")
-    mix = SFTMixTrainer(str(tiny_model_dir), cpu_args(tmp_path / "a"), train_dataset=data, eval_dataset=held_out)
+    mix = SFTMixTrainer(
+        str(tiny_model_dir), cpu_args(tmp_path / "a"), train_dataset=data, eval_dataset=held_out
+    )
     plain = SFTTrainer(
-        str(tiny_model_dir), SFTConfig(str(tmp_path / "b"), **cpu_settings()), train_dataset=data, eval_dataset=held_out
+        str(tiny_model_dir),
+        SFTConfig(str(tmp_path / "b"), **cpu_settings()),
+        train_dataset=data,
+        eval_dataset=held_out,
     )
     assert mix.evaluate()["eval_loss"] == pytest.approx(plain.evaluate()["eval_loss"], abs=1e-6)
 
@@ -167,7 +206,9 @@ def test_lora_adapters_receive_the_mixup_gradient(tmp_path, tiny_tokenizer):
             cpu_args(tmp_path, mixup_weight=mixup_weight, mixup_lambda=0.5),
             train_dataset=conversations(),
             processing_class=tiny_tokenizer,
-            peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+            peft_config=LoraConfig(
+                r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+            ),
         )
         batch = next(iter(trainer.get_train_dataloader()))
         trainer.model.train()

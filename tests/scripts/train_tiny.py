@@ -11,7 +11,6 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import torch  # noqa: E402
 from helpers import conversations, cpu_args, tiny_model  # noqa: E402
 
 from sftmix import SFTMixTrainer  # noqa: E402
@@ -20,20 +19,23 @@ from sftmix.testing import build_tiny_tokenizer  # noqa: E402
 
 def main():
     output_dir = sys.argv[1]
-    overrides = dict(max_steps=2, optim="sgd", learning_rate=0.5, lr_scheduler_type="constant", mixup_lambda=0.3)
+    overrides = dict(
+        max_steps=2, optim="sgd", learning_rate=0.5, lr_scheduler_type="constant", mixup_lambda=0.3
+    )
     for item in sys.argv[2:]:
         key, value = item.split("=", 1)
         overrides[key] = json.loads(value)
     tokenizer = build_tiny_tokenizer()
     model = tiny_model(tokenizer)
-    trainer = SFTMixTrainer(model, cpu_args(output_dir, **overrides), train_dataset=conversations(), processing_class=tokenizer)
+    trainer = SFTMixTrainer(
+        model, cpu_args(output_dir, **overrides), train_dataset=conversations(), processing_class=tokenizer
+    )
     trainer.train()
-    state = trainer.accelerator.get_state_dict(trainer.model)
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     weights = {} if state is None else {k: v.float().flatten()[:64].tolist() for k, v in state.items()}
     logs = [h for h in trainer.state.log_history if "mixup_loss" in h]
     with open(os.path.join(output_dir, f"rank{trainer.accelerator.process_index}.json"), "w") as f:
         json.dump({"logs": logs, "weights": weights, "world_size": trainer.accelerator.num_processes}, f)
-    torch.distributed.destroy_process_group() if torch.distributed.is_initialized() else None
 
 
 if __name__ == "__main__":
