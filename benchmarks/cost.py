@@ -29,11 +29,17 @@ BUILTIN_SMOLLM2 = "sftmix/smollm2-135m-instruct"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=BUILTIN_SMOLLM2, help="Model path or name; 'tiny' for the test model.")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", default=BUILTIN_SMOLLM2, help="Model path or name; 'tiny' for the test model."
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=12, help="Timed optimizer steps (after 2 warm-up steps).")
+    parser.add_argument(
+        "--steps", type=int, default=12, help="Timed optimizer steps (after 2 warm-up steps)."
+    )
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--worker", choices=["ntp", "sftmix"], help=argparse.SUPPRESS)
@@ -96,9 +102,13 @@ def worker(args) -> dict:
     )
     out = f"/tmp/sftmix-bench-{args.worker}"
     if args.worker == "sftmix":
-        trainer = SFTMixTrainer(model, SFTMixConfig(out, **settings), train_dataset=data, processing_class=tokenizer)
+        trainer = SFTMixTrainer(
+            model, SFTMixConfig(out, **settings), train_dataset=data, processing_class=tokenizer
+        )
     else:
-        trainer = SFTTrainer(model, SFTConfig(out, **settings), train_dataset=data, processing_class=tokenizer)
+        trainer = SFTTrainer(
+            model, SFTConfig(out, **settings), train_dataset=data, processing_class=tokenizer
+        )
 
     times = []
 
@@ -118,8 +128,17 @@ def worker(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
     timed = times[2:]
-    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"step_s": statistics.median(timed), "step_s_mean": statistics.fmean(timed), "peak_bytes": peak, "device": "cuda" if cuda else "cpu"}
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if cuda
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return {
+        "step_s": statistics.median(timed),
+        "step_s_mean": statistics.fmean(timed),
+        "peak_bytes": peak,
+        "device": "cuda" if cuda else "cpu",
+    }
 
 
 def main(argv=None):
@@ -138,12 +157,16 @@ def main(argv=None):
     ntp, mix = results["ntp"], results["sftmix"]
     machine = f"{platform.machine()}, {os.cpu_count()} cores" if ntp["device"] == "cpu" else _gpu_name()
     print(f"\nSFTMix cost benchmark -- {datetime.date.today()} -- {machine}")
-    print(f"model {args.model}, batch {args.batch_size} x {args.seq_len} tokens, {args.precision}, {args.steps} timed steps\n")
+    print(
+        f"model {args.model}, batch {args.batch_size} x {args.seq_len} tokens, {args.precision}, {args.steps} timed steps\n"
+    )
     print("| trainer | step time (s, median) | peak memory (MiB) |")
     print("|---|---|---|")
     for name, label in (("ntp", "SFTTrainer (NTP)"), ("sftmix", "SFTMixTrainer")):
         print(f"| {label} | {results[name]['step_s']:.3f} | {results[name]['peak_bytes'] / 2**20:.0f} |")
-    print(f"| **ratio** | **{mix['step_s'] / ntp['step_s']:.3f}x** | **{mix['peak_bytes'] / ntp['peak_bytes']:.3f}x** |")
+    print(
+        f"| **ratio** | **{mix['step_s'] / ntp['step_s']:.3f}x** | **{mix['peak_bytes'] / ntp['peak_bytes']:.3f}x** |"
+    )
 
 
 def _gpu_name():

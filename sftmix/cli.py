@@ -22,7 +22,9 @@ STAGES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sftmix", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="sftmix", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="store_true", help="Print the version and exit.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in STAGES.items():
@@ -54,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     from sftmix.recipe import load_recipe
 
     recipe = load_recipe(args.config, rest)
-    {"run": pipeline.run_all, "dynamics": pipeline.run_dynamics, "train": pipeline.run_train}[args.command](recipe)
+    {"run": pipeline.run_all, "dynamics": pipeline.run_dynamics, "train": pipeline.run_train}[args.command](
+        recipe
+    )
     return 0
 
 

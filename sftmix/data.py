@@ -43,15 +43,18 @@ class DataArguments:
     )
     eval_fraction: float = field(
         default=0.0,
-        metadata={"help": "Without a test split, hold out this fraction of the training data for evaluation."},
+        metadata={
+            "help": "Without a test split, hold out this fraction of the training data for evaluation."
+        },
     )
-    dataset_format: str = field(
-        default="auto", metadata={"help": "Input format.", "choices": list(FORMATS)}
-    )
+    dataset_format: str = field(default="auto", metadata={"help": "Input format.", "choices": list(FORMATS)})
     max_train_samples: int | None = field(
-        default=None, metadata={"help": "Keep only this many training examples (first rows, after shuffling)."}
+        default=None,
+        metadata={"help": "Keep only this many training examples (first rows, after shuffling)."},
     )
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many held-out examples."})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Keep only this many held-out examples."}
+    )
     split_seed: int = field(default=42, metadata={"help": "Seed of the data shuffle and the held-out split."})
 
     def __post_init__(self):
@@ -63,10 +66,14 @@ class DataArguments:
     def check_sources(self) -> None:
         """Cheap checks (before any model loads): something to load, and local files that exist."""
         if not self.dataset_name and not self.dataset_files:
-            raise ValueError("No data: set `dataset_name` (Hub id or 'sftmix/quickstart') or `dataset_files`.")
+            raise ValueError(
+                "No data: set `dataset_name` (Hub id or 'sftmix/quickstart') or `dataset_files`."
+            )
         for path in self.dataset_files or []:
             if not Path(path).exists():
-                raise FileNotFoundError(f"Data file {path} does not exist (from `dataset_files`). Fix the path.")
+                raise FileNotFoundError(
+                    f"Data file {path} does not exist (from `dataset_files`). Fix the path."
+                )
             if Path(path).suffix not in FILE_BUILDERS:
                 raise ValueError(
                     f"Data file {path} has an unsupported extension; use one of {sorted(FILE_BUILDERS)}."
@@ -83,7 +90,9 @@ def load_sft_data(args: DataArguments, keep_columns: tuple[str, ...] = ("confide
     elif args.dataset_files:
         suffixes = {Path(p).suffix for p in args.dataset_files}
         if len(suffixes) > 1:
-            raise ValueError(f"`dataset_files` mixes file types {sorted(suffixes)}; convert them to one type.")
+            raise ValueError(
+                f"`dataset_files` mixes file types {sorted(suffixes)}; convert them to one type."
+            )
         builder = FILE_BUILDERS[suffixes.pop()]
         splits = datasets.load_dataset(builder, data_files={"train": list(args.dataset_files)})
     else:
@@ -164,7 +173,9 @@ def to_sft_format(dataset, fmt: str = "auto", keep_columns: tuple[str, ...] = ("
             f"`dataset_format: {fmt}` needs the columns {columns}; the dataset has {dataset.column_names}."
         )
     dataset = dataset.select_columns(columns + [c for c in keep_columns if c in dataset.column_names])
-    check = {"messages": check_messages_row, "prompt_completion": check_prompt_row, "text": check_text_row}[fmt]
+    check = {"messages": check_messages_row, "prompt_completion": check_prompt_row, "text": check_text_row}[
+        fmt
+    ]
     for index, row in enumerate(dataset.select_columns(columns)):
         problem = check(row)
         if problem:
@@ -205,9 +216,24 @@ def _alpaca_to_messages(row):
     instruction = (row.get("instruction") or "").strip()
     extra = (row.get("input") or "").strip()
     user = f"{instruction}\n\n{extra}" if extra else instruction
-    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": row.get("output") or ""}]}
+    return {
+        "messages": [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": row.get("output") or ""},
+        ]
+    }
 
 
 def _sharegpt_to_messages(row):
-    roles = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
-    return {"messages": [{"role": roles.get(t["from"], t["from"]), "content": t["value"]} for t in row["conversations"]]}
+    roles = {
+        "human": "user",
+        "user": "user",
+        "gpt": "assistant",
+        "assistant": "assistant",
+        "system": "system",
+    }
+    return {
+        "messages": [
+            {"role": roles.get(t["from"], t["from"]), "content": t["value"]} for t in row["conversations"]
+        ]
+    }

@@ -69,5 +69,8 @@ def disable_bnb_cpu_repacking(model) -> int:
             module.support_avx512bf16_for_cpu = False
             changed += 1
     if changed:
-        logger.info("Disabled bitsandbytes' CPU weight repacking on %d 4-bit layers (wrong-gradient workaround)", changed)
+        logger.info(
+            "Disabled bitsandbytes' CPU weight repacking on %d 4-bit layers (wrong-gradient workaround)",
+            changed,
+        )
     return changed

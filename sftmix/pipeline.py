@@ -68,7 +68,12 @@ def run_train(recipe) -> dict:
     train, held_out = load_sft_data(recipe.data)
     model, tokenizer, peft_config = load_model_and_tokenizer(recipe.model, args)
     trainer = SFTMixTrainer(
-        model, args, train_dataset=train, eval_dataset=held_out, processing_class=tokenizer, peft_config=peft_config
+        model,
+        args,
+        train_dataset=train,
+        eval_dataset=held_out,
+        processing_class=tokenizer,
+        peft_config=peft_config,
     )
     started = time.perf_counter()
     result = trainer.train()
@@ -89,7 +94,12 @@ def run_train(recipe) -> dict:
         summary["unconfident_examples"] = len(groups) - int(sum(groups))
         logs = [h for h in trainer.state.log_history if "mixup_loss" in h]
         if logs:
-            summary.update({k: logs[-1][k] for k in ("ntp_loss", "mixup_loss", "ntp_loss_confident", "ntp_loss_unconfident")})
+            summary.update(
+                {
+                    k: logs[-1][k]
+                    for k in ("ntp_loss", "mixup_loss", "ntp_loss_confident", "ntp_loss_unconfident")
+                }
+            )
     if held_out is not None:
         summary["eval_loss"] = trainer.evaluate()["eval_loss"]
     if trainer.is_world_process_zero():

@@ -93,4 +93,6 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
             raise ValueError(f"`{name}:` in {path} must be a mapping of settings.")
         _check_known(values, {f.name for f in fields(cls) if f.init}, f"`{name}:`")
         parsed[name] = cls(**values)
-    return Recipe(data, model, training, parsed["dynamics"], parsed["evaluation"], Path(path) if path else None)
+    return Recipe(
+        data, model, training, parsed["dynamics"], parsed["evaluation"], Path(path) if path else None
+    )

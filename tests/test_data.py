@@ -24,7 +24,13 @@ def test_alpaca_rows_become_messages_with_the_input_after_the_instruction():
 
 def test_sharegpt_is_converted_and_extra_columns_are_dropped_but_the_group_column_kept():
     data = Dataset.from_list(
-        [{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}], "id": 3, "confident": True}]
+        [
+            {
+                "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}],
+                "id": 3,
+                "confident": True,
+            }
+        ]
     )
     out = to_sft_format(data)
     assert out.column_names == ["messages", "confident"]
@@ -33,7 +39,13 @@ def test_sharegpt_is_converted_and_extra_columns_are_dropped_but_the_group_colum
 
 def test_ultrachat_style_rows_keep_only_messages():
     data = Dataset.from_list(
-        [{"prompt": "hi", "prompt_id": "x", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}]
+        [
+            {
+                "prompt": "hi",
+                "prompt_id": "x",
+                "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+            }
+        ]
     )
     assert to_sft_format(data).column_names == ["messages"]
 

@@ -64,3 +64,39 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path, sing
     assert_same_training(ranks[0], single_process)
     if backend == "ddp":  # gradients were all-reduced: both processes hold the same weights
         assert ranks[1]["weights"] == ranks[0]["weights"]
+
+
+@pytest.mark.slow
+def test_zero3_checkpoint_loads_into_a_plain_model_with_the_trained_weights(tmp_path, single_process):
+    from transformers import AutoModelForCausalLM
+
+    ranks = run(
+        [*LAUNCH, *BACKENDS["zero3"], "--num_processes", "2"],
+        tmp_path,
+        "per_device_train_batch_size=2",
+        "save=true",
+    )
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
+    state = model.state_dict()
+    for name, values in single_process["weights"].items():
+        assert state[name].flatten()[:64].tolist() == pytest.approx(values, abs=1e-6), name
+    assert ranks[0]["weights"].keys() == single_process["weights"].keys()
+
+
+@pytest.mark.slow
+def test_zero3_with_lora_matches_one_process(tmp_path):
+    single = run(
+        [sys.executable],
+        tmp_path / "one",
+        "lora=true",
+        "per_device_train_batch_size=2",
+        "gradient_accumulation_steps=2",
+    )[0]
+    ranks = run(
+        [*LAUNCH, *BACKENDS["zero3"], "--num_processes", "2"],
+        tmp_path / "z3",
+        "lora=true",
+        "per_device_train_batch_size=2",
+    )
+    assert_same_training(ranks[0], single)
+    assert any("lora_" in name for name in single["weights"])

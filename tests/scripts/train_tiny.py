@@ -2,6 +2,7 @@
 
 Usage: [accelerate launch ...] train_tiny.py OUTPUT_DIR [SFTMixConfig overrides as key=value ...]
 Each process writes OUTPUT_DIR/rank{N}.json: the logged metrics and the trained weights' values.
+Script options: lora=true (LoRA adapters on q/v), save=true (save the model to OUTPUT_DIR/final).
 """
 
 import json
@@ -25,12 +26,27 @@ def main():
     for item in sys.argv[2:]:
         key, value = item.split("=", 1)
         overrides[key] = json.loads(value)
+    lora = overrides.pop("lora", False)  # script options, not SFTMixConfig fields
+    save = overrides.pop("save", False)
+    peft_config = None
+    if lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+        )
     tokenizer = build_tiny_tokenizer()
     model = tiny_model(tokenizer)
     trainer = SFTMixTrainer(
-        model, cpu_args(output_dir, **overrides), train_dataset=conversations(), processing_class=tokenizer
+        model,
+        cpu_args(output_dir, **overrides),
+        train_dataset=conversations(),
+        processing_class=tokenizer,
+        peft_config=peft_config,
     )
     trainer.train()
+    if save:
+        trainer.save_model(os.path.join(output_dir, "final"))
     state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     weights = {} if state is None else {k: v.float().flatten()[:64].tolist() for k, v in state.items()}
     logs = [h for h in trainer.state.log_history if "mixup_loss" in h]
