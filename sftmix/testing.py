@@ -10,17 +10,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-CHATML_TRAINING_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'assistant' %}"
-    "{{ '<|im_start|>assistant\\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
-    "{{ '\\n' }}"
-    "{% else %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+CHATML_TRAINING_TEMPLATE = (Path(__file__).parent / "templates" / "chatml_training.jinja").read_text()
 
 _WORDS = (
     "the patient has a fever and cough doctor said rest fluids heart blood pressure drug dose daily "
