@@ -21,6 +21,8 @@ def _check_before_loading(recipe) -> None:
         raise ValueError("The recipe names no model: set `model_name_or_path`.")
     if recipe.training.mixup_enabled:
         recipe.training.validate_for_mixup()
+    if recipe.evaluation is not None:  # benchmark files are checked now, not after hours of training
+        recipe.evaluation.check_sources()
 
 
 def run_dynamics(recipe):

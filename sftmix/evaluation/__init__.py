@@ -1,0 +1,49 @@
+"""Evaluation of a trained model: held-out NTP metrics with calibration, and the paper's healthcare benchmarks.
+
+    from sftmix.evaluation import evaluate
+    results = evaluate(model, tokenizer, heldout="heldout.jsonl", benchmarks={"medqa": "test.jsonl"},
+                       output_dir="outputs/eval")
+
+Modules, one idea each: `config` (EvalConfig), `calibration` (ECE math), `reliability_plot`, `token_scores`
+(chunked LM-head scoring), `encoding` (tokenising like training), `heldout`, `benchmarks` (readers of the
+published formats), `hub`, `prompts`, `multiple_choice` (option log-likelihoods), `report`, `loading`,
+`runner` (evaluate, evaluate_from_config), `cli` (`sftmix eval`). Imports are lazy: `EvalConfig` loads without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "EvalConfig": "sftmix.evaluation.config",
+    "BENCHMARKS": "sftmix.evaluation.config",
+    "evaluate": "sftmix.evaluation.runner",
+    "evaluate_from_config": "sftmix.evaluation.runner",
+    "run_eval_cli": "sftmix.evaluation.cli",
+    "heldout_metrics": "sftmix.evaluation.heldout",
+    "load_heldout": "sftmix.evaluation.heldout",
+    "HeldoutResult": "sftmix.evaluation.heldout",
+    "ReliabilityStats": "sftmix.evaluation.calibration",
+    "expected_calibration_error": "sftmix.evaluation.calibration",
+    "plot_reliability_diagram": "sftmix.evaluation.reliability_plot",
+    "score_label_tokens": "sftmix.evaluation.token_scores",
+    "encode_sft_example": "sftmix.evaluation.encoding",
+    "MultipleChoiceQuestion": "sftmix.evaluation.benchmarks",
+    "load_benchmark": "sftmix.evaluation.benchmarks",
+    "read_medqa": "sftmix.evaluation.benchmarks",
+    "read_medmcqa": "sftmix.evaluation.benchmarks",
+    "read_pubmedqa": "sftmix.evaluation.benchmarks",
+    "MultipleChoiceTemplate": "sftmix.evaluation.prompts",
+    "score_questions": "sftmix.evaluation.multiple_choice",
+    "accuracy_summary": "sftmix.evaluation.multiple_choice",
+    "write_report": "sftmix.evaluation.report",
+    "load_model_for_eval": "sftmix.evaluation.loading",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sftmix.evaluation' has no attribute {name!r}")

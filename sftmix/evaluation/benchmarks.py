@@ -1,0 +1,327 @@
+"""Readers for the healthcare benchmarks in their published formats, into `MultipleChoiceQuestion`s.
+
+- MedQA (Jin et al., 2021), USMLE English release, one JSON object per line:
+  `{"question", "options": {"A": ..., "B": ..., ...}, "answer_idx": "C", "answer": <text of C>, ...}`.
+  4-option files: `data_clean/questions/US/4_options/phrases_no_exclude_{dev,test}.jsonl`; 5-option files:
+  `data_clean/questions/US/{dev,test}.jsonl`. Options as a list of `{"key", "value"}` (BigBio) are also read.
+- MedMCQA (Pal et al., 2022): `{"question", "opa", "opb", "opc", "opd", "cop", ...}`, one object per line
+  (the release names the files .json). `cop` is 1-4 in the original release and 0-3 in the Hugging Face
+  `openlifescienceai/medmcqa` copy; `answer_base` says which (see `EvalConfig.medmcqa_answer_base`). The
+  test split has no public answers (cop -1 or missing) and is refused: score the dev / validation split.
+- PubMedQA (Jin et al., 2019): `ori_pqal.json`, a mapping PMID -> `{"QUESTION", "CONTEXTS": [...],
+  "final_decision": "yes|no|maybe", ...}` (also a split of it in the same format), or the Hugging Face
+  `qiaojin/PubMedQA` pqa_labeled rows `{"pubid", "question", "context": {"contexts": [...]}, "final_decision"}`.
+  Options are yes / no / maybe, in that order.
+Files may be .jsonl, .json (a list, a mapping, or one object per line), .parquet or .csv.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sftmix.evaluation.prompts import LETTERS
+
+logger = logging.getLogger(__name__)
+
+PUBMEDQA_OPTIONS = ("yes", "no", "maybe")
+MEDMCQA_COLUMNS = ("opa", "opb", "opc", "opd")
+FORMAT_HINTS = {
+    "medqa": 'one JSON object per line like {"question": ..., "options": {"A": ..., "B": ..., ...}, '
+    '"answer_idx": "C"} (the MedQA US release)',
+    "medmcqa": 'rows like {"question": ..., "opa": ..., "opb": ..., "opc": ..., "opd": ..., "cop": 1} '
+    "(the MedMCQA release, or openlifescienceai/medmcqa)",
+    "pubmedqa": 'ori_pqal.json ({"PMID": {"QUESTION": ..., "CONTEXTS": [...], "final_decision": "yes"}}) or '
+    'qiaojin/PubMedQA pqa_labeled rows ({"question": ..., "context": {"contexts": [...]}, "final_decision": ...})',
+}
+
+
+@dataclass
+class MultipleChoiceQuestion:
+    id: str
+    question: str
+    options: list[str]
+    answer: int  # index of the correct option
+    context: list[str] = field(default_factory=list)  # paragraphs shown before the question (PubMedQA)
+
+    @property
+    def letters(self) -> list[str]:
+        return list(LETTERS[: len(self.options)])
+
+
+class BenchmarkFormatError(ValueError):
+    pass
+
+
+def _plain(value):
+    """numpy arrays and scalars (from parquet) -> lists and Python scalars."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def read_records(path: str | Path):
+    """A list of row dicts, or (a JSON file holding an object of objects, like ori_pqal.json) a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Benchmark file {path} does not exist. Fix the path.")
+    if path.suffix in (".parquet", ".csv"):
+        import pandas as pd
+
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        return [_plain(row) for row in frame.to_dict("records")]
+    if path.suffix not in (".json", ".jsonl"):
+        raise ValueError(
+            f"Benchmark file {path}: unsupported extension; use .jsonl, .json, .parquet or .csv."
+        )
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass  # the MedMCQA release's .json files hold one object per line
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise BenchmarkFormatError(
+                    f"{path}, line {number}: not valid JSON ({error}). Expected one JSON object per line."
+                ) from error
+    return rows
+
+
+def _rows(records, where: str, benchmark: str) -> list[dict]:
+    if isinstance(records, dict):
+        raise BenchmarkFormatError(
+            f"{where} holds one JSON object (keys {list(records)[:5]}...), not rows; expected {FORMAT_HINTS[benchmark]}."
+        )
+    return list(records)
+
+
+def _require(row, keys, where: str, benchmark: str) -> None:
+    if not isinstance(row, dict):
+        raise BenchmarkFormatError(
+            f"{where} is {type(row).__name__}, not an object; expected {FORMAT_HINTS[benchmark]}."
+        )
+    missing = [k for k in keys if k not in row]
+    if missing:
+        raise BenchmarkFormatError(
+            f"{where} has the columns {sorted(row)} but lacks {missing}; expected {FORMAT_HINTS[benchmark]}."
+        )
+
+
+def parse_medqa_rows(rows, where: str, num_options: int | None = None) -> list[MultipleChoiceQuestion]:
+    questions = []
+    for index, row in enumerate(rows):
+        at = f"{where}, row {index}"
+        _require(row, ("question", "options", "answer_idx"), at, "medqa")
+        options = row["options"]
+        if isinstance(options, list):  # BigBio style [{"key": "A", "value": ...}]
+            options = {o["key"]: o["value"] for o in options}
+        options = {
+            k: v for k, v in sorted(options.items()) if v is not None
+        }  # parquet fills absent E with None
+        letters = list(options)
+        if letters != list(LETTERS[: len(letters)]):
+            raise BenchmarkFormatError(f"{at}: option keys {letters}; expected consecutive letters from A.")
+        if num_options is not None and len(letters) != num_options:
+            raise BenchmarkFormatError(
+                f"{at} has {len(letters)} options ({', '.join(letters)}) but this benchmark expects {num_options}. "
+                "Pass the 4-option file (US/4_options/...) as `medqa` and the 5-option file (US/test.jsonl) as "
+                "`medqa5`."
+            )
+        if row["answer_idx"] not in options:
+            raise BenchmarkFormatError(
+                f"{at}: answer_idx {row['answer_idx']!r} is not one of the options {letters}."
+            )
+        if (
+            "answer" in row
+            and row["answer"] is not None
+            and row["answer"].strip() != options[row["answer_idx"]].strip()
+        ):
+            raise BenchmarkFormatError(
+                f"{at}: `answer` {row['answer']!r} is not the text of option {row['answer_idx']} "
+                f"({options[row['answer_idx']]!r}); the file is inconsistent."
+            )
+        questions.append(
+            MultipleChoiceQuestion(
+                id=str(row.get("id", index)),
+                question=row["question"],
+                options=list(options.values()),
+                answer=letters.index(row["answer_idx"]),
+            )
+        )
+    return questions
+
+
+def medmcqa_answer_base(rows, setting: str = "auto", default: int = 1) -> int:
+    """0 or 1: what `cop` counts from (see the module docstring)."""
+    if setting != "auto":
+        return int(setting)
+    values = {int(row["cop"]) for row in rows if row.get("cop") is not None}
+    if 0 in values and 4 in values:
+        raise BenchmarkFormatError(
+            "MedMCQA `cop` takes both 0 and 4, so it is neither 0-3 nor 1-4; the file mixes formats."
+        )
+    if 0 in values:
+        return 0
+    if 4 in values:
+        return 1
+    logger.warning(
+        "MedMCQA `cop` values %s fit both 0-3 and 1-4; reading them as %d-based. Set `medmcqa_answer_base` if wrong.",
+        sorted(values),
+        default,
+    )
+    return default
+
+
+def parse_medmcqa_rows(
+    rows, where: str, answer_base: str = "auto", default_base: int = 1
+) -> list[MultipleChoiceQuestion]:
+    for index, row in enumerate(rows):
+        _require(row, ("question", *MEDMCQA_COLUMNS, "cop"), f"{where}, row {index}", "medmcqa")
+        if row["cop"] is None or int(row["cop"]) < 0:
+            raise BenchmarkFormatError(
+                f"{where}, row {index} has no answer (cop = {row['cop']!r}): MedMCQA's test split has no public "
+                "answers. Score the dev (validation) split instead."
+            )
+    base = medmcqa_answer_base(rows, answer_base, default_base)
+    questions = []
+    for index, row in enumerate(rows):
+        answer = int(row["cop"]) - base
+        if not 0 <= answer < 4:
+            raise BenchmarkFormatError(
+                f"{where}, row {index}: cop = {row['cop']} is outside {base}-{base + 3} (`medmcqa_answer_base`)."
+            )
+        questions.append(
+            MultipleChoiceQuestion(
+                id=str(row.get("id", index)),
+                question=row["question"],
+                options=[str(row[c]) for c in MEDMCQA_COLUMNS],
+                answer=answer,
+            )
+        )
+    return questions
+
+
+def _pubmedqa_question(qid, question, contexts, decision, at: str) -> MultipleChoiceQuestion:
+    decision = str(decision).strip().lower()
+    if decision not in PUBMEDQA_OPTIONS:
+        raise BenchmarkFormatError(
+            f"{at}: final_decision {decision!r} is not one of {list(PUBMEDQA_OPTIONS)}."
+        )
+    return MultipleChoiceQuestion(
+        id=str(qid),
+        question=question,
+        options=list(PUBMEDQA_OPTIONS),
+        answer=PUBMEDQA_OPTIONS.index(decision),
+        context=[str(c) for c in contexts],
+    )
+
+
+def parse_pubmedqa_records(records, where: str) -> list[MultipleChoiceQuestion]:
+    if isinstance(records, dict):  # ori_pqal.json: PMID -> record
+        questions = []
+        for pmid, row in records.items():
+            at = f"{where}, PMID {pmid}"
+            if not isinstance(row, dict):
+                raise BenchmarkFormatError(
+                    f"{at} maps to {row!r}, not a question record; a file of PMID -> label (like "
+                    f"test_ground_truth.json) goes to `pubmedqa_ids`. Expected {FORMAT_HINTS['pubmedqa']}."
+                )
+            _require(row, ("QUESTION", "CONTEXTS", "final_decision"), at, "pubmedqa")
+            questions.append(
+                _pubmedqa_question(pmid, row["QUESTION"], row["CONTEXTS"], row["final_decision"], at)
+            )
+        return questions
+    questions = []
+    for index, row in enumerate(records):
+        at = f"{where}, row {index}"
+        _require(row, ("question", "context", "final_decision"), at, "pubmedqa")
+        context = row["context"]
+        if isinstance(context, dict):
+            context = context.get("contexts")
+        if not isinstance(context, list):
+            raise BenchmarkFormatError(
+                f"{at}: `context` should hold {{'contexts': [paragraphs]}}, got {row['context']!r}."
+            )
+        questions.append(
+            _pubmedqa_question(row.get("pubid", index), row["question"], context, row["final_decision"], at)
+        )
+    return questions
+
+
+def read_pubmedqa_ids(path: str | Path) -> list[str]:
+    """PMIDs from a JSON mapping (e.g. test_ground_truth.json: PMID -> answer) or list."""
+    records = read_records(path)
+    if isinstance(records, dict):
+        return [str(k) for k in records]
+    return [str(r) for r in records]
+
+
+def read_medqa(path: str | Path, num_options: int | None = None) -> list[MultipleChoiceQuestion]:
+    return parse_medqa_rows(_rows(read_records(path), str(path), "medqa"), str(path), num_options)
+
+
+def read_medmcqa(path: str | Path, answer_base: str = "auto") -> list[MultipleChoiceQuestion]:
+    return parse_medmcqa_rows(
+        _rows(read_records(path), str(path), "medmcqa"), str(path), answer_base, default_base=1
+    )
+
+
+def read_pubmedqa(path: str | Path) -> list[MultipleChoiceQuestion]:
+    return parse_pubmedqa_records(read_records(path), str(path))
+
+
+NUM_OPTIONS = {"medqa": 4, "medqa5": 5}
+
+
+def load_benchmark(
+    name: str,
+    source: str,
+    *,
+    max_examples: int | None = None,
+    medmcqa_answer_base: str = "auto",
+    pubmedqa_ids: str | None = None,
+    pubmedqa_context: bool = True,
+) -> list[MultipleChoiceQuestion]:
+    """The questions of benchmark `name` (medqa, medqa5, medmcqa, pubmedqa) from a local file or the Hub."""
+    from sftmix.evaluation.hub import is_hub_source, load_hub_rows
+
+    if name not in ("medqa", "medqa5", "medmcqa", "pubmedqa"):
+        raise ValueError(
+            f"Unknown benchmark {name!r}; the benchmarks are medqa, medqa5, medmcqa and pubmedqa."
+        )
+    hub = is_hub_source(source) and not Path(source).is_file()
+    where = f"{name} ({source})"
+    records = load_hub_rows(name, source) if hub else read_records(source)
+    if name in NUM_OPTIONS:
+        questions = parse_medqa_rows(_rows(records, where, "medqa"), where, NUM_OPTIONS[name])
+    elif name == "medmcqa":
+        rows = _rows(records, where, "medmcqa")
+        questions = parse_medmcqa_rows(rows, where, medmcqa_answer_base, default_base=0 if hub else 1)
+    else:
+        questions = parse_pubmedqa_records(records, where)
+        if pubmedqa_ids:
+            keep = set(read_pubmedqa_ids(pubmedqa_ids))
+            missing = keep - {q.id for q in questions}
+            if missing:
+                raise BenchmarkFormatError(
+                    f"{len(missing)} PMIDs of {pubmedqa_ids} are not in {source} (e.g. {sorted(missing)[:3]}); "
+                    "pass ori_pqal.json, which holds all labelled questions."
+                )
+            questions = [q for q in questions if q.id in keep]
+        if not pubmedqa_context:
+            for question in questions:
+                question.context = []
+    if not questions:
+        raise BenchmarkFormatError(f"{where} holds no questions.")
+    return questions[:max_examples] if max_examples is not None else questions

@@ -1,0 +1,61 @@
+"""`sftmix eval`: the flags are the fields of `EvalConfig` (both --max_examples and --max-examples work) plus
+--model; for example
+
+    sftmix eval --model outputs/llama-3.1-8b-medalpaca-sftmix --medqa data/medqa/test.jsonl \\
+        --medqa5 data/medqa/test_5options.jsonl --pubmedqa data/pubmedqa/ori_pqal.json \\
+        --medmcqa data/medmcqa/dev.json --heldout data/heldout.jsonl --output-dir outputs/eval
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sftmix.evaluation.config import EvalConfig
+
+
+def build_eval_parser():
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(
+        EvalConfig,
+        prog="sftmix eval",
+        description="Evaluate a trained model: held-out NTP loss, perplexity, token accuracy and calibration (ECE "
+        "with a reliability diagram), and the healthcare multiple-choice benchmarks of the SFTMix paper (MedQA, "
+        "MedQA-5, PubMedQA, MedMCQA), each option scored by its log-likelihood. Writes results.json and results.md.",
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="Directory of the trained model (config.json + weights + tokenizer) or of a PEFT adapter.",
+    )
+    return parser
+
+
+def run_eval_cli(argv: list[str] | None = None) -> dict:
+    parser = build_eval_parser()
+    namespace = parser.parse_args(argv)
+    values = vars(namespace)
+    model = values.pop("model")
+    names = {f.name for f in dataclasses.fields(EvalConfig) if f.init}
+    try:
+        config = EvalConfig(**{k: v for k, v in values.items() if k in names})
+        if config.heldout_split:
+            raise ValueError(
+                "--heldout_split takes a recipe's held-out split; on the command line pass --heldout FILE."
+            )
+        if not (config.heldout or config.benchmark_sources()):
+            raise ValueError(
+                "Nothing to evaluate: pass --heldout FILE and/or a benchmark (--medqa FILE, ...)."
+            )
+        config.check_sources()
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    from sftmix.evaluation.runner import evaluate_from_config
+
+    results = evaluate_from_config(model, config)
+    if results is not None:
+        from sftmix.evaluation.report import markdown_report
+
+        print(markdown_report(results))
+        print(f"Results written to {results['files']['json']} and {results['files']['markdown']}")
+    return results

@@ -1,0 +1,217 @@
+"""`EvalConfig`: every evaluation setting in one dataclass (the `evaluation:` mapping of a recipe, the flags of
+`sftmix eval`, the keyword arguments of `evaluate`), each with its help text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sftmix.evaluation.prompts import (
+    DEFAULT_ANSWER_TEMPLATE,
+    DEFAULT_CONTEXT_TEMPLATE,
+    DEFAULT_OPTION_TEMPLATE,
+    DEFAULT_PROMPT_TEMPLATE,
+    MultipleChoiceTemplate,
+)
+
+# The paper's table order (MedQA, MedQA-5, PubMedQA, MedMCQA) and the names its table uses.
+BENCHMARKS = ("medqa", "medqa5", "pubmedqa", "medmcqa")
+BENCHMARK_TITLES = {"medqa": "MedQA", "medqa5": "MedQA-5", "pubmedqa": "PubMedQA", "medmcqa": "MedMCQA"}
+HEADLINES = ("acc_norm", "acc")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+SOURCE_HELP = (
+    "a local file in its published format, 'hub' for the default Hugging Face dataset, or "
+    "'hub:ID[:CONFIG[:SPLIT]]'"
+)
+
+
+@dataclass
+class EvalConfig:
+    heldout: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out SFT file (.json, .jsonl, .parquet, .csv; messages, prompt/completion, text, ShareGPT "
+            "or Alpaca rows): NTP loss, perplexity, token accuracy and calibration (ECE) on its trainable tokens."
+        },
+    )
+    heldout_split: bool = field(
+        default=False,
+        metadata={
+            "help": "Recipes only: evaluate on the recipe's held-out split (`dataset_test_split` or `eval_fraction`)."
+        },
+    )
+    heldout_format: str = field(
+        default="auto",
+        metadata={
+            "help": "Format of the held-out file (as `dataset_format`).",
+            "choices": ["auto", "messages", "prompt_completion", "text", "sharegpt", "alpaca"],
+        },
+    )
+    medqa: str | None = field(
+        default=None,
+        metadata={
+            "help": f"MedQA (USMLE, 4 options): {SOURCE_HELP}. Published file: US/4_options/*_test.jsonl."
+        },
+    )
+    medqa5: str | None = field(
+        default=None,
+        metadata={"help": f"MedQA-5 (USMLE, 5 options): {SOURCE_HELP}. Published file: US/test.jsonl."},
+    )
+    pubmedqa: str | None = field(
+        default=None,
+        metadata={
+            "help": f"PubMedQA (yes/no/maybe): {SOURCE_HELP}. Published files: ori_pqal.json (all 1,000 labelled "
+            "questions) or a split of it in the same format; HF qiaojin/PubMedQA pqa_labeled rows."
+        },
+    )
+    pubmedqa_ids: str | None = field(
+        default=None,
+        metadata={
+            "help": "Keep only the PubMedQA questions whose PMIDs are the keys (or items) of this JSON file, e.g. "
+            "the official test_ground_truth.json (500 questions), to score the test split of ori_pqal.json."
+        },
+    )
+    medmcqa: str | None = field(
+        default=None,
+        metadata={
+            "help": f"MedMCQA (4 options): {SOURCE_HELP}. Published file: dev.json (the test set has no answers)."
+        },
+    )
+    medmcqa_answer_base: str = field(
+        default="auto",
+        metadata={
+            "help": "How MedMCQA's `cop` counts: '1' (original release, 1-4), '0' (HF openlifescienceai/medmcqa, "
+            "0-3) or 'auto': 0-based if some cop is 0, 1-based if some cop is 4, else 1 for local files and 0 "
+            "for the Hub.",
+            "choices": ["auto", "0", "1"],
+        },
+    )
+    output_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where results.json, results.md, the reliability diagram and predictions go "
+            "(default: <model>/eval)."
+        },
+    )
+    batch_size: int = field(default=8, metadata={"help": "Sequences per forward pass."})
+    max_examples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate only the first N held-out examples and the first N questions of each benchmark."
+        },
+    )
+    max_length: int | None = field(
+        default=2048,
+        metadata={
+            "help": "Truncate held-out sequences to this many tokens, keeping the start (as training does)."
+        },
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "Dtype to load the model in ('auto': the checkpoint's).", "choices": list(DTYPES)},
+    )
+    chat_template_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Jinja chat template to use when the tokenizer has none (base models trained on "
+            "sftmix/templates/chatml_training.jinja)."
+        },
+    )
+    headline: str = field(
+        default="acc_norm",
+        metadata={
+            "help": "Benchmark accuracy reported as the headline: 'acc_norm' (option with the highest mean "
+            "log-likelihood per answer token) or 'acc' (highest summed log-likelihood). Both are always reported.",
+            "choices": list(HEADLINES),
+        },
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "Optional system message before every benchmark question."}
+    )
+    prompt_template: str = field(
+        default=DEFAULT_PROMPT_TEMPLATE,
+        metadata={"help": "User turn of a benchmark question; fields {context}, {question}, {options}."},
+    )
+    option_template: str = field(
+        default=DEFAULT_OPTION_TEMPLATE,
+        metadata={"help": "One line of the option list; fields {letter}, {text}."},
+    )
+    context_template: str = field(
+        default=DEFAULT_CONTEXT_TEMPLATE,
+        metadata={"help": "Fills {context} when a question has one (PubMedQA's abstract); field {context}."},
+    )
+    answer_template: str = field(
+        default=DEFAULT_ANSWER_TEMPLATE,
+        metadata={
+            "help": "Assistant turn scored for each option; fields {letter}, {text}. Only the tokens after the "
+            "part shared by all options are scored."
+        },
+    )
+    pubmedqa_context: bool = field(
+        default=True,
+        metadata={"help": "Show PubMedQA's abstract (without its conclusion) before the question."},
+    )
+    num_bins: int = field(default=15, metadata={"help": "Equal-width confidence bins of the ECE."})
+    chunk_size: int = field(
+        default=512,
+        metadata={
+            "help": "Token positions projected through the LM head at once (bounds the logits' memory)."
+        },
+    )
+    show_progress: bool = field(default=True, metadata={"help": "Show tqdm progress bars."})
+
+    def __post_init__(self):
+        for name in ("batch_size", "num_bins", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}.")
+        for name in ("max_examples", "max_length"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"`{name}` must be at least 1 or unset, got {value}.")
+        choices = {
+            "headline": HEADLINES,
+            "dtype": DTYPES,
+            "medmcqa_answer_base": ("auto", "0", "1"),
+        }
+        for name, allowed in choices.items():
+            value = str(getattr(self, name))
+            if value not in allowed:
+                raise ValueError(f"`{name}` must be one of {list(allowed)}, got {getattr(self, name)!r}.")
+            setattr(self, name, value)
+        self.template()  # checks the template fields now, not after the model has loaded
+
+    def template(self) -> MultipleChoiceTemplate:
+        return MultipleChoiceTemplate(
+            prompt=self.prompt_template,
+            option=self.option_template,
+            context=self.context_template,
+            answer=self.answer_template,
+            system=self.system_prompt,
+        )
+
+    def benchmark_sources(self) -> dict[str, str]:
+        """The benchmarks asked for, in the paper's order: name -> file path or Hub source."""
+        return {name: getattr(self, name) for name in BENCHMARKS if getattr(self, name)}
+
+    def check_sources(self) -> None:
+        """Cheap checks before any model loads: every local file named exists."""
+        from sftmix.evaluation.hub import is_hub_source
+
+        named = {
+            "heldout": self.heldout,
+            "pubmedqa_ids": self.pubmedqa_ids,
+            "chat_template_path": self.chat_template_path,
+        }
+        named.update(self.benchmark_sources())
+        for name, source in named.items():
+            if source is None or (name in BENCHMARKS and is_hub_source(source)):
+                continue
+            if not Path(source).is_file():
+                raise FileNotFoundError(
+                    f"`{name}` names {source}, which is not a file. Fix the path"
+                    + (
+                        ", or pass 'hub' to load the benchmark from the Hugging Face Hub."
+                        if name in BENCHMARKS
+                        else "."
+                    )
+                )
