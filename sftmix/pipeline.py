@@ -60,6 +60,7 @@ def _default_dynamics():
 def run_train(recipe) -> dict:
     """Stage 2: SFTMix training; saves the model and returns a summary."""
     from sftmix.data import load_sft_data
+    from sftmix.dynamics._compat import share_deepspeed_state
     from sftmix.modeling import load_model_and_tokenizer
     from sftmix.trainer import SFTMixTrainer
 
@@ -69,6 +70,7 @@ def run_train(recipe) -> dict:
         args.dynamics_path = str(default_scores_path(recipe))
     train, held_out = load_sft_data(recipe.data)
     model, tokenizer, peft_config = load_model_and_tokenizer(recipe.model, args)
+    share_deepspeed_state(args)  # after the dynamics stage's trainers, reuse the process's DeepSpeed setup
     trainer = SFTMixTrainer(
         model,
         args,

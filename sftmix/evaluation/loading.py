@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from sftmix._trl_compat import without_zero3_init
+
 logger = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
@@ -35,7 +37,8 @@ def load_model_for_eval(
         if adapter:
             from peft import AutoPeftModelForCausalLM
 
-            model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+            with without_zero3_init():
+                model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
             if not any((directory / f).is_file() for f in TOKENIZER_FILES):
                 tokenizer_path = json.loads((directory / "adapter_config.json").read_text())[
                     "base_model_name_or_path"
@@ -44,7 +47,8 @@ def load_model_for_eval(
                     "No tokenizer in adapter directory %s; using the base model's (%s)", path, tokenizer_path
                 )
         else:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+            with without_zero3_init():
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
     except (OSError, ValueError) as error:
         raise RuntimeError(
