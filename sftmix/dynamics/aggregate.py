@@ -1,0 +1,69 @@
+"""From per-checkpoint scores to confidence, Cartography statistics and the confident/unconfident split.
+
+Pure numpy: every function takes arrays with one row per example and one column per checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def confidence(perplexities: np.ndarray) -> np.ndarray:
+    """The paper's Conf(Y|X): minus the mean response perplexity over checkpoints (higher = more confident)."""
+    return -np.asarray(perplexities, dtype=np.float64).mean(axis=1)
+
+
+def mean_probability(probabilities: np.ndarray) -> np.ndarray:
+    """Cartography's confidence: the mean over checkpoints of the mean response-token probability."""
+    return np.asarray(probabilities, dtype=np.float64).mean(axis=1)
+
+
+def variability(probabilities: np.ndarray) -> np.ndarray:
+    """Cartography's variability: the (population) std over checkpoints of the mean response-token probability."""
+    return np.asarray(probabilities, dtype=np.float64).std(axis=1)
+
+
+def num_confident(num_examples: int, fraction: float) -> int:
+    """Size of the confident group: floor(fraction x N), so it never exceeds the requested fraction."""
+    return math.floor(fraction * num_examples + 1e-9)
+
+
+def split_confident(scores: np.ndarray, example_ids: Sequence[str], fraction: float) -> np.ndarray:
+    """True for the top `fraction` of examples by `scores` (the confident subset), False for the rest.
+
+    Ties are broken by example id, so the split does not depend on row order. Identical examples (same id) are
+    ranked once, by their mean score, and always land in the same group; the quantile is taken over distinct ids.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    ids = np.asarray(example_ids, dtype=object)
+    if scores.shape != ids.shape:
+        raise ValueError(f"{scores.shape[0]} scores for {ids.shape[0]} example ids")
+    unique_ids, inverse = np.unique(ids, return_inverse=True)  # sorted ids: the tie-break order
+    unique_scores = np.bincount(inverse, weights=scores) / np.bincount(inverse)
+    check_splittable(len(unique_ids), fraction)
+    # Stable sort of ids (already ascending) by descending score: equal scores keep id order
+    ranking = np.argsort(-unique_scores, kind="stable")
+    confident_unique = np.zeros(len(unique_ids), dtype=bool)
+    confident_unique[ranking[: num_confident(len(unique_ids), fraction)]] = True
+    return confident_unique[inverse]
+
+
+def check_splittable(num_examples: int, fraction: float) -> None:
+    """A clear error when `num_examples` scored examples cannot give two non-empty groups."""
+    if num_examples < 2:
+        raise ValueError(
+            f"Only {num_examples} distinct example(s) could be scored: SFTMix needs at least 2 to split into a "
+            "confident and an unconfident subset. Use more training data (or a larger `max_length` if examples "
+            "were excluded for having no trainable token)."
+        )
+    k = num_confident(num_examples, fraction)
+    if k == 0 or k == num_examples:
+        empty = "confident" if k == 0 else "unconfident"
+        raise ValueError(
+            f"`confident_fraction={fraction}` of {num_examples} scored examples leaves the {empty} group empty "
+            f"(confident group size floor({fraction} x {num_examples}) = {k}). Use more data or a fraction closer "
+            "to 0.5."
+        )

@@ -1,0 +1,304 @@
+"""`compute_dynamics`: stage 1 of SFTMix, from training data to the scores file.
+
+1. Prepare the examples once, through SFTTrainer (same tokenization, chat template, masking and truncation as the
+   SFTMix run); examples left with no trainable token are reported and excluded.
+2. Reference run (plain NTP) saving C evenly spaced checkpoints, each scored as it is saved -- or score the given
+   `checkpoints`. Per-checkpoint scores are cached next to the output, so an interrupted pass resumes.
+3. Confidence = minus the mean perplexity over checkpoints; the top `confident_fraction` is the confident subset.
+4. Write the scores file (`sftmix.scores.write_scores`), the data map and the confidence histogram.
+
+Every process of a distributed launch runs this function; each scores a shard, the main process writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sftmix.dynamics import reference, settings
+from sftmix.dynamics.aggregate import check_splittable
+from sftmix.dynamics.cache import cache_dir, cache_file, read_checkpoint_scores, write_checkpoint_scores
+from sftmix.dynamics.config import DynamicsConfig
+from sftmix.dynamics.data import ROW_INDEX, dataset_fingerprint, missing_rows, report_excluded, with_row_index
+from sftmix.dynamics.inputs import check_inputs, resolve_tokenizers
+from sftmix.dynamics.output import write_outputs
+
+logger = logging.getLogger(__name__)
+
+
+def compute_dynamics(
+    model,
+    train_dataset,
+    args: DynamicsConfig,
+    processing_class=None,
+    sft_args=None,
+    peft_config=None,
+) -> Path:
+    """Score every training example's confidence and write the scores file; returns its path.
+
+    Args:
+        model: the target model (object or path). It is the reference model unless `args.reference_model` is set,
+            and it is then trained in place by the reference run: reload it before SFTMix training (the
+            `sftmix` pipeline does). With `args.checkpoints` it is only the base of PEFT adapter checkpoints.
+        train_dataset: the SFTMix training data (`datasets.Dataset`, any format SFTTrainer accepts).
+        args: the dynamics settings.
+        processing_class: the target's tokenizer. Default: loaded from `model` when it is a path.
+        sft_args: the SFTMix run's `SFTConfig` / `SFTMixConfig`: tokenization, chat template, masking, `max_length`,
+            and the reference run's training settings. Default: TRL's defaults.
+        peft_config: PEFT config of the reference run (e.g. the LoRA of the SFTMix run).
+    """
+    from accelerate.utils import broadcast_object_list
+
+    from sftmix.dynamics.prepare import check_reference_tokenizer, prepare_examples
+    from sftmix.scores import dataset_example_ids
+
+    scores_path = check_inputs(model, train_dataset, args)
+    base = (
+        sft_args
+        if sft_args is not None
+        else settings.default_sft_config(str(scores_path.parent / "reference"))
+    )
+    settings.check_per_example(base)
+    state = base.distributed_state
+
+    example_ids = dataset_example_ids(train_dataset)
+    indexed = with_row_index(train_dataset)
+    load_kwargs = {"dtype": _dtype_of(model)}
+    scoring_config = settings.scoring_config(base, cache_dir(scores_path))
+    target_tokenizer, reference_tokenizer = resolve_tokenizers(model, processing_class, args)
+
+    prepared = prepare_examples(indexed, reference_tokenizer, scoring_config)
+    check_reference_tokenizer(
+        indexed, prepared, target_tokenizer, reference_tokenizer, scoring_config, example_ids
+    )
+    kept_rows = prepared[ROW_INDEX]
+    excluded_rows = missing_rows(len(indexed), kept_rows)
+    if state.is_main_process:
+        report_excluded(
+            excluded_rows, example_ids, "have no trainable token after tokenization and truncation"
+        )
+    check_splittable(len({example_ids[r] for r in kept_rows}), args.confident_fraction)
+
+    def main_decides(decide: Callable[[], object]):
+        value = [decide() if state.is_main_process else None]
+        if state.num_processes > 1:
+            broadcast_object_list(value, from_process=0)
+        return value[0]
+
+    run = _Pass(
+        args=args,
+        scores_path=scores_path,
+        base=base,
+        scoring_config=scoring_config,
+        loading_config=settings.loading_config(scoring_config, base, load_kwargs),
+        load_kwargs=load_kwargs,
+        prepared=prepared,
+        reference_tokenizer=reference_tokenizer,
+        data_key={
+            "data": dataset_fingerprint(example_ids),
+            **settings.tokenization_key(scoring_config, reference_tokenizer),
+        },
+        state=state,
+        main_decides=main_decides,
+    )
+    if args.checkpoints:
+        entries = run.score_given_checkpoints(model)
+    else:
+        entries = run.reference_run(model, peft_config)
+
+    if state.is_main_process:
+        write_outputs(
+            args,
+            [read_entry(e) for e in entries],
+            [e.label for e in entries],
+            [e.path for e in entries],
+            example_ids,
+            excluded_rows,
+            reference_name=run.reference_name,
+            data_key=run.data_key,
+        )
+    state.wait_for_everyone()
+    return scores_path
+
+
+@dataclass
+class _Entry:
+    """One scored checkpoint: where its cached scores are and the key they were made under."""
+
+    label: str
+    path: str
+    cache_file: Path
+    key: dict
+
+
+@dataclass
+class _Pass:
+    args: DynamicsConfig
+    scores_path: Path
+    base: object
+    scoring_config: object
+    loading_config: object
+    load_kwargs: dict
+    prepared: object
+    reference_tokenizer: object
+    data_key: dict
+    state: object
+    main_decides: Callable
+    reference_name: str = ""
+    scored: list = field(default_factory=list)
+
+    # Cache -------------------------------------------------------------------------------------------------------
+    def is_cached(self, entry: _Entry) -> bool:
+        if self.args.overwrite_cache and entry.label not in self.scored:
+            return False
+        return bool(
+            self.main_decides(lambda: read_checkpoint_scores(entry.cache_file, entry.key) is not None)
+        )
+
+    def score_into_cache(self, trainer, entry: _Entry) -> None:
+        """Score with `trainer`'s current weights (every process) and cache the result (main process)."""
+        scores = trainer.score(self.args.scoring_batch_size, desc=f"Scoring {entry.label}")
+        if self.state.is_main_process:
+            write_checkpoint_scores(entry.cache_file, scores, entry.key)
+        self.scored.append(entry.label)
+        self.state.wait_for_everyone()
+
+    def score_saved(self, entry: _Entry, base_model=None) -> None:
+        """Load a saved checkpoint (model or PEFT adapter directory), score it, release it."""
+        from sftmix.dynamics.dynamics_trainer import DynamicsTrainer, checkpoint_model, detach_adapter
+
+        source = checkpoint_model(entry.path, base_model)
+        config = self.loading_config if isinstance(source, str) else self.scoring_config
+        trainer = DynamicsTrainer(
+            source, config, train_dataset=self.prepared, processing_class=self.reference_tokenizer
+        )
+        try:
+            self.score_into_cache(trainer, entry)
+        finally:
+            trainer.release()
+            if not isinstance(source, str):
+                detach_adapter(source)
+
+    # Sources -----------------------------------------------------------------------------------------------------
+    def score_given_checkpoints(self, model) -> list[_Entry]:
+        self.reference_name = self.args.reference_model or "given checkpoints"
+        base_model = None if isinstance(model, str) or self.args.reference_model else model
+        entries = []
+        for position, path in enumerate(self.args.checkpoints):
+            name = Path(path).name or path
+            entry = _Entry(
+                label=name,
+                path=path,
+                cache_file=cache_file(cache_dir(self.scores_path), position, name),
+                key={**self.data_key, "checkpoint": _identity(path), "position": position},
+            )
+            if not self.is_cached(entry):
+                self.score_saved(entry, base_model)
+            entries.append(entry)
+        return entries
+
+    def reference_run(self, model, peft_config) -> list[_Entry]:
+        from sftmix.dynamics.dynamics_trainer import DynamicsTrainer
+
+        args = self.args
+        output_dir = Path(args.reference_output_dir or self.scores_path.parent / "reference")
+        source = args.reference_model or model
+        config = settings.reference_training_config(self.base, output_dir, args)
+        if isinstance(source, str):
+            config.model_init_kwargs = {**self.load_kwargs, **(config.model_init_kwargs or {})}
+        self.reference_name = _model_name(source)
+        key = {
+            **self.data_key,
+            **settings.training_key(config, peft_config, self.reference_name, args.num_checkpoints),
+        }
+
+        def entry(position: int, step: int) -> _Entry:
+            label = f"{reference.CHECKPOINT_PREFIX}{step}"
+            return _Entry(
+                label=label,
+                path=str(reference.checkpoint_dir(output_dir, step)),
+                cache_file=cache_file(cache_dir(self.scores_path), position, label),
+                key={**key, "checkpoint": label},
+            )
+
+        def cached_step(step: int) -> bool:
+            plan = reference.read_plan(output_dir) or {"steps": []}
+            return step in plan["steps"] and self.is_cached(entry(plan["steps"].index(step), step))
+
+        reusable = (
+            None
+            if args.overwrite_cache
+            else self.main_decides(lambda: reference.reusable_checkpoints(output_dir, key))
+        )
+        if reusable is not None:
+            steps = [int(p.name[len(reference.CHECKPOINT_PREFIX) :]) for p in reusable]
+            logger.info("Reusing the reference run's checkpoints in %s (steps %s).", output_dir, steps)
+        else:
+            resume = (
+                None
+                if args.overwrite_cache
+                else self.main_decides(lambda: reference.resume_point(output_dir, key, cached_step))
+            )
+            trainer = DynamicsTrainer(
+                source,
+                config,
+                train_dataset=self.prepared,
+                processing_class=self.reference_tokenizer,
+                peft_config=peft_config,
+            )
+            callback = reference.CheckpointCallback(
+                args.num_checkpoints,
+                key,
+                lambda step, _path: self._score_live(trainer, entry(callback.steps.index(step), step)),
+                self.state.is_main_process,
+            )
+            trainer.add_callback(callback)
+            if not isinstance(source, str) and args.reference_model is None:
+                logger.warning(
+                    "The reference run trains the given model in place; reload it before SFTMix training."
+                )
+            trainer.train(resume_from_checkpoint=resume)
+            steps = callback.steps
+            trainer.release()
+
+        entries = [entry(position, step) for position, step in enumerate(steps)]
+        for item in entries:  # checkpoints on disk whose scoring was interrupted
+            if not self.is_cached(item):
+                self.score_saved(item, None if isinstance(source, str) else source)
+        return entries
+
+    def _score_live(self, trainer, entry: _Entry) -> None:
+        if not self.is_cached(entry):
+            self.score_into_cache(trainer, entry)
+
+
+def read_entry(entry: _Entry):
+    scores = read_checkpoint_scores(entry.cache_file, entry.key)
+    if scores is None:
+        raise RuntimeError(
+            f"The scores of {entry.label} are missing from {entry.cache_file}; rerun the pass."
+        )
+    return scores
+
+
+def _dtype_of(model) -> str:
+    dtype = getattr(model, "dtype", None)
+    return str(dtype).removeprefix("torch.") if dtype is not None else "auto"
+
+
+def _model_name(model) -> str:
+    if isinstance(model, str):
+        return model
+    config = getattr(model, "config", None)
+    return str(getattr(config, "_name_or_path", "") or type(model).__name__)
+
+
+def _identity(path: str) -> dict:
+    """A checkpoint's path and last modification, so that a cache is not reused for a rewritten checkpoint."""
+    local = Path(path)
+    if not local.exists():
+        return {"path": path}
+    files = [local, *local.iterdir()] if local.is_dir() else [local]
+    return {"path": str(local.resolve()), "modified": max(f.stat().st_mtime_ns for f in files)}

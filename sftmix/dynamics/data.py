@@ -1,0 +1,106 @@
+"""The examples the dynamics pass scores: the raw rows, tracked through SFTTrainer's preparation by a row index.
+
+SFTTrainer tokenizes, builds labels, truncates and drops examples left with no trainable token. Scoring goes
+through the same preparation, so the scored token sequences are exactly the trained ones; the explicit row index
+column maps each prepared row back to the raw dataset (preparation keeps extra columns, but may drop rows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+ROW_INDEX = "sftmix_row_index"
+
+
+def with_row_index(dataset):
+    """`dataset` plus the `ROW_INDEX` column (0..N-1)."""
+    if ROW_INDEX in dataset.column_names:
+        raise ValueError(f"The training dataset already has a `{ROW_INDEX}` column; remove it first.")
+    return dataset.add_column(ROW_INDEX, np.arange(len(dataset), dtype=np.int64))
+
+
+def dataset_fingerprint(example_ids: list[str]) -> str:
+    """A short hash of the ordered example ids: identifies the data a scores file or a cache was made for."""
+    digest = hashlib.sha1()
+    for eid in example_ids:
+        digest.update(eid.encode("ascii"))
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]
+
+
+def missing_rows(num_rows: int, kept_rows) -> list[int]:
+    """Raw rows absent from the prepared dataset (dropped by SFTTrainer: no trainable token after truncation)."""
+    kept = np.zeros(num_rows, dtype=bool)
+    kept[np.asarray(list(kept_rows), dtype=np.int64)] = True
+    return np.flatnonzero(~kept).tolist()
+
+
+def report_excluded(rows: list[int], example_ids: list[str], reason: str) -> list[str]:
+    """Log the excluded rows (count and first ids) and return their example ids, once each, in row order."""
+    if not rows:
+        return []
+    ids = list(dict.fromkeys(example_ids[r] for r in rows))
+    preview = ", ".join(f"row {r} ({example_ids[r]})" for r in rows[:5])
+    logger.warning(
+        "%d training example(s) %s and are left out of the split: %s%s. They are listed as `excluded_ids` in the "
+        "scores file. Raise `max_length` or check the label masking if this is unexpected.",
+        len(rows),
+        reason,
+        preview,
+        ", ..." if len(rows) > 5 else "",
+    )
+    return ids
+
+
+def same_token_ids(a, b, batch_size: int = 1000) -> bool:
+    """Two prepared datasets hold the same rows with the same `input_ids` and `labels` (compared batch by batch)."""
+    if len(a) != len(b):
+        return False
+    columns = [ROW_INDEX, "input_ids", "labels"]
+    batches = zip(
+        a.select_columns(columns).iter(batch_size=batch_size),
+        b.select_columns(columns).iter(batch_size=batch_size),
+        strict=True,
+    )
+    return all(x == y for x, y in batches)
+
+
+def check_same_examples(target_rows, reference_rows, example_ids: list[str]) -> None:
+    """With different tokenizers, the reference must keep exactly the examples the target will train on.
+
+    The split is made per example and joined by content, so a reference with another tokenizer can score the data
+    (the paper transfers a Gemma-2B split to Llama-3.1-8B) -- but only if both keep the same examples.
+    """
+    target_rows, reference_rows = set(target_rows), set(reference_rows)
+    if target_rows == reference_rows:
+        return
+    only_target = sorted(target_rows - reference_rows)
+    only_reference = sorted(reference_rows - target_rows)
+
+    def show(rows):
+        return ", ".join(f"row {r} ({example_ids[r]})" for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+
+    parts = []
+    if only_target:
+        parts.append(
+            f"{len(only_target)} example(s) kept for the target but left with no trainable token by the "
+            f"reference's tokenizer: {show(only_target)}"
+        )
+    if only_reference:
+        parts.append(
+            f"{len(only_reference)} example(s) kept by the reference but dropped for the target: "
+            f"{show(only_reference)}"
+        )
+    raise ValueError(
+        "The reference model's tokenizer differs from the target's and they keep different examples after "
+        "tokenization and truncation. "
+        + "; ".join(parts)
+        + ". The split must be made on the same examples the "
+        "target trains on: use a reference model that shares the target's tokenizer, raise `max_length`, or remove "
+        "these rows from the data."
+    )

@@ -1,0 +1,147 @@
+"""One forward-only pass over the prepared training data: every example's response perplexity at one checkpoint.
+
+The response is the example's trainable tokens (labels != -100, after the causal shift), exactly those its NTP loss
+covers. Batches are grouped by length, the LM head is TRL's fused one (per-token log-probs, never the
+batch x seq x vocab logits), and with several processes each scores a shard of the batches; the results are
+gathered and put back in row order.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sftmix.dynamics._compat import fused_log_probs_head
+from sftmix.dynamics.data import ROW_INDEX
+
+# Gathered per example, as float64 (exact for row indices and token counts below 2**53)
+_STAT_FIELDS = ("row_index", "num_input_tokens", "num_tokens", "nll_sum", "probability_sum")
+
+
+@dataclass
+class CheckpointScores:
+    """Scores of the examples at one checkpoint, sorted by row index of the raw training dataset."""
+
+    row_index: np.ndarray  # int64
+    num_tokens: np.ndarray  # int64, trainable tokens scored
+    perplexity: np.ndarray  # float64, exp(mean NLL over the trainable tokens)
+    mean_probability: np.ndarray  # float64, mean over the trainable tokens of p(token)
+
+    @classmethod
+    def from_sums(cls, stats: np.ndarray) -> CheckpointScores:
+        """From gathered rows of `_STAT_FIELDS`; duplicates (accelerate's padding of the last round) dropped."""
+        rows, first = np.unique(stats[:, 0].astype(np.int64), return_index=True)
+        stats = stats[first]
+        num_tokens = stats[:, 2].astype(np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            perplexity = np.exp(stats[:, 3] / num_tokens)
+            mean_probability = stats[:, 4] / num_tokens
+        return cls(rows, num_tokens, perplexity, mean_probability)
+
+
+def example_sums(log_probs: torch.Tensor, label_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per example: trainable-token count, summed NLL and summed token probability (float64)."""
+    mask = label_mask.bool()
+    log_probs = log_probs.double().masked_fill(~mask, 0.0)
+    probabilities = log_probs.exp().masked_fill(~mask, 0.0)
+    return mask.sum(dim=1).double(), -log_probs.sum(dim=1), probabilities.sum(dim=1)
+
+
+def sequence_lengths(dataset, batch_size: int = 10_000) -> np.ndarray:
+    """Token count of every row, read from Arrow batch by batch (not as Python lists of every token id)."""
+    import pyarrow.compute as pc
+
+    column = dataset.select_columns(["input_ids"]).with_format("arrow")
+    lengths = [
+        pc.list_value_length(batch["input_ids"]).to_numpy() for batch in column.iter(batch_size=batch_size)
+    ]
+    return np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+
+
+def length_sorted_order(lengths) -> list[int]:
+    """Indices by decreasing length (ties by index): similar lengths share a batch, and a batch that does not fit
+    in memory fails first rather than at the end of a long pass."""
+    lengths = np.asarray(lengths)
+    return np.lexsort((np.arange(len(lengths)), -lengths)).tolist()
+
+
+class _Collator:
+    """The trainer's collator (padding, attention mask) plus the row index of each example."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, examples):
+        batch = self.collator([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
+        batch[ROW_INDEX] = torch.tensor([e[ROW_INDEX] for e in examples], dtype=torch.long)
+        return batch
+
+
+def build_dataloader(dataset, collator, batch_size: int, accelerator, num_workers: int = 0):
+    """A non-shuffled dataloader of length-grouped batches, sharded by accelerate over the processes."""
+    from torch.utils.data import DataLoader
+
+    dataset = dataset.select_columns(["input_ids", "labels", ROW_INDEX])
+    order = length_sorted_order(sequence_lengths(dataset))
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=order, collate_fn=_Collator(collator), num_workers=num_workers
+    )
+    return accelerator.prepare(loader)
+
+
+@torch.no_grad()
+def score_dataset(
+    model,
+    dataset,
+    *,
+    accelerator,
+    collator,
+    batch_size: int,
+    desc: str = "Scoring",
+    num_workers: int = 0,
+    progress_bar: bool = True,
+):
+    """Score every row of the prepared `dataset` (columns `input_ids`, `labels`, `ROW_INDEX`) with `model`.
+
+    `model` is what the forward must go through: the DeepSpeed engine under ZeRO-3, the plain model otherwise.
+    Every process must call this (collective gather); every process gets all the scores.
+    """
+    from tqdm.auto import tqdm
+
+    loader = build_dataloader(dataset, collator, batch_size, accelerator, num_workers)
+    was_training = model.training
+    model.eval()
+    progress = tqdm(
+        total=len(dataset), desc=desc, unit="ex", disable=not (progress_bar and accelerator.is_main_process)
+    )
+    gathered, tokens, started = [], 0, time.perf_counter()
+    try:
+        with fused_log_probs_head(accelerator.unwrap_model(model)):
+            for batch in loader:
+                rows = batch.pop(ROW_INDEX)
+                with accelerator.autocast():
+                    outputs = model(**batch, fused_lm_head=True)
+                num_tokens, nll_sum, probability_sum = example_sums(outputs.log_probs, outputs.label_mask)
+                stats = torch.stack(
+                    [
+                        rows.double().to(nll_sum.device),
+                        batch["attention_mask"].sum(1).double().to(nll_sum.device),
+                        num_tokens,
+                        nll_sum,
+                        probability_sum,
+                    ],
+                    dim=1,
+                )
+                stats = accelerator.gather_for_metrics(stats).cpu()
+                gathered.append(stats)
+                tokens += int(stats[:, 1].sum())
+                progress.update(len(stats))
+                progress.set_postfix(tokens_per_s=f"{tokens / max(time.perf_counter() - started, 1e-9):,.0f}")
+    finally:
+        progress.close()
+        model.train(was_training)
+    stats = torch.cat(gathered).numpy() if gathered else np.zeros((0, len(_STAT_FIELDS)))
+    return CheckpointScores.from_sums(stats)

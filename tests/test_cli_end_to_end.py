@@ -1,0 +1,96 @@
+"""`sftmix run` on a recipe, end to end (dynamics -> SFTMix -> evaluation) with the tiny model, as users run it:
+in one process, and with the shipped accelerate config for DeepSpeed ZeRO-3 on 2 CPU processes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sftmix.testing import make_conversations
+
+ROOT = Path(__file__).parents[1]
+
+
+def write_recipe(tmp_path, model_dir, **extra):
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps(row) for row in make_conversations(40, seed=1)))
+    out = tmp_path / "out"
+    lines = [
+        f"model_name_or_path: {model_dir}",
+        f"dataset_files: [{data}]",
+        "eval_fraction: 0.2",
+        "bf16: false",
+        "max_length: 64",
+        "per_device_train_batch_size: 4",
+        "num_train_epochs: 1",
+        "learning_rate: 1.0e-3",
+        "gradient_checkpointing: false",
+        "assistant_only_loss: true",
+        "logging_steps: 1",
+        'save_strategy: "no"',
+        "report_to: none",
+        "dataset_num_proc: null",
+        f"output_dir: {out}",
+        "mixup_weight: 0.2",
+        "dynamics:",
+        "  num_checkpoints: 2",
+        "  scoring_batch_size: 8",
+        "evaluation:",
+        "  heldout_split: true",
+        f"  medqa: {ROOT / 'tests/data/medqa_4options.jsonl'}",
+        *[f"{k}: {v}" for k, v in extra.items()],
+    ]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("\n".join(lines) + "\n")
+    return recipe, out
+
+
+def run(cmd, timeout=600):
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "DS_ACCELERATOR": "cpu",
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    return done
+
+
+def check_outputs(out: Path):
+    scores = pd.read_parquet(out / "dynamics" / "scores.parquet")
+    assert len(scores) > 0 and scores["confident"].sum() == len(scores) // 2
+    assert (out / "dynamics" / "data_map.png").is_file()
+    assert (out / "model.safetensors").is_file()
+    summary = json.loads((out / "sftmix_summary.json").read_text())
+    assert summary["confident_examples"] > 0 and summary["unconfident_examples"] > 0
+    reports = list(out.glob("eval/*.json"))
+    assert reports, list(out.iterdir())
+    return summary
+
+
+@pytest.mark.slow
+def test_sftmix_run_one_process(tmp_path, tiny_model_dir):
+    recipe, out = write_recipe(tmp_path, tiny_model_dir)
+    done = run([sys.executable, "-m", "sftmix", "run", "--config", str(recipe)])
+    assert "SFTMix summary" in done.stdout
+    check_outputs(out)
+
+
+@pytest.mark.slow
+def test_sftmix_run_with_the_shipped_zero3_config_on_two_processes(tmp_path, tiny_model_dir):
+    recipe, out = write_recipe(tmp_path, tiny_model_dir)
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        "accelerate_configs/zero3.yaml",
+    ]
+    run([*launch, "--num_processes", "2", "-m", "sftmix", "run", "--config", str(recipe)])
+    check_outputs(out)

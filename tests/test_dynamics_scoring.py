@@ -1,0 +1,175 @@
+"""The scoring pass: scores equal a naive computation, the scores file fits the trainer's contract, bad input."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from dynamics_helpers import byte_level_tokenizer, conversations, save_checkpoints, sft_config
+
+from sftmix.dynamics import DynamicsConfig, compute_dynamics
+from sftmix.dynamics.data import ROW_INDEX, with_row_index
+from sftmix.dynamics.dynamics_trainer import DynamicsTrainer
+from sftmix.dynamics.prepare import prepare_examples
+from sftmix.dynamics.settings import scoring_config
+from sftmix.scores import attach_confidence, read_scores
+from sftmix.testing import build_tiny_llama, make_conversations
+
+
+def naive_scores(model, input_ids, labels):
+    """Full logits, log-softmax, the label tokens after the causal shift: (perplexity, mean probability)."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([input_ids])).logits[0, :-1].double()
+    targets = torch.tensor(labels[1:])
+    mask = targets != -100
+    log_probs = torch.log_softmax(logits, dim=-1)[mask].gather(1, targets[mask][:, None])[:, 0]
+    return torch.exp(-log_probs.mean()).item(), log_probs.exp().mean().item()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_score_equals_a_naive_computation_on_the_same_example(tmp_path, tiny_tokenizer, batch_size):
+    model = build_tiny_llama(len(tiny_tokenizer), seed=3)
+    config = scoring_config(sft_config(tmp_path), tmp_path)
+    prepared = prepare_examples(with_row_index(conversations(9)), tiny_tokenizer, config)
+    trainer = DynamicsTrainer(model, config, train_dataset=prepared, processing_class=tiny_tokenizer)
+    scores = trainer.score(batch_size)
+    assert scores.row_index.tolist() == prepared[ROW_INDEX] == list(range(9))
+    for i, row in enumerate(prepared):
+        perplexity, probability = naive_scores(model, row["input_ids"], row["labels"])
+        assert scores.perplexity[i] == pytest.approx(perplexity, rel=1e-5)
+        assert scores.mean_probability[i] == pytest.approx(probability, rel=1e-5)
+        assert scores.num_tokens[i] == sum(label != -100 for label in row["labels"][1:])
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory, tiny_tokenizer):
+    return save_checkpoints(tmp_path_factory.mktemp("checkpoints"), tiny_tokenizer, seeds=(0, 1))
+
+
+def test_given_checkpoints_give_a_scores_file_the_trainer_accepts(tmp_path, tiny_tokenizer, two_checkpoints):
+    from transformers import AutoModelForCausalLM
+
+    data = conversations(12)
+    args = DynamicsConfig(scores_path=str(tmp_path / "scores.parquet"), checkpoints=two_checkpoints)
+    path = compute_dynamics(None, data, args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path))
+    frame, metadata = read_scores(path)
+
+    assert len(frame) == 12 and frame["row_index"].tolist() == list(range(12))
+    assert metadata["num_checkpoints"] == 2 and metadata["excluded_ids"] == []
+    perplexities = np.array(frame["perplexities"].tolist())
+    prepared = prepare_examples(
+        with_row_index(data), tiny_tokenizer, scoring_config(sft_config(tmp_path), tmp_path)
+    )
+    for c, checkpoint in enumerate(two_checkpoints):
+        model = AutoModelForCausalLM.from_pretrained(checkpoint)
+        for row in prepared.select([0, 7]):
+            expected, _ = naive_scores(model, row["input_ids"], row["labels"])
+            assert perplexities[row[ROW_INDEX], c] == pytest.approx(expected, rel=1e-5)
+    assert frame["confidence"].to_numpy() == pytest.approx(-perplexities.mean(axis=1))
+    assert frame["confident"].sum() == 6
+    assert (
+        frame.loc[frame["confident"], "confidence"].min() > frame.loc[~frame["confident"], "confidence"].max()
+    )
+    for picture in ("data_map.png", "confidence_histogram.png"):
+        assert (tmp_path / picture).stat().st_size > 1000
+
+    attached = attach_confidence(data, path)
+    assert attached["confident"] == frame.sort_values("row_index")["confident"].tolist()
+    with pytest.raises(ValueError, match="made for other data"):
+        attach_confidence(Dataset.from_list(make_conversations(12, seed=99)), path)
+
+
+def test_examples_without_a_trainable_token_are_reported_and_excluded(
+    tmp_path, tiny_tokenizer, two_checkpoints, caplog
+):
+    rows = make_conversations(10)
+    long_prompt = " ".join(
+        ["what is the patient history"] * 30
+    )  # fills max_length before the response starts
+    for i in (2, 5):
+        rows[i]["messages"][0]["content"] = long_prompt + f" {i}"
+    data = Dataset.from_list(rows)
+    args = DynamicsConfig(scores_path=str(tmp_path / "scores.parquet"), checkpoints=two_checkpoints[:1])
+    with caplog.at_level(logging.WARNING, logger="sftmix.dynamics"):
+        path = compute_dynamics(
+            None, data, args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path)
+        )
+    frame, metadata = read_scores(path)
+    from sftmix.scores import dataset_example_ids
+
+    ids = dataset_example_ids(data)
+    assert metadata["excluded_ids"] == [ids[2], ids[5]]
+    assert sorted(frame["row_index"]) == [0, 1, 3, 4, 6, 7, 8, 9]
+    assert "2 training example(s) have no trainable token" in caplog.text and ids[2] in caplog.text
+    assert len(attach_confidence(data, path)) == 8  # the trainer drops them too
+
+
+def test_a_missing_checkpoint_fails_before_any_work(tmp_path, tiny_tokenizer, two_checkpoints):
+    args = DynamicsConfig(
+        scores_path=str(tmp_path / "out" / "scores.parquet"),
+        checkpoints=[two_checkpoints[0], str(tmp_path / "no-such-checkpoint")],
+    )
+    with pytest.raises(FileNotFoundError, match=r"no-such-checkpoint.*checkpoints\[1\]"):
+        compute_dynamics(
+            None, conversations(6), args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path)
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_reference_model_fails_before_any_work(tmp_path, tiny_tokenizer):
+    args = DynamicsConfig(
+        scores_path=str(tmp_path / "scores.parquet"), reference_model=str(tmp_path / "nope")
+    )
+    with pytest.raises(FileNotFoundError, match="reference_model"):
+        compute_dynamics(
+            None, conversations(6), args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path)
+        )
+
+
+def test_a_dataset_too_small_to_split_is_a_clear_error(tmp_path, tiny_tokenizer, two_checkpoints):
+    args = DynamicsConfig(scores_path=str(tmp_path / "scores.parquet"), checkpoints=two_checkpoints[:1])
+    with pytest.raises(ValueError, match="at least 2"):
+        compute_dynamics(
+            None, conversations(1), args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path)
+        )
+    assert not any(tmp_path.glob("scores_checkpoints/*"))  # refused before scoring
+
+
+def _checkpoint_with_tokenizer(directory, tokenizer):
+    build_tiny_llama(len(tokenizer), seed=5).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+def test_a_reference_with_another_tokenizer_must_keep_the_same_examples(tmp_path, tiny_tokenizer):
+    reference = _checkpoint_with_tokenizer(tmp_path / "byte-level", byte_level_tokenizer())
+    # The byte-level tokenizer needs ~3x more tokens: at max_length=48 it truncates away responses the target keeps
+    args = DynamicsConfig(scores_path=str(tmp_path / "scores.parquet"), checkpoints=[reference])
+    with pytest.raises(ValueError, match="tokenizer differs from the target's.*same examples") as error:
+        compute_dynamics(
+            None,
+            conversations(8),
+            args,
+            processing_class=tiny_tokenizer,
+            sft_args=sft_config(tmp_path, max_length=48),
+        )
+    assert "kept for the target but left with no trainable token" in str(error.value)
+
+
+def test_a_reference_with_another_tokenizer_is_used_when_it_keeps_the_same_examples(
+    tmp_path, tiny_tokenizer, caplog
+):
+    reference = _checkpoint_with_tokenizer(tmp_path / "byte-level", byte_level_tokenizer())
+    args = DynamicsConfig(scores_path=str(tmp_path / "scores.parquet"), checkpoints=[reference])
+    with caplog.at_level(logging.WARNING, logger="sftmix.dynamics"):
+        path = compute_dynamics(
+            None,
+            conversations(8),
+            args,
+            processing_class=tiny_tokenizer,
+            sft_args=sft_config(tmp_path, max_length=512),
+        )
+    assert "tokenizes the training data differently" in caplog.text
+    frame, _ = read_scores(path)
+    assert len(frame) == 8
