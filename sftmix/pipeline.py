@@ -135,7 +135,14 @@ def run_all(recipe) -> dict:
 
 def print_summary(summary: dict) -> None:
     print("\nSFTMix summary")
-    for key, value in summary.items():
-        if isinstance(value, dict):
-            continue
+    rows = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+    evaluation = summary.get("evaluation") or {}
+    for key, value in (evaluation.get("heldout") or {}).items():
+        if isinstance(value, float):
+            rows[f"heldout_{key}"] = value
+    for name, result in (evaluation.get("benchmarks") or {}).items():
+        rows[f"{name}_accuracy"] = result["accuracy"]
+    if "files" in evaluation:
+        rows["evaluation_report"] = evaluation["files"].get("markdown", "")
+    for key, value in rows.items():
         print(f"  {key:24s} {value:.4f}" if isinstance(value, float) else f"  {key:24s} {value}")
