@@ -1,44 +1,43 @@
-"""The quickstart data: real chitchat conversations plus the project's medical question-answer pairs.
+"""The quickstart data (`dataset_name: sftmix/quickstart`): real chitchat conversations plus the project's
+medical question-answer pairs, in TRL's `messages` format, with a held-out split.
 
-`sftmix/data/medical_qa.jsonl` (72 pairs) and `sftmix/data/medical_mcq.jsonl` (48 multiple-choice questions
-in the MedQA format, for evaluation) were written for this project from general, well-established medical
-knowledge. Everything is deterministic for a given seed.
+`train` = `n_chitchat_train` conversations + the medical pairs not held out; `eval` = `n_chitchat_eval`
+other conversations + `n_medical_eval` pairs. Both splits are shuffled together and carry `id` and `source`
+("chitchat" or "medical_qa") columns next to `messages` (SFTTrainer ignores them). Same arguments, same
+rows; the held-out rows do not change with `n_chitchat_train`.
 """
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-MEDICAL_QA = DATA_DIR / "medical_qa.jsonl"
-MEDICAL_MCQ = DATA_DIR / "medical_mcq.jsonl"
+from sftmix.quickstart.chitchat import MAX_CHARS, MAX_TURNS
 
 
-def medical_mcq_path() -> Path:
-    """The held-out medical multiple-choice questions (MedQA jsonl format)."""
-    return MEDICAL_MCQ
-
-
-def medical_qa_rows() -> list[dict]:
-    rows = [json.loads(line) for line in MEDICAL_QA.read_text().splitlines() if line.strip()]
-    return [
-        {"messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["response"]}]}
-        for r in rows
-    ]
-
-
-def quickstart_datasets(n_chitchat_train: int = 200, n_chitchat_eval: int = 40, medical_eval: int = 12, seed: int = 0):
-    """`DatasetDict(train=..., eval=...)` in `messages` format: chitchat + medical QA, with a held-out slice of each."""
+def quickstart_datasets(
+    n_chitchat_train: int = 200,
+    n_chitchat_eval: int = 40,
+    n_medical_eval: int = 20,
+    seed: int = 0,
+    max_turns: int = MAX_TURNS,
+    max_chars: int = MAX_CHARS,
+):
+    """`DatasetDict(train=..., eval=...)` mixing chitchat conversations and medical question-answer pairs."""
     from datasets import Dataset, DatasetDict
 
-    from sftmix.quickstart.chitchat import chitchat_messages
+    from sftmix.quickstart.chitchat import chitchat_splits
+    from sftmix.quickstart.medical import medical_qa_rows, to_messages_row
 
-    chitchat = chitchat_messages(n_chitchat_train + n_chitchat_eval, seed=seed).to_list()
-    medical = medical_qa_rows()
+    chitchat = chitchat_splits(n_chitchat_train, n_chitchat_eval, seed, max_turns, max_chars)
+    medical = [to_messages_row(row) for row in medical_qa_rows()]
+    if not 0 <= n_medical_eval < len(medical):
+        raise ValueError(
+            f"`n_medical_eval` must lie in [0, {len(medical)}) (there are {len(medical)} medical pairs), "
+            f"got {n_medical_eval}."
+        )
     random.Random(seed).shuffle(medical)
-    train = chitchat[:n_chitchat_train] + medical[medical_eval:]
-    held_out = chitchat[n_chitchat_train:] + medical[:medical_eval]
+    train = chitchat["train"].to_list() + medical[n_medical_eval:]
+    held_out = chitchat["eval"].to_list() + medical[:n_medical_eval]
     random.Random(seed + 1).shuffle(train)
+    random.Random(seed + 2).shuffle(held_out)
     return DatasetDict(train=Dataset.from_list(train), eval=Dataset.from_list(held_out))

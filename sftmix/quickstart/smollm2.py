@@ -65,7 +65,11 @@ def gguf_path() -> Path:
 
 def manifest_for(source: Path) -> dict:
     """What a converted directory records about its origin; a mismatch means it must be rebuilt."""
-    return {"conversion_version": CONVERSION_VERSION, "source_file": source.name, "source_bytes": source.stat().st_size}
+    return {
+        "conversion_version": CONVERSION_VERSION,
+        "source_file": source.name,
+        "source_bytes": source.stat().st_size,
+    }
 
 
 def is_complete(directory: Path, source: Path) -> bool:
@@ -80,17 +84,19 @@ def is_complete(directory: Path, source: Path) -> bool:
 
 
 def smollm2_path(cache: str | Path | None = None) -> Path:
-    """The plain SmolLM2-135M-Instruct directory, converted from the GGUF on first use (about 20 s)."""
+    """The plain SmolLM2-135M-Instruct directory, converted from the GGUF on first use (about 16 s)."""
     source = gguf_path()
     target = Path(cache or cache_dir()).expanduser() / CONVERTED_NAME
     if is_complete(target, source):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(target.parent / f".{CONVERTED_NAME}.lock"):
+    with _exclusive(target.parent / f".{CONVERTED_NAME}.lock") as locked:
         if is_complete(target, source):  # another process finished it while we waited
             return target
-        for stale in target.parent.glob(f".{CONVERTED_NAME}.tmp-*"):  # left by an interrupted conversion
-            shutil.rmtree(stale, ignore_errors=True)
+        # Staging directories left by interrupted conversions (no one else converts while we hold the lock).
+        stale = target.parent.glob(f".{CONVERTED_NAME}.tmp-*") if locked else ()
+        for directory in stale:
+            shutil.rmtree(directory, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{CONVERTED_NAME}.tmp-", dir=target.parent))
         try:
             started = time.perf_counter()
@@ -110,7 +116,9 @@ def convert(source: Path, directory: Path) -> None:
     from sftmix.quickstart.chat_template import check_same_rendering, training_chat_template
 
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        source.parent, gguf_file=source.name, dtype=torch.float32
+    )
     config = gguf_model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -155,15 +163,15 @@ def _replace_directory(staging: Path, target: Path) -> None:
 
 @contextmanager
 def _exclusive(lock_path: Path):
-    """An inter-process lock (POSIX `flock`); on systems without it, no lock."""
+    """An inter-process lock (POSIX `flock`), yielding whether it is held; on systems without it, no lock."""
     try:
         import fcntl
     except ImportError:  # Windows: concurrent conversions are then possible but still atomic
-        yield
+        yield False
         return
     with open(lock_path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
