@@ -70,17 +70,23 @@ def dataset_example_ids(dataset) -> list[str]:
 def write_scores(frame, path: str | os.PathLike, metadata: dict[str, Any]) -> Path:
     """Write `frame` (a pandas DataFrame) and `metadata` to `path`, atomically (temp file + rename)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"A scores frame needs the columns {missing}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     schema_metadata = dict(table.schema.metadata or {})
     schema_metadata[SCORES_METADATA_KEY] = json.dumps(metadata, default=str).encode("utf-8")
     table = table.replace_schema_metadata(schema_metadata)
+    return write_parquet_atomic(table, path)
+
+
+def write_parquet_atomic(table, path: Path) -> Path:
+    """Write a pyarrow table to a temporary file beside `path`, then rename: never a half-written file."""
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

@@ -13,26 +13,10 @@ def conversations(n=16, seed=0):
 
 
 def sft_config(output_dir, **overrides):
+    from helpers import cpu_settings
     from trl import SFTConfig
 
-    settings = dict(
-        per_device_train_batch_size=4,
-        max_steps=4,
-        logging_steps=1,
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
-        gradient_checkpointing=False,
-        assistant_only_loss=True,
-        max_length=64,
-        save_strategy="no",
-        dataset_num_proc=None,
-        disable_tqdm=True,
-        learning_rate=1e-3,
-        seed=0,
-    )
-    settings.update(overrides)
-    return SFTConfig(str(output_dir), **settings)
+    return SFTConfig(str(output_dir), **cpu_settings(**{"max_steps": 4, "learning_rate": 1e-3, **overrides}))
 
 
 def save_checkpoints(directory, tokenizer, seeds=(0, 1)):

@@ -1,4 +1,6 @@
-"""Shared builders for trainer tests: tiny data with a confidence column, configs that run on a CPU."""
+"""Shared builders for tests: tiny data with a confidence column, configs that run on a CPU, the launcher."""
+
+import sys
 
 from datasets import Dataset
 
@@ -40,3 +42,17 @@ def cpu_args(output_dir, **overrides):
 
 def tiny_model(tokenizer, seed=0):
     return build_tiny_llama(len(tokenizer), seed=seed)
+
+
+# `accelerate launch` for 2-process tests on a CPU; add the backend flags and `--num_processes`
+LAUNCH = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]

@@ -7,19 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import LAUNCH
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_tiny.py"
-LAUNCH = [
-    sys.executable,
-    "-m",
-    "accelerate.commands.launch",
-    "--num_machines",
-    "1",
-    "--mixed_precision",
-    "no",
-    "--dynamo_backend",
-    "no",
-]
 
 
 def run(args, output_dir, *overrides, timeout=300):

@@ -4,27 +4,16 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from dynamics_helpers import save_checkpoints
+from helpers import LAUNCH
 
 from sftmix.scores import read_scores
 
 SCRIPTS = Path(__file__).parent / "scripts"
-LAUNCH = [
-    sys.executable,
-    "-m",
-    "accelerate.commands.launch",
-    "--num_machines",
-    "1",
-    "--mixed_precision",
-    "no",
-    "--dynamo_backend",
-    "no",
-]
 BACKENDS = {
     "ddp": ["--multi_gpu"],
     "zero3": ["--use_deepspeed", "--deepspeed_config_file", str(SCRIPTS / "zero3.json")],

@@ -11,12 +11,12 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from sftmix.dynamics.scoring import CheckpointScores
+from sftmix.scores import write_parquet_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,6 @@ def _canonical(key: dict) -> str:
 
 def write_checkpoint_scores(path: Path, scores: CheckpointScores, key: dict) -> Path:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     table = pa.table(
         {
@@ -49,16 +48,7 @@ def write_checkpoint_scores(path: Path, scores: CheckpointScores, key: dict) -> 
             "mean_probability": scores.mean_probability,
         }
     ).replace_schema_metadata({_KEY: _canonical(key).encode("utf-8")})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return write_parquet_atomic(table, path)
 
 
 def read_checkpoint_scores(path: Path, key: dict) -> CheckpointScores | None:
