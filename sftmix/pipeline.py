@@ -59,8 +59,8 @@ def _default_dynamics():
 
 def run_train(recipe) -> dict:
     """Stage 2: SFTMix training; saves the model and returns a summary."""
+    from sftmix._trl_compat import share_deepspeed_state
     from sftmix.data import load_sft_data
-    from sftmix.dynamics._compat import share_deepspeed_state
     from sftmix.modeling import load_model_and_tokenizer
     from sftmix.trainer import SFTMixTrainer
 

@@ -9,7 +9,7 @@ preparation), `scoring` (the forward-only pass), `dynamics_trainer` (SFTTrainer 
 scores), `reference` (checkpoint plan and callback), `cache` (per-checkpoint scores on disk), `aggregate`
 (confidence, Cartography statistics, split), `frame` (the scores table), `output` (scores file, metadata),
 `plots` (data map, histogram), `inputs` (checks before any work), `settings` (the SFTConfigs of the pass),
-`_compat` (TRL / accelerate internals), `compute` (the pass), `cli`. Imports are lazy: `DynamicsConfig` loads without torch or TRL.
+`compute` (the pass), `cli`. Imports are lazy: `DynamicsConfig` loads without torch or TRL.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from trl import SFTTrainer
 
-from sftmix.dynamics._compat import prepare_inference_engine, share_deepspeed_state
+from sftmix._trl_compat import prepare_inference_engine, share_deepspeed_state
 from sftmix.dynamics.scoring import CheckpointScores, score_dataset
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sftmix.dynamics._compat import fused_log_probs_head
+from sftmix._trl_compat import fused_log_probs_head
 from sftmix.dynamics.data import ROW_INDEX
 
 # Gathered per example, as float64 (exact for row indices and token counts below 2**53)
