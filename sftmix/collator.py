@@ -1,7 +1,8 @@
-"""Carry each example's confidence group through collation.
+"""Carry each example's confidence group and response mask through collation.
 
 TRL's collator keeps only the keys it knows; this wrapper adds the group as a boolean tensor under
-`CONFIDENT_KEY`, whatever collator it wraps (TRL's default or the user's own).
+`CONFIDENT_KEY` and the response mask (`sftmix.response`), padded like `input_ids`, under `RESPONSE_KEY`,
+whatever collator it wraps (TRL's default or the user's own).
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from typing import Any
 
 import torch
 
+from sftmix.response import RESPONSE_MASK
+
 CONFIDENT_KEY = "sftmix_confident"
+RESPONSE_KEY = RESPONSE_MASK
 
 
 class ConfidenceCollator:
@@ -19,12 +23,24 @@ class ConfidenceCollator:
         self.column = column
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        responses = [example.pop(RESPONSE_MASK, None) for example in examples]
         batch = self.collator(examples)
         if examples and self.column in examples[0]:
             batch[CONFIDENT_KEY] = torch.tensor([bool(example[self.column]) for example in examples])
+        if responses and responses[0] is not None:
+            batch[RESPONSE_KEY] = pad_response_mask(responses, batch["input_ids"].shape[1])
         return batch
 
     def __getattr__(self, name: str):  # behave like the wrapped collator (e.g. `pad_token_id`)
         if name in ("collator", "column"):
             raise AttributeError(name)
         return getattr(self.collator, name)
+
+
+def pad_response_mask(masks: list, length: int) -> torch.Tensor:
+    """Right-padded with 0 to `length` (TRL's collator pads `input_ids` on the right)."""
+    padded = torch.zeros(len(masks), length, dtype=torch.bool)
+    for row, mask in enumerate(masks):
+        values = torch.as_tensor(mask, dtype=torch.bool)
+        padded[row, : values.numel()] = values
+    return padded

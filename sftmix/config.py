@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from trl import SFTConfig
 
 LAMBDA_SAMPLING = ("pair", "batch")
+ALIGNMENTS = ("response", "turn")
 
 
 @dataclass
@@ -18,7 +19,22 @@ class SFTMixConfig(SFTConfig):
     The training loss is `NTP + mixup_weight * Mixup`, where Mixup is the cross-entropy of the LM head at
     last-layer hidden states interpolated between a confident and an unconfident example, against the
     equally interpolated one-hot targets. Both terms are per-token means over the global batch.
+
+    The Mixup term (and the dynamics pass's confidence) covers the *response* tokens only: the assistant turns
+    of `messages` data, the completion of prompt-completion data (`sftmix.response`), whatever the NTP term
+    trains on. The NTP term keeps TRL's semantics, with one changed default: `assistant_only_loss=None` means
+    response-only NTP on conversational data (as in the paper, the usual Alpaca practice) and every token on
+    other data. Set `assistant_only_loss=False` for NTP on every token of a conversation.
     """
+
+    assistant_only_loss: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Whether the NTP loss covers only the assistant turns of conversational data. SFTMix default "
+            "None: True for conversational data (the paper trains NTP on responses), False otherwise. The Mixup "
+            "term covers the responses whatever this is."
+        },
+    )
 
     mixup_alpha: float = field(
         default=0.5,
@@ -67,6 +83,24 @@ class SFTMixConfig(SFTConfig):
         },
     )
 
+    mixup_alignment: str = field(
+        default="response",
+        metadata={
+            "help": "How the response positions of a confident and an unconfident example are aligned: 'response' "
+            "(default; all response tokens of each example in order, as one sequence Z of the paper's N x d, truncated "
+            "to the shorter) or 'turn' (assistant turn i with assistant turn i, each pair truncated to the shorter "
+            "turn; turns beyond the shorter conversation are not mixed).",
+            "choices": list(ALIGNMENTS),
+        },
+    )
+    mixup_text_as_response: bool = field(
+        default=False,
+        metadata={
+            "help": "Plain-text (`text`) data has no response: with True, every token of the text is mixed and scored "
+            "as response; with False (default), such data is refused with the formats that work."
+        },
+    )
+
     def __post_init__(self):
         super().__post_init__()
         if self.mixup_alpha <= 0:
@@ -81,6 +115,8 @@ class SFTMixConfig(SFTConfig):
             raise ValueError(
                 f"`mixup_lambda_sampling` must be one of {LAMBDA_SAMPLING}, got {self.mixup_lambda_sampling!r}."
             )
+        if self.mixup_alignment not in ALIGNMENTS:
+            raise ValueError(f"`mixup_alignment` must be one of {ALIGNMENTS}, got {self.mixup_alignment!r}.")
         if self.mixup_chunk_size < 1:
             raise ValueError(f"`mixup_chunk_size` must be >= 1, got {self.mixup_chunk_size}.")
         if self.mixup_weight > 0:
@@ -107,6 +143,25 @@ class SFTMixConfig(SFTConfig):
                 f"`per_device_train_batch_size` is {self.per_device_train_batch_size}; SFTMix needs an even number "
                 "(half confident, half unconfident examples in every micro-batch)."
             )
+        if self.train_sampling_strategy != "random":
+            raise ValueError(
+                f"`train_sampling_strategy={self.train_sampling_strategy!r}` is not honoured with SFTMix: its own "
+                "sampler builds every micro-batch from k confident and k unconfident examples in random pairs. Remove "
+                "the setting (or set `mixup_weight: 0` for plain SFT with that sampler)."
+            )
+        accelerator_config = self.accelerator_config
+        for name in ("split_batches", "dispatch_batches"):
+            value = (
+                accelerator_config.get(name)
+                if isinstance(accelerator_config, dict)
+                else getattr(accelerator_config, name, None)
+            )
+            if value:
+                raise ValueError(
+                    f"`accelerator_config.{name}=True` splits each batch across processes, which would separate a "
+                    "confident example from its unconfident partner. Remove it: SFTMix's sampler gives every process "
+                    "whole micro-batches of pairs."
+                )
         if self.label_smoothing_factor > 0:
             raise ValueError(
                 "`label_smoothing_factor` > 0 is not supported with SFTMix: the Mixup term already uses soft "

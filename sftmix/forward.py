@@ -5,6 +5,10 @@ TRL patches `model.forward` with a fused LM head (`fused_lm_head=True` returns p
 `sftmix_lambdas`, it captures the backbone's last hidden states during TRL's forward (one backbone pass
 serves both terms) and adds the summed Mixup loss to the output. Running inside the forward keeps it
 inside the DDP / DeepSpeed engine, so gradients are all-reduced and ZeRO-3 parameters are gathered.
+
+The Mixup head applies the LM head's own logit transform (`head_transform`: scaling and soft-capping, read
+from the config as TRL's fused NTP head reads it). The first Mixup forward of every process probes it: the
+model's own logits on a few positions must equal what the Mixup head computes, or training stops.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import torch
 from trl.trainer.utils import FusedCausalLMOutput
 
 from sftmix._trl_compat import gather_lm_head
-from sftmix.mixup import IGNORE_INDEX, mixup_index, mixup_loss_sum, pair_rows
+from sftmix.mixup import HeadTransform, mixup_index, mixup_loss_sum, pair_rows
+
+PROBE_TOKENS = 16
 
 
 @dataclass
@@ -28,47 +34,111 @@ class SFTMixOutput(FusedCausalLMOutput):
     mixed_tokens: torch.Tensor | None = None
 
 
-def install_mixup_forward(model, chunk_size: int) -> None:
+def head_transform(config) -> HeadTransform:
+    """The LM head's logit transform, read from the config the way TRL's fused head reads it
+    (`trl.trainer.utils.add_fused_lm_head`): `logit_scale`, else `output_multiplier`, else `lm_head_multiplier`,
+    else 1 / `logits_scaling` (x `logits_scaling` for HyperCLOVA X); then `final_logit_softcapping`."""
+    text_config = config.get_text_config()
+    scale = None
+    for name in ("logit_scale", "output_multiplier", "lm_head_multiplier"):
+        scale = getattr(text_config, name, None)
+        if scale is not None:
+            break
+    scaling = getattr(text_config, "logits_scaling", None)
+    if scale is None and scaling is not None:
+        scale = scaling if text_config.model_type == "hyperclovax" else 1 / scaling
+    softcap = getattr(text_config, "final_logit_softcapping", None)
+    return HeadTransform(scale=1.0 if scale is None else float(scale), softcap=softcap)
+
+
+class HeadMismatchError(RuntimeError):
+    """The Mixup head does not reproduce the model's own logits."""
+
+
+def install_mixup_forward(model, chunk_size: int, alignment: str = "response", probe: bool = True) -> None:
     """Wrap `model.forward` (already TRL's fused forward) to also return the Mixup loss on request."""
     fused_forward = model.forward
+    head = head_transform(model.config)
+    pending_probe = [probe]
 
     # Keep the original signature: `generate` validates its kwargs against it
     @functools.wraps(type(model).forward)
-    def forward(self, *args, sftmix_confident=None, sftmix_lambdas=None, **kwargs):
+    def forward(
+        self, *args, sftmix_confident=None, sftmix_lambdas=None, sftmix_response_mask=None, **kwargs
+    ):
         if sftmix_confident is None:
             return fused_forward(*args, **kwargs)
+        if pending_probe[0]:
+            probe_head(self, fused_forward, head, kwargs)
+            pending_probe[0] = False
         captured = {}
-        backbone = self.base_model
 
         def keep_hidden(_module, _inputs, output):
             captured["hidden"] = output.last_hidden_state
 
-        handle = backbone.register_forward_hook(keep_hidden)
+        handle = self.base_model.register_forward_hook(keep_hidden)
         try:
             outputs = fused_forward(*args, **kwargs)
         finally:
             handle.remove()
 
         lm_head = self.get_output_embeddings()
-        labels = kwargs["labels"][:, 1:].to(lm_head.weight.device)
-        hidden = captured["hidden"][:, :-1].to(lm_head.weight.device)
+        device = lm_head.weight.device
+        targets = kwargs["input_ids"][:, 1:].to(device)
+        hidden = captured["hidden"][:, :-1].to(device)
+        response = sftmix_response_mask[:, 1:].to(device).bool()
         rows_c, rows_u = pair_rows(sftmix_confident)
-        index = mixup_index(labels != IGNORE_INDEX, rows_c.to(labels.device), rows_u.to(labels.device))
+        index = mixup_index(response, rows_c.to(device), rows_u.to(device), alignment)
         loss_sum = mixup_loss_sum(
             hidden,
-            labels,
+            targets,
             index,
             sftmix_lambdas,
             lm_head.weight,
             lm_head.bias,
             chunk_size=chunk_size,
             gather=gather_lm_head,
+            head=head,
         )
         fields = {name: getattr(outputs, name) for name in FusedCausalLMOutput.__dataclass_fields__}
         return SFTMixOutput(
             **fields,
             mixup_loss_sum=loss_sum,
-            mixed_tokens=torch.tensor(index.num_tokens, device=labels.device),
+            mixed_tokens=torch.tensor(index.num_tokens, device=device),
         )
 
     model.forward = types.MethodType(forward, model)
+
+
+@torch.no_grad()
+def probe_head(model, fused_forward, head: HeadTransform, kwargs: dict) -> None:
+    """The model's own logits on the first `PROBE_TOKENS` positions of one row against the Mixup head's."""
+    input_ids = kwargs["input_ids"][:1, :PROBE_TOKENS]
+    captured = {}
+
+    def keep_hidden(_module, _inputs, output):
+        captured["hidden"] = output.last_hidden_state
+
+    handle = model.base_model.register_forward_hook(keep_hidden)
+    try:
+        own = fused_forward(input_ids=input_ids, use_cache=False).logits.float()
+    finally:
+        handle.remove()
+    lm_head = model.get_output_embeddings()
+    with gather_lm_head(lm_head.weight, lm_head.bias):
+        hidden = captured["hidden"].to(lm_head.weight.device)
+        weight = lm_head.weight.to(hidden.dtype)
+        bias = None if lm_head.bias is None else lm_head.bias.to(hidden.dtype)
+        ours = head(torch.nn.functional.linear(hidden, weight, bias).float())
+    own = own.to(ours.device)
+    low_precision = hidden.dtype in (torch.float16, torch.bfloat16) or own.dtype != torch.float32
+    tolerance = (3e-2 if low_precision else 1e-4) * (1.0 + own.abs().max().item())
+    difference = (ours - own).abs().max().item()
+    if not difference <= tolerance:
+        raise HeadMismatchError(
+            f"The Mixup head does not reproduce the model's own logits (largest difference {difference:.4g} on "
+            f"{input_ids.shape[1]} probe positions, tolerance {tolerance:.2g}; transform read from the config: "
+            f"scale {head.scale}, soft-cap {head.softcap}). The model's LM head applies a transform sftmix does not "
+            "know. Set `mixup_weight: 0` for plain SFT, or report the model type "
+            f"({model.config.get_text_config().model_type})."
+        )

@@ -2,10 +2,10 @@
 
 1. `pair_rows`: the i-th confident row of a micro-batch is paired with its i-th unconfident row (the
    sampler shuffles each group, so the pairing is random).
-2. `mixup_index`: for each pair, the positions whose hidden state predicts a trainable token, counted
-   from the start of each response, truncated to n = min(N_c, N_u).
+2. `mixup_index`: for each pair, the positions whose hidden state predicts a response token, counted from
+   the start of the response (all assistant turns in order) or turn by turn, truncated to the shorter.
 3. `interpolate`: z~_t = lambda * z^c_t + (1 - lambda) * z^u_t.
-4. `mixed_cross_entropy`: CE of head(z~_t) against lambda * onehot(y^c_t) + (1 - lambda) * onehot(y^u_t),
+4. `mixed_cross_entropy`: CE of head(z~_t) (`HeadTransform`: the model's logit scaling and soft-capping) against lambda * onehot(y^c_t) + (1 - lambda) * onehot(y^u_t),
    which equals lambda * CE(., y^c_t) + (1 - lambda) * CE(., y^u_t) because CE is linear in the target.
    `ChunkedMixedCrossEntropy` computes it tile by tile, never holding (tokens x vocabulary) logits for more
    than `chunk_size` tokens, and recomputes the tiles in backward (as TRL's fused head does for NTP).
@@ -55,29 +55,46 @@ class MixupIndex:
         return int(self.pair.numel())
 
 
-def mixup_index(label_mask: torch.Tensor, rows_c: torch.Tensor, rows_u: torch.Tensor) -> MixupIndex:
-    """For each pair, its first n = min(N_c, N_u) trainable positions, in order. `label_mask` is (batch, seq)."""
+def mixup_index(
+    response_mask: torch.Tensor, rows_c: torch.Tensor, rows_u: torch.Tensor, alignment: str = "response"
+) -> MixupIndex:
+    """Which positions of each pair are mixed. `response_mask` (batch, seq) marks the (shifted) positions whose
+    hidden state predicts a response token.
+
+    - `alignment="response"`: the pair's first n = min(N_c, N_u) response positions, in order (the responses of all
+      assistant turns form one sequence, the paper's Z of N x d).
+    - `alignment="turn"`: the i-th assistant turn (a run of consecutive response positions) of one example with the
+      i-th of the other, each pair of turns truncated to the shorter; turns past the shorter conversation are not
+      mixed.
+    """
     parts: dict[str, list[torch.Tensor]] = {
         k: [] for k in ("rows_c", "positions_c", "rows_u", "positions_u", "pair")
     }
     for pair, (c, u) in enumerate(zip(rows_c.tolist(), rows_u.tolist(), strict=True)):
-        pos_c = label_mask[c].nonzero().flatten()
-        pos_u = label_mask[u].nonzero().flatten()
-        n = min(pos_c.numel(), pos_u.numel())
-        parts["positions_c"].append(pos_c[:n])
-        parts["positions_u"].append(pos_u[:n])
-        parts["rows_c"].append(torch.full((n,), c, dtype=torch.long, device=label_mask.device))
-        parts["rows_u"].append(torch.full((n,), u, dtype=torch.long, device=label_mask.device))
-        parts["pair"].append(torch.full((n,), pair, dtype=torch.long, device=label_mask.device))
-    empty = torch.zeros(0, dtype=torch.long, device=label_mask.device)
+        spans_c = _spans(response_mask[c].nonzero().flatten(), alignment)
+        spans_u = _spans(response_mask[u].nonzero().flatten(), alignment)
+        for pos_c, pos_u in zip(spans_c, spans_u, strict=False):
+            n = min(pos_c.numel(), pos_u.numel())
+            parts["positions_c"].append(pos_c[:n])
+            parts["positions_u"].append(pos_u[:n])
+            for key, value in (("rows_c", c), ("rows_u", u), ("pair", pair)):
+                parts[key].append(torch.full((n,), value, dtype=torch.long, device=response_mask.device))
+    empty = torch.zeros(0, dtype=torch.long, device=response_mask.device)
     return MixupIndex(**{k: torch.cat(v) if v else empty for k, v in parts.items()})
 
 
-def mixed_token_count(labels: torch.Tensor, confident: torch.Tensor) -> int:
+def _spans(positions: torch.Tensor, alignment: str) -> list[torch.Tensor]:
+    """The positions as one span ('response') or split into runs of consecutive positions ('turn')."""
+    if alignment == "response" or positions.numel() == 0:
+        return [positions]
+    breaks = (positions.diff() != 1).nonzero().flatten() + 1
+    return list(torch.tensor_split(positions, breaks.cpu()))
+
+
+def mixed_token_count(response_mask: torch.Tensor, confident: torch.Tensor, alignment: str = "response") -> int:
     """Number of mixed positions of an (unshifted) collated batch: the normaliser of the Mixup loss."""
     rows_c, rows_u = pair_rows(confident)
-    counts = (labels[:, 1:] != IGNORE_INDEX).sum(dim=1)
-    return int(torch.minimum(counts[rows_c], counts[rows_u]).sum())
+    return mixup_index(response_mask[:, 1:].bool(), rows_c, rows_u, alignment).num_tokens
 
 
 def sample_lambdas(
@@ -96,9 +113,32 @@ def sample_lambdas(
 
 
 def interpolate(z_c: torch.Tensor, z_u: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """lambda * z_c + (1 - lambda) * z_u, row by row (`lam` has one entry per row)."""
-    lam = lam.to(z_c.dtype).unsqueeze(-1)
-    return lam * z_c + (1 - lam) * z_u
+    """lambda * z_c + (1 - lambda) * z_u, row by row (`lam` has one entry per row).
+
+    Computed in fp32 (lambda is never rounded to bf16) and cast once to the hidden states' dtype."""
+    lam = lam.float().unsqueeze(-1)
+    return (lam * z_c.float() + (1 - lam) * z_u.float()).to(z_c.dtype)
+
+
+@dataclass(frozen=True)
+class HeadTransform:
+    """What a model's LM head does to `hidden @ W.T + b` before the softmax: multiply by `scale`, then soft-cap
+    (`softcap * tanh(logits / softcap)`) when `softcap` is set -- the transform TRL's fused NTP head applies."""
+
+    scale: float = 1.0
+    softcap: float | None = None
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits * self.scale if self.scale != 1.0 else logits
+        if self.softcap is not None:
+            logits = self.softcap * torch.tanh(logits / self.softcap)
+        return logits
+
+    def backward(self, raw_logits: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """d loss / d raw logits from d loss / d transformed logits."""
+        if self.softcap is not None:
+            grad = grad * (1 - torch.tanh(raw_logits * (self.scale / self.softcap)).square())
+        return grad * self.scale if self.scale != 1.0 else grad
 
 
 def mixed_cross_entropy(
@@ -122,7 +162,7 @@ class ChunkedMixedCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets_c, targets_u, lam, chunk_size, gather):
+    def forward(ctx, hidden, weight, bias, targets_c, targets_u, lam, chunk_size, gather, head):
         compute_dtype = (
             torch.get_autocast_dtype(hidden.device.type)
             if torch.is_autocast_enabled(hidden.device.type)
@@ -135,7 +175,7 @@ class ChunkedMixedCrossEntropy(torch.autograd.Function):
             b = None if bias is None else bias.to(compute_dtype)
             for start in range(0, hidden.shape[0], chunk_size):
                 end = min(start + chunk_size, hidden.shape[0])
-                logits = torch.nn.functional.linear(hidden[start:end].to(compute_dtype), w, b).float()
+                logits = head(torch.nn.functional.linear(hidden[start:end].to(compute_dtype), w, b).float())
                 log_zs[start:end] = torch.logsumexp(logits, dim=-1)
                 lam_chunk = lam[start:end].float()
                 logit_c = logits.gather(-1, targets_c[start:end, None]).squeeze(-1)
@@ -145,6 +185,7 @@ class ChunkedMixedCrossEntropy(torch.autograd.Function):
         ctx.chunk_size = chunk_size
         ctx.gather = gather
         ctx.compute_dtype = compute_dtype
+        ctx.head = head
         return losses
 
     @staticmethod
@@ -162,14 +203,15 @@ class ChunkedMixedCrossEntropy(torch.autograd.Function):
             for start in range(0, hidden.shape[0], ctx.chunk_size):
                 end = min(start + ctx.chunk_size, hidden.shape[0])
                 h = hidden[start:end].to(ctx.compute_dtype)
-                logits = torch.nn.functional.linear(h, w, b).float()
+                raw_logits = torch.nn.functional.linear(h, w, b).float()
                 # d loss / d logits = softmax - lambda * onehot(y_c) - (1 - lambda) * onehot(y_u)
-                grad_logits = torch.exp(logits - log_zs[start:end, None])
+                grad_logits = torch.exp(ctx.head(raw_logits) - log_zs[start:end, None])
                 rows = torch.arange(end - start, device=hidden.device)
                 lam_chunk = lam[start:end].float()
                 grad_logits[rows, targets_c[start:end]] -= lam_chunk
                 grad_logits[rows, targets_u[start:end]] -= 1 - lam_chunk
                 grad_logits *= grad_losses[start:end, None].float()
+                grad_logits = ctx.head.backward(raw_logits, grad_logits)
                 if grad_hidden is not None:
                     grad_hidden[start:end] = grad_logits @ w.float()
                 if grad_weight is not None:
@@ -181,6 +223,7 @@ class ChunkedMixedCrossEntropy(torch.autograd.Function):
             cast(grad_hidden, hidden),
             cast(grad_weight, weight),
             cast(grad_bias, bias) if bias is not None else None,
+            None,
             None,
             None,
             None,
@@ -198,10 +241,12 @@ def mixup_loss_sum(
     bias: torch.Tensor | None = None,
     chunk_size: int = 1024,
     gather=None,
+    head: HeadTransform | None = None,
 ) -> torch.Tensor:
     """Sum over mixed positions of the mixed cross-entropy (the caller divides by the global count).
 
-    `hidden` (batch, seq, d) and `labels` (batch, seq) are shifted: `hidden[:, t]` predicts `labels[:, t]`.
+    `hidden` (batch, seq, d) and `labels` (batch, seq) are shifted: `hidden[:, t]` predicts `labels[:, t]`;
+    `labels` holds the target token at every position the index names. `head` is the LM head's logit transform.
     """
     if index.num_tokens == 0:
         return hidden.sum() * 0.0  # keeps the graph connected, so backward still runs on every process
@@ -213,6 +258,6 @@ def mixup_loss_sum(
     targets_u = labels[index.rows_u, index.positions_u]
     gather = gather or (lambda *params: nullcontext())
     per_token = ChunkedMixedCrossEntropy.apply(
-        mixed, weight, bias, targets_c, targets_u, lam, chunk_size, gather
+        mixed, weight, bias, targets_c, targets_u, lam, chunk_size, gather, head or HeadTransform()
     )
     return per_token.sum()

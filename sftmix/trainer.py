@@ -21,10 +21,17 @@ from transformers import TrainingArguments
 from trl import SFTTrainer
 
 from sftmix._trl_compat import unwrap_peft
-from sftmix.collator import CONFIDENT_KEY, ConfidenceCollator
+from sftmix.collator import CONFIDENT_KEY, RESPONSE_KEY, ConfidenceCollator
 from sftmix.config import SFTMixConfig
 from sftmix.forward import install_mixup_forward
 from sftmix.mixup import mixed_token_count, pair_rows, sample_lambdas
+from sftmix.response import (
+    RESPONSE_MASK,
+    ResponseMaskMixin,
+    check_marks_assistant,
+    data_format,
+    resolve_ntp_masking,
+)
 from sftmix.sampler import ConfidencePairSampler
 from sftmix.scores import attach_confidence
 
@@ -33,11 +40,14 @@ logger = logging.getLogger(__name__)
 LAMBDAS_KEY = "sftmix_lambdas"
 
 
-class SFTMixTrainer(SFTTrainer):
+class SFTMixTrainer(ResponseMaskMixin, SFTTrainer):
     """Drop-in replacement for `trl.SFTTrainer` that trains with SFTMix (NTP + mu * Mixup).
 
     The train dataset needs a boolean confidence column (`args.confidence_column`), or `args.dynamics_path`
     pointing at the scores file of `sftmix dynamics`. Every other argument is `SFTTrainer`'s.
+
+    The Mixup term covers the response tokens (`sftmix.response`) whatever the NTP term trains on; with
+    `assistant_only_loss=None` (SFTMixConfig's default) NTP is response-only on conversational data.
     """
 
     _tag_names = ["trl", "sft", "sftmix"]
@@ -62,6 +72,15 @@ class SFTMixTrainer(SFTTrainer):
                     "SFTMixTrainer instead, or set `mixup_weight=0`."
                 )
             train_dataset = _with_confidence(train_dataset, args)
+            self._response_mask_for = frozenset({"train"})
+            self._text_as_response = args.mixup_text_as_response
+        if train_dataset is not None and len(train_dataset) > 0:
+            first = next(iter(train_dataset))
+            resolve_ntp_masking(args, first)
+            if data_format(first) == "conversation" and processing_class is not None:
+                check_marks_assistant(processing_class)  # sftmix's error and fix, before TRL's
+        elif args.assistant_only_loss is None:
+            args.assistant_only_loss = False
         super().__init__(model, args, data_collator, train_dataset, eval_dataset, processing_class, **kwargs)
 
         self.data_collator = ConfidenceCollator(self.data_collator, args.confidence_column)
@@ -70,14 +89,13 @@ class SFTMixTrainer(SFTTrainer):
         self._lambda_draw = (-1, 0)  # (global step, draws made in it): seeds the lambda generator
         if args.mixup_enabled:
             _report_groups(train_dataset, self.train_dataset, args.confidence_column)
-            _check_lm_head_is_plain(self.model)
-            install_mixup_forward(unwrap_peft(self.model), args.mixup_chunk_size)
+            install_mixup_forward(unwrap_peft(self.model), args.mixup_chunk_size, args.mixup_alignment)
 
     # Batching ---------------------------------------------------------------------------------------
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        if self.args.confidence_column not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, self.args.confidence_column]
+        extra = [self.args.confidence_column, RESPONSE_MASK]
+        self._signature_columns = [*self._signature_columns, *(c for c in extra if c not in self._signature_columns)]
 
     def _get_train_sampler(self, train_dataset=None):
         if not self.args.mixup_enabled:
@@ -91,7 +109,10 @@ class SFTMixTrainer(SFTTrainer):
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         if self.args.mixup_enabled and batch_samples and CONFIDENT_KEY in batch_samples[0]:
-            count = sum(mixed_token_count(batch["labels"], batch[CONFIDENT_KEY]) for batch in batch_samples)
+            alignment = self.args.mixup_alignment
+            count = sum(
+                mixed_token_count(batch[RESPONSE_KEY], batch[CONFIDENT_KEY], alignment) for batch in batch_samples
+            )
             count = torch.tensor(count, device=device)
             if self.args.average_tokens_across_devices and self.args.world_size > 1:
                 count = self.accelerator.gather(count).sum()
@@ -101,20 +122,23 @@ class SFTMixTrainer(SFTTrainer):
     # Loss -------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         confident = inputs.pop(CONFIDENT_KEY, None)
+        response = inputs.pop(RESPONSE_KEY, None)
         if not (self.args.mixup_enabled and self.model.training):
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             self._check_finite(result[0] if return_outputs else result)
             return result
-        if confident is None:
+        if confident is None or response is None:
             raise ValueError(
-                f"A training batch arrived without confidence groups. Keep the `{self.args.confidence_column}` "
-                "column in the train dataset and use SFTMixTrainer's data collator wrapper."
+                f"A training batch arrived without confidence groups or response masks. Keep the "
+                f"`{self.args.confidence_column}` and `{RESPONSE_MASK}` columns in the train dataset and use "
+                "SFTMixTrainer's data collator wrapper."
             )
         rows_c, _ = pair_rows(confident)
         lambdas = torch.as_tensor(
             self._draw_lambdas(rows_c.numel()), dtype=torch.float32, device=confident.device
         )
         inputs[CONFIDENT_KEY] = confident
+        inputs[RESPONSE_KEY] = response
         inputs[LAMBDAS_KEY] = lambdas
 
         captured = {}
@@ -194,10 +218,18 @@ class SFTMixTrainer(SFTTrainer):
         super().log(logs, start_time)
 
     def _check_finite(self, loss):
-        if not torch.isfinite(loss.detach()).all():
+        """A non-finite loss on any process stops every process at the same step (no rank left waiting in a
+        collective): the flag is reduced over the processes on every call."""
+        finite = torch.isfinite(loss.detach()).all().float().reshape(1)
+        if self.accelerator.num_processes > 1:
+            finite = self.accelerator.reduce(finite, reduction="sum") / self.accelerator.num_processes
+        if finite.item() < 1.0:
+            where = "this process" if not torch.isfinite(loss.detach()).all() else "another process"
             raise FloatingPointError(
-                f"Non-finite training loss ({loss.detach().float().item()}) at step {self.state.global_step + 1}. "
-                "Lower the learning rate, check the data of this step, or use bf16 instead of fp16."
+                f"Non-finite training loss at step {self.state.global_step + 1} (on {where}; process "
+                f"{self.accelerator.process_index} of {self.accelerator.num_processes}, local loss "
+                f"{loss.detach().float().item()}). Every process stops here. Lower the learning rate, check the data "
+                "of this step, or use bf16 instead of fp16."
             )
 
 
@@ -207,9 +239,13 @@ def _as_sftmix_config(model, args) -> SFTMixConfig:
     if args is None:
         name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
         return SFTMixConfig(f"{str(name).rstrip('/').split('/')[-1]}-SFTMix")
-    fields = args.to_dict()
-    fields["hub_token"] = args.hub_token
-    return SFTMixConfig(**fields)
+    # A plain `SFTConfig` or `TrainingArguments`: its values as set (not `to_dict()`, which masks every `*_token`
+    # field with a placeholder), SFTMix's defaults for the fields it does not have
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(SFTMixConfig) if f.init}
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init and f.name in names}
+    return SFTMixConfig(**values)
 
 
 def _with_confidence(train_dataset, args: SFTMixConfig):
@@ -269,14 +305,3 @@ def _report_groups(raw, prepared, column: str) -> None:
             after[True],
             after[False],
         )
-
-
-def _check_lm_head_is_plain(model) -> None:
-    text_config = unwrap_peft(model).config.get_text_config()
-    for name in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier"):
-        value = getattr(text_config, name, None)
-        if value not in (None, 1, 1.0):
-            raise ValueError(
-                f"The model's LM head applies `{name}={value}`, which the Mixup head does not reproduce yet. "
-                "Use a model without it, or set `mixup_weight=0`."
-            )

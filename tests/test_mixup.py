@@ -6,6 +6,7 @@ import torch
 
 from sftmix.mixup import (
     ChunkedMixedCrossEntropy,
+    HeadTransform,
     interpolate,
     mixed_token_count,
     mixup_index,
@@ -44,7 +45,9 @@ def test_chunked_mixed_ce_matches_naive_values_and_gradients(chunk_size, with_bi
     y_u[0] = y_c[0]  # identical targets in one position
     lam = torch.rand(n, generator=g, dtype=torch.float64)
 
-    ours = ChunkedMixedCrossEntropy.apply(hidden, weight, bias, y_c, y_u, lam, chunk_size, no_gather)
+    ours = ChunkedMixedCrossEntropy.apply(
+        hidden, weight, bias, y_c, y_u, lam, chunk_size, no_gather, HeadTransform()
+    )
     ref = naive_soft_ce(hidden, weight, bias, y_c, y_u, lam)
     torch.testing.assert_close(ours.double(), ref, atol=1e-5, rtol=1e-5)
 
@@ -62,7 +65,9 @@ def test_lambda_one_is_the_confident_examples_own_cross_entropy():
     weight = torch.randn(9, 4, generator=g)
     y_c = torch.randint(0, 9, (6,), generator=g)
     y_u = torch.randint(0, 9, (6,), generator=g)
-    ours = ChunkedMixedCrossEntropy.apply(hidden, weight, None, y_c, y_u, torch.ones(6), 4, no_gather)
+    ours = ChunkedMixedCrossEntropy.apply(
+        hidden, weight, None, y_c, y_u, torch.ones(6), 4, no_gather, HeadTransform()
+    )
     expected = torch.nn.functional.cross_entropy(hidden @ weight.T, y_c, reduction="none")
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
 
@@ -86,11 +91,80 @@ def test_mixup_index_counts_positions_from_each_response_start_and_truncates():
     assert index.num_tokens == 3
 
 
-def test_mixed_token_count_uses_shifted_labels():
-    labels = torch.tensor([[-100, -100, 5, 6, 7], [-100, 1, 2, -100, -100], [-100, -100, -100, 3, 4]])
-    # shifted trainable counts: row0 3, row1 2, row2 2 ; pairs (0 conf, 1 unconf)
-    assert mixed_token_count(labels[:2], torch.tensor([True, False])) == 2
-    assert mixed_token_count(labels[[0, 2]], torch.tensor([False, True])) == 2
+def test_mixed_token_count_uses_the_shifted_response_mask():
+    response = torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 0, 0], [0, 0, 0, 1, 1]], dtype=torch.bool)
+    # shifted response counts: row0 3, row1 2, row2 2 ; pairs (0 conf, 1 unconf)
+    assert mixed_token_count(response[:2], torch.tensor([True, False])) == 2
+    assert mixed_token_count(response[[0, 2]], torch.tensor([False, True])) == 2
+    # a response token at position 0 predicts nothing (no hidden state before it)
+    first = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    assert mixed_token_count(first, torch.tensor([True, False])) == 1
+
+
+def test_turn_alignment_pairs_turn_i_with_turn_i():
+    # row 0: turns at 1-2 and 5-7 ; row 1: turns at 2-4, 6 and 8-9 (three turns)
+    mask = torch.zeros(2, 10, dtype=torch.bool)
+    mask[0, [1, 2, 5, 6, 7]] = True
+    mask[1, [2, 3, 4, 6, 8, 9]] = True
+    turn = mixup_index(mask, torch.tensor([0]), torch.tensor([1]), alignment="turn")
+    assert turn.positions_c.tolist() == [1, 2, 5]  # turn 1: min(2, 3) ; turn 2: min(3, 1) ; no turn 3 in row 0
+    assert turn.positions_u.tolist() == [2, 3, 6]
+    whole = mixup_index(mask, torch.tensor([0]), torch.tensor([1]), alignment="response")
+    assert whole.positions_c.tolist() == [1, 2, 5, 6, 7]
+    assert whole.positions_u.tolist() == [2, 3, 4, 6, 8]
+
+
+def naive_transformed_ce(hidden, weight, y_c, y_u, lam, scale, softcap):
+    logits = (hidden @ weight.T) * scale
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(lam * logp.gather(-1, y_c[:, None])[:, 0] + (1 - lam) * logp.gather(-1, y_u[:, None])[:, 0])
+
+
+@pytest.mark.parametrize("scale, softcap", [(1.0, 2.0), (0.25, None), (8.0, None), (3.0, 1.5)])
+def test_chunked_mixed_ce_applies_the_heads_scaling_and_softcapping(scale, softcap):
+    g = torch.Generator().manual_seed(3)
+    n, d, vocab = 9, 6, 17
+    hidden = torch.randn(n, d, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(vocab, d, generator=g, dtype=torch.float64, requires_grad=True)
+    y_c = torch.randint(0, vocab, (n,), generator=g)
+    y_u = torch.randint(0, vocab, (n,), generator=g)
+    lam = torch.rand(n, generator=g, dtype=torch.float64)
+    head = HeadTransform(scale=scale, softcap=softcap)
+    ours = ChunkedMixedCrossEntropy.apply(hidden, weight, None, y_c, y_u, lam, 4, no_gather, head)
+    ref = naive_transformed_ce(hidden, weight, y_c, y_u, lam, scale, softcap)
+    torch.testing.assert_close(ours.double(), ref, atol=1e-5, rtol=1e-5)
+    upstream = torch.randn(n, generator=g, dtype=torch.float64)
+    grads_ours = torch.autograd.grad((ours.double() * upstream).sum(), [hidden, weight])
+    grads_ref = torch.autograd.grad((ref * upstream).sum(), [hidden, weight])
+    for a, b in zip(grads_ours, grads_ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # and the transform matters here: the plain head gives another value
+    plain = naive_transformed_ce(hidden, weight, y_c, y_u, lam, 1.0, None)
+    assert (plain - ref).abs().max() > 1e-2
+
+
+def test_bf16_mixup_matches_an_fp32_naive_computation():
+    """Hidden states and head in bf16: lambda is applied in fp32, the result cast once; the loss stays within
+    bf16 rounding of the fp32 naive value (stated tolerance: 2e-2 relative on the summed loss)."""
+    g = torch.Generator().manual_seed(4)
+    batch, seq, d, vocab = 4, 12, 32, 50
+    hidden = torch.randn(batch, seq, d, generator=g)
+    weight = torch.randn(vocab, d, generator=g) / d**0.5
+    labels = torch.randint(0, vocab, (batch, seq), generator=g)
+    confident = torch.tensor([True, False, True, False])
+    lambdas = torch.tensor([0.3337, 0.9013])  # not representable in bf16
+    c, u = pair_rows(confident)
+    index = mixup_index(torch.ones(batch, seq, dtype=torch.bool), c, u)
+    ours = mixup_loss_sum(hidden.bfloat16(), labels, index, lambdas, weight.bfloat16(), chunk_size=7)
+    naive = naive_mixup_sum(hidden, labels, confident, lambdas, weight)
+    torch.testing.assert_close(ours.double(), naive, rtol=2e-2, atol=0)
+    # the interpolation itself: lambda in fp32, one rounding to bf16 at the end
+    z_c, z_u = hidden[0, :3].bfloat16(), hidden[1, :3].bfloat16()
+    lam = torch.full((3,), 0.3337)
+    exact = (lam[:, None] * z_c.double() + (1 - lam[:, None]) * z_u.double()).bfloat16()
+    assert torch.equal(interpolate(z_c, z_u, lam), exact)
 
 
 def test_interpolate():
