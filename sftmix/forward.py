@@ -63,9 +63,7 @@ def install_mixup_forward(model, chunk_size: int, alignment: str = "response", p
 
     # Keep the original signature: `generate` validates its kwargs against it
     @functools.wraps(type(model).forward)
-    def forward(
-        self, *args, sftmix_confident=None, sftmix_lambdas=None, sftmix_response_mask=None, **kwargs
-    ):
+    def forward(self, *args, sftmix_confident=None, sftmix_lambdas=None, sftmix_response_mask=None, **kwargs):
         if sftmix_confident is None:
             return fused_forward(*args, **kwargs)
         if pending_probe[0]:

@@ -91,7 +91,9 @@ def _spans(positions: torch.Tensor, alignment: str) -> list[torch.Tensor]:
     return list(torch.tensor_split(positions, breaks.cpu()))
 
 
-def mixed_token_count(response_mask: torch.Tensor, confident: torch.Tensor, alignment: str = "response") -> int:
+def mixed_token_count(
+    response_mask: torch.Tensor, confident: torch.Tensor, alignment: str = "response"
+) -> int:
     """Number of mixed positions of an (unshifted) collated batch: the normaliser of the Mixup loss."""
     rows_c, rows_u = pair_rows(confident)
     return mixup_index(response_mask[:, 1:].bool(), rows_c, rows_u, alignment).num_tokens

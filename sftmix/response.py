@@ -86,7 +86,15 @@ class ResponseMaskMixin:
             return prepared.map(_mask_from_labels, desc="Marking responses")
         if self._labels_are_response(kind, args):
             prepared = self._response_pass(
-                prepare, dataset, processing_class, args, packing, formatting_func, dataset_name, kind, truncate=True
+                prepare,
+                dataset,
+                processing_class,
+                args,
+                packing,
+                formatting_func,
+                dataset_name,
+                kind,
+                truncate=True,
             )
             return prepared.map(_mask_from_labels, desc="Marking responses")
         # NTP trains on more than the response: TRL's preparation as the user set it, and a response-only one
@@ -94,10 +102,20 @@ class ResponseMaskMixin:
         indexed = dataset.add_column(_ROW, rows)
         prepared = prepare(indexed, processing_class, args, packing, formatting_func, dataset_name)
         responses = self._response_pass(
-            prepare, indexed, processing_class, args, packing, formatting_func, dataset_name, kind, truncate=False
+            prepare,
+            indexed,
+            processing_class,
+            args,
+            packing,
+            formatting_func,
+            dataset_name,
+            kind,
+            truncate=False,
         )
         keep_end = args.truncation_mode == "keep_end"
-        responses = responses.select_columns(["input_ids", "labels"])  # untruncated, unfiltered: row i is row i
+        responses = responses.select_columns(
+            ["input_ids", "labels"]
+        )  # untruncated, unfiltered: row i is row i
 
         def add_mask(example):
             response = responses[int(example[_ROW])]
@@ -153,7 +171,9 @@ class ResponseMaskMixin:
                 f"hidden states that predict responses. Use one of {WORKING_FORMATS}; or set "
                 "`mixup_text_as_response: true` to mix and score every token of the text."
             )
-        return prepared.map(lambda example: {RESPONSE_MASK: [1] * len(example["input_ids"])}, desc="Marking text")
+        return prepared.map(
+            lambda example: {RESPONSE_MASK: [1] * len(example["input_ids"])}, desc="Marking text"
+        )
 
 
 def _mask_from_labels(example):

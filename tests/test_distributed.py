@@ -90,3 +90,24 @@ def test_zero3_with_lora_matches_one_process(tmp_path):
     )
     assert_same_training(ranks[0], single)
     assert any("lora_" in name for name in single["weights"])
+
+
+def test_a_non_finite_loss_on_one_process_stops_every_process(tmp_path):
+    """Process 1 alone gets a NaN loss at step 2: both processes name the step and the job exits promptly."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    cmd = [
+        *LAUNCH,
+        "--num_processes",
+        "2",
+        "--multi_gpu",
+        str(SCRIPT),
+        str(tmp_path),
+        "max_steps=4",
+        "nan_on_rank=1",
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode != 0
+    log = done.stdout + done.stderr
+    assert "Non-finite training loss at step 2 (on this process; process 1 of 2" in log
+    assert "Non-finite training loss at step 2 (on another process; process 0 of 2" in log
+    assert not list(Path(tmp_path).glob("rank*.json"))  # neither process went on to finish the run

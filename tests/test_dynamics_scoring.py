@@ -173,3 +173,36 @@ def test_a_reference_with_another_tokenizer_is_used_when_it_keeps_the_same_examp
     assert "tokenizes the training data differently" in caplog.text
     frame, _ = read_scores(path)
     assert len(frame) == 8
+
+
+def test_confidence_is_response_perplexity_when_ntp_trains_on_every_token(
+    tmp_path, tiny_tokenizer, two_checkpoints
+):
+    """NTP on every token (`assistant_only_loss=False`): scores still cover the assistant replies only, found here
+    by scanning the token ids for ChatML markers (the paper's Conf = -mean response perplexity)."""
+    from test_trainer_response import assistant_turns, multi_turn
+
+    data = multi_turn(12).remove_columns("confident")
+    sft = sft_config(tmp_path / "sft", assistant_only_loss=False, max_length=128)
+    path = compute_dynamics(
+        None,
+        data,
+        DynamicsConfig(scores_path=str(tmp_path / "scores.parquet"), checkpoints=two_checkpoints),
+        processing_class=tiny_tokenizer,
+        sft_args=sft,
+    )
+    frame, _ = read_scores(path)
+    models = [build_tiny_llama(len(tiny_tokenizer), seed=seed) for seed in (0, 1)]
+    prepared = prepare_examples(with_row_index(data), tiny_tokenizer, scoring_config(sft, tmp_path))
+    assert all(all(label != -100 for label in row["labels"][1:]) for row in prepared)  # NTP: every token
+    for row in prepared:
+        ids = torch.tensor(row["input_ids"])
+        positions = [p for turn in assistant_turns(ids, tiny_tokenizer) for p in turn]
+        response_labels = [t if p in positions else -100 for p, t in enumerate(row["input_ids"])]
+        perplexities = [naive_scores(model, row["input_ids"], response_labels)[0] for model in models]
+        everything = naive_scores(models[0], row["input_ids"], row["labels"])[0]
+        scored = frame.iloc[row[ROW_INDEX]]
+        assert scored["perplexities"].tolist() == pytest.approx(perplexities, rel=1e-5)
+        assert scored["confidence"] == pytest.approx(-np.mean(perplexities), rel=1e-5)
+        assert scored["num_tokens"] == len(positions)
+        assert abs(everything - perplexities[0]) > 1e-3  # the whole sequence would score differently

@@ -107,7 +107,11 @@ def test_turn_alignment_pairs_turn_i_with_turn_i():
     mask[0, [1, 2, 5, 6, 7]] = True
     mask[1, [2, 3, 4, 6, 8, 9]] = True
     turn = mixup_index(mask, torch.tensor([0]), torch.tensor([1]), alignment="turn")
-    assert turn.positions_c.tolist() == [1, 2, 5]  # turn 1: min(2, 3) ; turn 2: min(3, 1) ; no turn 3 in row 0
+    assert turn.positions_c.tolist() == [
+        1,
+        2,
+        5,
+    ]  # turn 1: min(2, 3) ; turn 2: min(3, 1) ; no turn 3 in row 0
     assert turn.positions_u.tolist() == [2, 3, 6]
     whole = mixup_index(mask, torch.tensor([0]), torch.tensor([1]), alignment="response")
     assert whole.positions_c.tolist() == [1, 2, 5, 6, 7]

@@ -1,7 +1,8 @@
 """`DynamicsTrainer`: TRL's `SFTTrainer` (plain NTP) that can also score its own prepared train dataset.
 
 The same class trains the reference model and scores checkpoints, so both see exactly the examples, tokenization,
-chat template, label masking and truncation the SFTMix run will train on.
+chat template, label masking and truncation the SFTMix run will train on. Its preparation also marks each example's
+response (`sftmix.response`): the reference run trains on the NTP labels, scoring measures the response.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from trl import SFTTrainer
 
 from sftmix._trl_compat import prepare_inference_engine, share_deepspeed_state
 from sftmix.dynamics.scoring import CheckpointScores, score_dataset
+from sftmix.response import ResponseMaskMixin
 
 
-class DynamicsTrainer(SFTTrainer):
+class DynamicsTrainer(ResponseMaskMixin, SFTTrainer):
     _tag_names = ["trl", "sft", "sftmix-reference"]
+    _response_mask_for = frozenset({"train"})
 
-    def __init__(self, model, args, *more, **kwargs):
+    def __init__(self, model, args, *more, text_as_response: bool = False, **kwargs):
         share_deepspeed_state(args)
+        self._text_as_response = text_as_response
         super().__init__(model, args, *more, **kwargs)
         self._inference_engine = None
 

@@ -1,7 +1,7 @@
 """One forward-only pass over the prepared training data: every example's response perplexity at one checkpoint.
 
-The response is the example's trainable tokens (labels != -100, after the causal shift), exactly those its NTP loss
-covers. Batches are grouped by length, the LM head is TRL's fused one (per-token log-probs, never the
+The response is the example's response tokens (`sftmix.response`: assistant turns, or the completion), after the
+causal shift, whatever the NTP loss covers: the paper's confidence is minus the mean *response* perplexity. Batches are grouped by length, the LM head is TRL's fused one (per-token log-probs, never the
 batch x seq x vocab logits), and with several processes each scores a shard of the batches; the results are
 gathered and put back in row order.
 """
@@ -16,6 +16,7 @@ import torch
 
 from sftmix._trl_compat import fused_log_probs_head
 from sftmix.dynamics.data import ROW_INDEX
+from sftmix.response import RESPONSE_MASK
 
 # Gathered per example, as float64 (exact for row indices and token counts below 2**53)
 _STAT_FIELDS = ("row_index", "num_input_tokens", "num_tokens", "nll_sum", "probability_sum")
@@ -69,22 +70,30 @@ def length_sorted_order(lengths) -> list[int]:
 
 
 class _Collator:
-    """The trainer's collator (padding, attention mask) plus the row index of each example."""
+    """The trainer's collator (padding, attention mask) with the response as labels, plus each example's row index."""
 
     def __init__(self, collator):
         self.collator = collator
 
     def __call__(self, examples):
-        batch = self.collator([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
+        batch = self.collator([{"input_ids": e["input_ids"], "labels": response_labels(e)} for e in examples])
         batch[ROW_INDEX] = torch.tensor([e[ROW_INDEX] for e in examples], dtype=torch.long)
         return batch
+
+
+def response_labels(example) -> list[int]:
+    """The example's tokens where they are response (`RESPONSE_MASK`), -100 elsewhere: what is scored."""
+    return [
+        token if bit else -100
+        for token, bit in zip(example["input_ids"], example[RESPONSE_MASK], strict=True)
+    ]
 
 
 def build_dataloader(dataset, collator, batch_size: int, accelerator, num_workers: int = 0):
     """A non-shuffled dataloader of length-grouped batches, sharded by accelerate over the processes."""
     from torch.utils.data import DataLoader
 
-    dataset = dataset.select_columns(["input_ids", "labels", ROW_INDEX])
+    dataset = dataset.select_columns(["input_ids", RESPONSE_MASK, ROW_INDEX])
     order = length_sorted_order(sequence_lengths(dataset))
     loader = DataLoader(
         dataset, batch_size=batch_size, sampler=order, collate_fn=_Collator(collator), num_workers=num_workers

@@ -87,6 +87,8 @@ def reference_training_config(base, output_dir: Path, dynamics):
         output_dir=str(output_dir),
         save_strategy="no",  # `CheckpointCallback` triggers the saves
         save_total_limit=None,
+        # The optimizer state too, whatever the SFTMix run keeps: an interrupted reference run resumes from it
+        save_only_model=False,
         load_best_model_at_end=False,
         eval_strategy="no",
         push_to_hub=False,
@@ -125,9 +127,10 @@ def tokenizer_hash(tokenizer) -> str:
     return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
 
 
-def tokenization_key(config, tokenizer) -> dict:
+def tokenization_key(config, tokenizer, text_as_response: bool = False) -> dict:
     return {
         "tokenizer": tokenizer_hash(tokenizer),
+        "scored_tokens": "text" if text_as_response else "response",
         **{name: getattr(config, name) for name in TOKENIZATION_FIELDS},
     }
 

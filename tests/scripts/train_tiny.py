@@ -2,7 +2,8 @@
 
 Usage: [accelerate launch ...] train_tiny.py OUTPUT_DIR [SFTMixConfig overrides as key=value ...]
 Each process writes OUTPUT_DIR/rank{N}.json: the logged metrics and the trained weights' values.
-Script options: lora=true (LoRA adapters on q/v), save=true (save the model to OUTPUT_DIR/final).
+Script options: lora=true (LoRA adapters on q/v), save=true (save the model to OUTPUT_DIR/final),
+nan_on_rank=N (process N draws NaN lambdas at step 2, so only its loss is non-finite).
 """
 
 import json
@@ -28,6 +29,7 @@ def main():
         overrides[key] = json.loads(value)
     lora = overrides.pop("lora", False)  # script options, not SFTMixConfig fields
     save = overrides.pop("save", False)
+    nan_on_rank = overrides.pop("nan_on_rank", None)
     peft_config = None
     if lora:
         from peft import LoraConfig
@@ -44,6 +46,9 @@ def main():
         processing_class=tokenizer,
         peft_config=peft_config,
     )
+    if nan_on_rank is not None and trainer.accelerator.process_index == nan_on_rank:
+        draw = trainer._draw_lambdas
+        trainer._draw_lambdas = lambda n: draw(n) * (float("nan") if trainer.state.global_step == 1 else 1.0)
     trainer.train()
     if save:
         trainer.save_model(os.path.join(output_dir, "final"))
