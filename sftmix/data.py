@@ -9,11 +9,22 @@ Accepted inputs (`dataset_format: auto` detects them from the columns):
   the instruction and the input (after a blank line) as the user turn and the output as the assistant turn.
 Only the format's own columns are kept (plus the confidence column when present), so that a dataset
 carrying e.g. both `prompt` and `messages` (UltraChat) is not misread by SFTTrainer.
+
+Every row is checked before the data is shuffled or split, and a bad row is named where a person finds it:
+`FILE, line N` in a JSON-lines file (1-based, as editors count), `FILE, item N` in a JSON array and
+`FILE, row N` in a parquet, arrow or CSV file (0-based, as pandas counts); `row N of split S` for Hub and
+built-in data. All bad rows are reported together (`DataError.problems`). Error messages quote at most
+`EXCERPT_CHARS` characters of a row, and none when `error_excerpts` is off (patient texts stay out of logs).
 """
 
 from __future__ import annotations
 
+import csv
+import functools
+import io
+import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +32,34 @@ FORMATS = ("auto", "messages", "prompt_completion", "text", "sharegpt", "alpaca"
 ROLES = {"system", "user", "assistant", "tool"}
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 BUILTIN_PREFIX = "sftmix/"
+EXCERPT_CHARS = 80
+MAX_LISTED = 20  # problems listed in one message; `DataError.problems` keeps them all
+_excerpts_enabled = True
+
+
+class DataError(ValueError):
+    """Everything wrong with a dataset, one problem per entry of `problems` (file, line and fix)."""
+
+    def __init__(self, summary: str, problems: list[str]):
+        self.problems = list(problems)
+        listed = "\n".join(f"  - {p}" for p in self.problems[:MAX_LISTED])
+        more = len(self.problems) - MAX_LISTED
+        super().__init__(f"{summary}\n{listed}" + (f"\n  ... and {more} more" if more > 0 else ""))
+
+
+def set_error_excerpts(enabled: bool) -> None:
+    """Process-wide default of `excerpt` (the recipe's `error_excerpts`), for readers given no setting."""
+    global _excerpts_enabled
+    _excerpts_enabled = bool(enabled)
+
+
+def excerpt(value, enabled: bool | None = None) -> str:
+    """A short quote of a row or value for an error message: at most `EXCERPT_CHARS` characters, one line."""
+    if not (_excerpts_enabled if enabled is None else enabled):
+        return "<excerpt hidden: error_excerpts is off>"
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split())
+    return repr(text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "...")
 
 
 @dataclass
@@ -56,6 +95,13 @@ class DataArguments:
         default=None, metadata={"help": "Keep only this many held-out examples."}
     )
     split_seed: int = field(default=42, metadata={"help": "Seed of the data shuffle and the held-out split."})
+    error_excerpts: bool = field(
+        default=True,
+        metadata={
+            "help": f"Quote a short excerpt (at most {EXCERPT_CHARS} characters) of a bad row in error messages. "
+            "Set false for private data (e.g. patient records): errors then name only the file and line."
+        },
+    )
 
     def __post_init__(self):
         if self.dataset_format not in FORMATS:
@@ -81,10 +127,14 @@ class DataArguments:
 
 
 def load_sft_data(args: DataArguments, keep_columns: tuple[str, ...] = ("confident",)):
-    """`(train, eval_or_None)` as `datasets.Dataset`s in one of SFTTrainer's formats."""
+    """`(train, eval_or_None)` as `datasets.Dataset`s in one of SFTTrainer's formats.
+
+    Every row is checked before shuffling, so a bad row is named by its file and line whatever `split_seed` is.
+    """
     import datasets
 
     args.check_sources()
+    origins = None
     if args.dataset_name and args.dataset_name.startswith(BUILTIN_PREFIX):
         splits = _builtin(args.dataset_name)
     elif args.dataset_files:
@@ -94,6 +144,7 @@ def load_sft_data(args: DataArguments, keep_columns: tuple[str, ...] = ("confide
                 f"`dataset_files` mixes file types {sorted(suffixes)}; convert them to one type."
             )
         builder = FILE_BUILDERS[suffixes.pop()]
+        origins = locate_rows(args.dataset_files, args.dataset_format, args.error_excerpts)
         splits = datasets.load_dataset(builder, data_files={"train": list(args.dataset_files)})
     else:
         splits = _load_hub(args)
@@ -103,18 +154,187 @@ def load_sft_data(args: DataArguments, keep_columns: tuple[str, ...] = ("confide
             f"The dataset has no split {args.dataset_train_split!r} (splits: {list(splits)}); set "
             "`dataset_train_split`."
         )
-    train = splits[args.dataset_train_split].shuffle(seed=args.split_seed)
-    held_out = splits[args.dataset_test_split] if args.dataset_test_split in splits else None
-    if held_out is None and args.eval_fraction > 0:
+    raw = splits[args.dataset_train_split]
+    if origins is not None and len(origins) != len(raw):
+        origins = None  # the loader read the files differently: fall back to plain row numbers
+    train = to_sft_format(
+        raw,
+        args.dataset_format,
+        keep_columns,
+        origins=origins,
+        split=args.dataset_train_split,
+        excerpts=args.error_excerpts,
+    )
+    if len(train) == 0:
+        raise DataError("No training data.", [f"split {args.dataset_train_split!r} has no rows"])
+    train = train.shuffle(seed=args.split_seed)
+    held_out = None
+    if args.dataset_test_split in splits:
+        held_out = to_sft_format(
+            splits[args.dataset_test_split],
+            args.dataset_format,
+            keep_columns,
+            split=args.dataset_test_split,
+            excerpts=args.error_excerpts,
+        )
+    elif args.eval_fraction > 0:
         parts = train.train_test_split(test_size=args.eval_fraction, seed=args.split_seed)
         train, held_out = parts["train"], parts["test"]
     if args.max_train_samples is not None:
         train = train.select(range(min(args.max_train_samples, len(train))))
     if held_out is not None and args.max_eval_samples is not None:
         held_out = held_out.select(range(min(args.max_eval_samples, len(held_out))))
-    train = to_sft_format(train, args.dataset_format, keep_columns)
-    held_out = None if held_out is None else to_sft_format(held_out, args.dataset_format, keep_columns)
+    if held_out is not None and len(held_out) == 0:
+        source = (
+            f"split {args.dataset_test_split!r}"
+            if args.dataset_test_split in splits
+            else f"`eval_fraction: {args.eval_fraction}`"
+        )
+        raise DataError(
+            "The held-out split is empty.",
+            [
+                f"the held-out {source} (with `max_eval_samples: {args.max_eval_samples}`) has no rows: give it "
+                "rows, or unset `dataset_test_split` / `eval_fraction` to train without evaluation"
+            ],
+        )
+    if len(train) == 0:
+        raise DataError(
+            "No training data left.",
+            [f"`max_train_samples: {args.max_train_samples}` leaves no training row; raise it or unset it"],
+        )
     return train, held_out
+
+
+def locate_rows(paths, fmt: str = "auto", excerpts: bool = True) -> list[str]:
+    """Where each row of the local data files is (`FILE, line N`), in the order `datasets` loads them.
+
+    Every file is read completely: undecodable bytes, broken JSON and malformed rows of every file are
+    collected and raised together as one `DataError`.
+    """
+    problems, origins, rows = [], [], []
+    for path in paths:
+        file_origins, file_rows, file_problems = _scan_file(*_file_key(path))
+        problems += file_problems
+        origins += file_origins
+        rows += [(o, r) for o, r in zip(file_origins, file_rows, strict=True) if r is not None]
+    if rows:  # JSON rows are checked here, with their lines (parquet / CSV: after loading)
+        columns = sorted({key for _, row in rows for key in row})
+        try:
+            row_fmt = detect_format(columns) if fmt == "auto" else fmt
+        except ValueError as error:
+            problems.append(str(error))
+        else:
+            for origin, row in rows:
+                problem = check_row(row, row_fmt)
+                if problem:
+                    problems.append(
+                        f"{origin}: {problem} (row: {excerpt(row, excerpts)}). Fix or drop that row"
+                    )
+    if problems:
+        raise DataError(f"The data files have {len(problems)} problem(s):", problems)
+    return origins
+
+
+def _file_key(path):
+    stat = Path(path).stat()
+    return str(path), stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=32)
+def _scan_file(path: str, size: int, mtime_ns: int):
+    """`(origins, json_rows_or_None, problems)` of one data file; cached by path, size and time."""
+    suffix = Path(path).suffix
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            count = pq.ParquetFile(path).metadata.num_rows
+        except Exception as error:
+            return [], [], [f"{path}: not a readable parquet file ({error})"]
+        return [f"{path}, row {i}" for i in range(count)], [None] * count, _empty(path, count)
+    if suffix == ".arrow":
+        import pyarrow as pa
+
+        try:
+            with pa.memory_map(path) as source:
+                count = pa.ipc.open_stream(source).read_all().num_rows
+        except Exception as error:
+            return [], [], [f"{path}: not a readable arrow stream ({error})"]
+        return [f"{path}, row {i}" for i in range(count)], [None] * count, _empty(path, count)
+    lines, problems = _decode_lines(path)
+    if suffix == ".csv":
+        if problems:
+            return [], [], problems
+        reader = csv.reader(io.StringIO("\n".join(lines)))
+        origins, header = [], True
+        for _ in reader:
+            if header:
+                header = False
+                continue
+            origins.append(f"{path}, row {len(origins)} (line {reader.line_num})")
+        return origins, [None] * len(origins), _empty(path, len(origins))
+    text = "\n".join(line or "" for line in lines)
+    if suffix == ".json" and text.lstrip()[:1] in ("[", "{") and not problems:
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            if text.lstrip()[:1] == "[":
+                return [], [], [f"{path}, line {error.lineno}: not valid JSON ({error.msg}). Fix the file"]
+        else:
+            if isinstance(document, dict):  # one object: one row, as `datasets` reads it
+                return [f"{path}, line 1"], [document], []
+            if not isinstance(document, list):
+                return (
+                    [],
+                    [],
+                    [f"{path}: a JSON {type(document).__name__}, not rows. Expected a list of objects"],
+                )
+            bad = [
+                f"{path}, item {i}: a JSON {type(row).__name__}, not an object (a row)"
+                for i, row in enumerate(document)
+                if not isinstance(row, dict)
+            ]
+            origins = [f"{path}, item {i}" for i in range(len(document))]
+            return origins, document, bad or _empty(path, len(document))
+    origins, rows = [], []
+    for number, line in enumerate(lines, start=1):
+        if line is None or not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            problems.append(
+                f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno}). Expected one JSON "
+                "object per line"
+            )
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"{path}, line {number}: a JSON {type(row).__name__}, not an object (a row)")
+            continue
+        origins.append(f"{path}, line {number}")
+        rows.append(row)
+    problems.sort(key=lambda problem: int(re.search(r", line (\d+)", problem).group(1)))
+    return origins, rows, problems or _empty(path, len(rows))
+
+
+def _decode_lines(path: str) -> tuple[list[str | None], list[str]]:
+    """The file's lines as text; an undecodable line is None and a problem naming its line and byte."""
+    lines, problems = [], []
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                lines.append(raw.decode("utf-8").rstrip("\r\n"))
+            except UnicodeDecodeError as error:
+                lines.append(None)
+                problems.append(
+                    f"{path}, line {number}: not UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1}). "
+                    "Re-save the file as UTF-8"
+                )
+    return lines, problems
+
+
+def _empty(path: str, count: int) -> list[str]:
+    return [] if count else [f"{path}: holds no rows"]
 
 
 def _builtin(name: str):
@@ -157,8 +377,20 @@ def detect_format(columns: list[str]) -> str:
     )
 
 
-def to_sft_format(dataset, fmt: str = "auto", keep_columns: tuple[str, ...] = ("confident",)):
-    """Convert to `messages`, `prompt`/`completion` or `text`, keep only those columns, check every row."""
+def to_sft_format(
+    dataset,
+    fmt: str = "auto",
+    keep_columns: tuple[str, ...] = ("confident",),
+    *,
+    origins: list[str] | None = None,
+    split: str | None = None,
+    excerpts: bool | None = None,
+):
+    """Convert to `messages`, `prompt`/`completion` or `text`, keep only those columns, check every row.
+
+    `origins[i]` names row i in error messages (e.g. `FILE, line N`); by default `row i` (of `split`).
+    All malformed rows are reported together in one `DataError`.
+    """
     fmt = detect_format(dataset.column_names) if fmt == "auto" else fmt
     if fmt == "alpaca":
         dataset = dataset.map(_alpaca_to_messages, desc="Converting Alpaca rows to messages")
@@ -173,14 +405,28 @@ def to_sft_format(dataset, fmt: str = "auto", keep_columns: tuple[str, ...] = ("
             f"`dataset_format: {fmt}` needs the columns {columns}; the dataset has {dataset.column_names}."
         )
     dataset = dataset.select_columns(columns + [c for c in keep_columns if c in dataset.column_names])
-    check = {"messages": check_messages_row, "prompt_completion": check_prompt_row, "text": check_text_row}[
-        fmt
-    ]
+    problems = []
     for index, row in enumerate(dataset.select_columns(columns)):
-        problem = check(row)
+        problem = check_row(row, fmt)
         if problem:
-            raise ValueError(f"Malformed training example at row {index}: {problem}. Fix or drop that row.")
+            where = origins[index] if origins else f"row {index}" + (f" of split {split!r}" if split else "")
+            problems.append(f"{where}: {problem} (row: {excerpt(row, excerpts)}). Fix or drop that row")
+    if problems:
+        raise DataError(f"{len(problems)} malformed training example(s):", problems)
     return dataset
+
+
+def check_row(row: dict, fmt: str) -> str | None:
+    """What is wrong with one row of format `fmt` (any accepted format, before conversion), or None."""
+    if fmt == "alpaca":
+        row, fmt = _alpaca_to_messages(row), "messages"
+    elif fmt == "sharegpt":
+        row, fmt = _sharegpt_to_messages(row), "messages"
+    columns = {"messages": ["messages"], "prompt_completion": ["prompt", "completion"], "text": ["text"]}[fmt]
+    row = {c: row.get(c) for c in columns}
+    return {"messages": check_messages_row, "prompt_completion": check_prompt_row, "text": check_text_row}[
+        fmt
+    ](row)
 
 
 def check_messages_row(row) -> str | None:
@@ -189,7 +435,8 @@ def check_messages_row(row) -> str | None:
         return "`messages` must be a non-empty list of {'role', 'content'}"
     for turn, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
-            return f"message {turn} has role {message.get('role') if isinstance(message, dict) else message!r}; expected one of {sorted(ROLES)}"
+            role = repr(message.get("role")) if isinstance(message, dict) else excerpt(message)
+            return f"message {turn} has role {role}; expected one of {sorted(ROLES)}"
         if not isinstance(message.get("content"), str):
             return f"message {turn} has no text `content`"
     if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
@@ -212,14 +459,18 @@ def check_text_row(row) -> str | None:
     return None
 
 
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""
+
+
 def _alpaca_to_messages(row):
-    instruction = (row.get("instruction") or "").strip()
-    extra = (row.get("input") or "").strip()
+    instruction = _text(row.get("instruction")).strip()
+    extra = _text(row.get("input")).strip()
     user = f"{instruction}\n\n{extra}" if extra else instruction
     return {
         "messages": [
             {"role": "user", "content": user},
-            {"role": "assistant", "content": row.get("output") or ""},
+            {"role": "assistant", "content": _text(row.get("output"))},
         ]
     }
 
@@ -232,8 +483,11 @@ def _sharegpt_to_messages(row):
         "assistant": "assistant",
         "system": "system",
     }
+    turns = row.get("conversations")
+    if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+        return {"messages": []}  # reported by the row check
     return {
         "messages": [
-            {"role": roles.get(t["from"], t["from"]), "content": t["value"]} for t in row["conversations"]
+            {"role": roles.get(t.get("from"), t.get("from")), "content": t.get("value")} for t in turns
         ]
     }

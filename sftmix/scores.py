@@ -5,7 +5,7 @@ One parquet file, one row per training example, readable with `pandas.read_parqu
 
 | column            | type          | meaning                                                                  |
 |-------------------|---------------|--------------------------------------------------------------------------|
-| `example_id`      | str           | hash of the example's content (`example_id()`), the join key             |
+| `example_id`      | str           | keyed hash of the example's content (`example_id()`), the join key       |
 | `row_index`       | int           | the row in the dataset that was scored (informative only)                |
 | `num_tokens`      | int           | trainable (label != -100) tokens scored                                  |
 | `perplexities`    | list[float]   | response perplexity at each checkpoint, in checkpoint order              |
@@ -18,13 +18,21 @@ Examples with no trainable token are not rows; their ids are listed in the metad
 The metadata (reference model, checkpoints, settings, dataset fingerprint, sftmix version) is stored as
 JSON under the parquet schema key `sftmix`; `read_scores` returns it.
 
-The join key is content, not position, so reordering, filtering or concatenating the dataset does not
-break it; identical examples share an id (and, being scored identically, a group).
+The join key is content, not position, so reordering the dataset does not break it; identical examples
+share an id (and, being scored identically, a group).
+
+Privacy: an id is HMAC-SHA256(key, SHA-256 of the row's content), where the key is SHA-256 over the sorted
+per-row content digests of the whole dataset (`dataset_id_key`). Whoever holds the scores file but not the
+data cannot compute an id for a candidate text (they would need every other row too), so the file does not
+reveal whether a given patient text was in the training set. Reloading the same rows, in any order, gives
+the same key and so the same ids; adding, removing or editing a row changes every id, so a scores file
+matches only the exact dataset it was made for (rerun `sftmix dynamics` after changing the data).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import tempfile
@@ -33,13 +41,14 @@ from typing import Any
 
 SCORES_METADATA_KEY = b"sftmix"
 REQUIRED_COLUMNS = ("example_id", "confidence", "confident")
+ID_KEY_DOMAIN = b"sftmix example_id v2\n"
 
 # The fields that define what a model is trained on, in every format SFTTrainer accepts.
 CONTENT_FIELDS = ("text", "messages", "prompt", "completion", "conversations", "input_ids", "labels", "tools")
 
 
-def example_id(row: dict[str, Any]) -> str:
-    """A stable id from an example's training content (the fields of `CONTENT_FIELDS` it has)."""
+def content_digest(row: dict[str, Any]) -> bytes:
+    """SHA-256 of an example's training content (the fields of `CONTENT_FIELDS` it has)."""
     content = {key: row[key] for key in CONTENT_FIELDS if key in row and row[key] is not None}
     if not content:
         raise ValueError(
@@ -47,7 +56,23 @@ def example_id(row: dict[str, Any]) -> str:
             f"{list(CONTENT_FIELDS)}. Convert the dataset to one of SFTTrainer's formats first."
         )
     blob = json.dumps(content, sort_keys=True, ensure_ascii=False, default=_jsonable)
-    return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:20]
+    return hashlib.sha256(blob.encode("utf-8")).digest()
+
+
+def dataset_id_key(digests) -> bytes:
+    """The HMAC key of a dataset's ids: SHA-256 over its rows' sorted content digests (order-independent)."""
+    hasher = hashlib.sha256(ID_KEY_DOMAIN)
+    for digest in sorted(digests):
+        hasher.update(digest)
+    return hasher.digest()
+
+
+def example_id(row: dict[str, Any], key: bytes | None = None) -> str:
+    """The id of `row` in the dataset whose id key is `key` (`dataset_id_key`; by default, of `row` alone)."""
+    digest = content_digest(row)
+    if key is None:
+        key = dataset_id_key([digest])
+    return hmac.new(key, digest, hashlib.sha256).hexdigest()[:32]
 
 
 def _jsonable(value: Any) -> Any:
@@ -57,14 +82,20 @@ def _jsonable(value: Any) -> Any:
 
 
 def dataset_example_ids(dataset) -> list[str]:
-    """Example ids for every row of a `datasets.Dataset`, in order."""
-    columns = [c for c in CONTENT_FIELDS if c in dataset.column_names]
-    if not columns:
-        raise ValueError(
-            f"The dataset has columns {dataset.column_names} and none of {list(CONTENT_FIELDS)}; "
-            "no example id can be derived from it."
-        )
-    return [example_id(row) for row in dataset.select_columns(columns)]
+    """Example ids for every row of a `datasets.Dataset` (or a list of rows), in order, keyed on the whole dataset."""
+    if isinstance(dataset, list):
+        rows = dataset
+    else:
+        columns = [c for c in CONTENT_FIELDS if c in dataset.column_names]
+        if not columns:
+            raise ValueError(
+                f"The dataset has columns {dataset.column_names} and none of {list(CONTENT_FIELDS)}; "
+                "no example id can be derived from it."
+            )
+        rows = dataset.select_columns(columns)
+    digests = [content_digest(row) for row in rows]
+    key = dataset_id_key(digests)
+    return [hmac.new(key, digest, hashlib.sha256).hexdigest()[:32] for digest in digests]
 
 
 def write_scores(frame, path: str | os.PathLike, metadata: dict[str, Any]) -> Path:
@@ -117,6 +148,13 @@ def read_scores(path: str | os.PathLike):
         raise ValueError(
             f"{path} is not an sftmix scores file: it lacks the columns {missing} (has {list(frame.columns)})."
         )
+    if str(frame["confident"].dtype) != "bool":
+        raise ValueError(
+            f"The `confident` column of the scores file {path} has type {frame['confident'].dtype} "
+            f"({table.schema.field('confident').type} in parquet); it must be boolean (True = confident). "
+            "Rewrite it as booleans (e.g. `frame['confident'] = frame['confident'] == 'True'`) or rerun "
+            "`sftmix dynamics`."
+        )
     return frame, metadata
 
 
@@ -127,7 +165,7 @@ def attach_confidence(dataset, path: str | os.PathLike, column: str = "confident
     Any other row without a score is an error: the file was made for other data.
     """
     frame, metadata = read_scores(path)
-    groups = dict(zip(frame["example_id"], frame["confident"].astype(bool), strict=True))
+    groups = dict(zip(frame["example_id"], frame["confident"], strict=True))
     excluded = set(metadata.get("excluded_ids", []))
     ids = dataset_example_ids(dataset)
     missing = [i for i, eid in enumerate(ids) if eid not in groups and eid not in excluded]
@@ -136,8 +174,9 @@ def attach_confidence(dataset, path: str | os.PathLike, column: str = "confident
         raise ValueError(
             f"The scores file {path} does not cover the training dataset: {len(missing)} of {len(ids)} examples "
             f"have no score (rows {preview}{', ...' if len(missing) > 5 else ''}). It was made for other data "
-            f"(fingerprint {metadata.get('dataset_fingerprint', 'unknown')}). Rerun `sftmix dynamics` on this "
-            "dataset, or train on the data it was made for."
+            f"(fingerprint {metadata.get('dataset_fingerprint', 'unknown')}); ids are keyed on the whole dataset, "
+            "so adding, removing or editing rows after the dynamics pass also has this effect. Rerun "
+            "`sftmix dynamics` on this dataset, or train on the data it was made for."
         )
     keep = [i for i, eid in enumerate(ids) if eid in groups]
     if len(keep) < len(ids):

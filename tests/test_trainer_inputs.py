@@ -175,7 +175,8 @@ def test_other_dataset_formats_train_with_mixup(tmp_path, tiny_tokenizer, fmt):
             rows.append({"prompt": user, "completion": " " + assistant, "confident": row["confident"]})
     trainer = SFTMixTrainer(
         tiny_model(tiny_tokenizer),
-        cpu_args(tmp_path, assistant_only_loss=False),
+        # plain text has no response: Mixup over every token only when asked for
+        cpu_args(tmp_path, assistant_only_loss=False, mixup_text_as_response=fmt == "text"),
         train_dataset=Dataset.from_list(rows),
         processing_class=tiny_tokenizer,
     )

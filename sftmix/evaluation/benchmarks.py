@@ -11,7 +11,9 @@
 - PubMedQA (Jin et al., 2019): `ori_pqal.json`, a mapping PMID -> `{"QUESTION", "CONTEXTS": [...],
   "final_decision": "yes|no|maybe", ...}` (also a split of it in the same format), or the Hugging Face
   `qiaojin/PubMedQA` pqa_labeled rows `{"pubid", "question", "context": {"contexts": [...]}, "final_decision"}`.
-  Options are yes / no / maybe, in that order.
+  Options are yes / no / maybe, in that order. A context given as one string is one paragraph.
+A question must be non-empty text (a null question is refused, not scored as the text "None").
+Error messages quote at most a short excerpt of a row (none with `error_excerpts: false`, sftmix.data).
 Files may be .jsonl, .json (a list, a mapping, or one object per line), .parquet or .csv.
 """
 
@@ -22,6 +24,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sftmix.data import excerpt
 from sftmix.evaluation.prompts import LETTERS
 
 logger = logging.getLogger(__name__)
@@ -55,6 +58,27 @@ class BenchmarkFormatError(ValueError):
     pass
 
 
+def _question_text(row, key: str, at: str) -> str:
+    value = row[key]
+    if not isinstance(value, str) or not value.strip():
+        raise BenchmarkFormatError(
+            f"{at}: `{key}` is {'empty' if isinstance(value, str) else type(value).__name__}, not the question's "
+            "text. Fix or drop that row."
+        )
+    return value
+
+
+def _contexts(value, at: str) -> list[str]:
+    """PubMedQA paragraphs: a list of strings, or one string (one paragraph)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(c, str) for c in value):
+        return value
+    raise BenchmarkFormatError(
+        f"{at}: the contexts are {type(value).__name__} ({excerpt(value)}), expected a list of paragraphs."
+    )
+
+
 def _plain(value):
     """numpy arrays and scalars (from parquet) -> lists and Python scalars."""
     if hasattr(value, "tolist"):
@@ -80,7 +104,14 @@ def read_records(path: str | Path):
         raise ValueError(
             f"Benchmark file {path}: unsupported extension; use .jsonl, .json, .parquet or .csv."
         )
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise BenchmarkFormatError(
+            f"{path}, line {line}: not UTF-8 (byte 0x{raw[error.start]:02x}). Re-save the file as UTF-8."
+        ) from error
     if path.suffix == ".json":
         try:
             return json.loads(text)
@@ -148,13 +179,13 @@ def parse_medqa_rows(rows, where: str, num_options: int | None = None) -> list[M
             and row["answer"].strip() != options[row["answer_idx"]].strip()
         ):
             raise BenchmarkFormatError(
-                f"{at}: `answer` {row['answer']!r} is not the text of option {row['answer_idx']} "
-                f"({options[row['answer_idx']]!r}); the file is inconsistent."
+                f"{at}: `answer` {excerpt(row['answer'])} is not the text of option {row['answer_idx']} "
+                f"({excerpt(options[row['answer_idx']])}); the file is inconsistent."
             )
         questions.append(
             MultipleChoiceQuestion(
                 id=str(row.get("id", index)),
-                question=row["question"],
+                question=_question_text(row, "question", at),
                 options=list(options.values()),
                 answer=letters.index(row["answer_idx"]),
             )
@@ -204,7 +235,7 @@ def parse_medmcqa_rows(
         questions.append(
             MultipleChoiceQuestion(
                 id=str(row.get("id", index)),
-                question=row["question"],
+                question=_question_text(row, "question", f"{where}, row {index}"),
                 options=[str(row[c]) for c in MEDMCQA_COLUMNS],
                 answer=answer,
             )
@@ -220,10 +251,10 @@ def _pubmedqa_question(qid, question, contexts, decision, at: str) -> MultipleCh
         )
     return MultipleChoiceQuestion(
         id=str(qid),
-        question=question,
+        question=_question_text({"question": question}, "question", at),
         options=list(PUBMEDQA_OPTIONS),
         answer=PUBMEDQA_OPTIONS.index(decision),
-        context=[str(c) for c in contexts],
+        context=_contexts(contexts, at),
     )
 
 
@@ -234,7 +265,7 @@ def parse_pubmedqa_records(records, where: str) -> list[MultipleChoiceQuestion]:
             at = f"{where}, PMID {pmid}"
             if not isinstance(row, dict):
                 raise BenchmarkFormatError(
-                    f"{at} maps to {row!r}, not a question record; a file of PMID -> label (like "
+                    f"{at} maps to {excerpt(row)}, not a question record; a file of PMID -> label (like "
                     f"test_ground_truth.json) goes to `pubmedqa_ids`. Expected {FORMAT_HINTS['pubmedqa']}."
                 )
             _require(row, ("QUESTION", "CONTEXTS", "final_decision"), at, "pubmedqa")
@@ -249,9 +280,9 @@ def parse_pubmedqa_records(records, where: str) -> list[MultipleChoiceQuestion]:
         context = row["context"]
         if isinstance(context, dict):
             context = context.get("contexts")
-        if not isinstance(context, list):
+        if not isinstance(context, (list, str)):
             raise BenchmarkFormatError(
-                f"{at}: `context` should hold {{'contexts': [paragraphs]}}, got {row['context']!r}."
+                f"{at}: `context` should hold {{'contexts': [paragraphs]}}, got {excerpt(row['context'])}."
             )
         questions.append(
             _pubmedqa_question(row.get("pubid", index), row["question"], context, row["final_decision"], at)

@@ -43,10 +43,13 @@ class HeldoutResult:
 
 
 def load_heldout(path: str | Path, dataset_format: str = "auto"):
-    """A local held-out file as a `datasets.Dataset` in `messages`, prompt/completion or `text` format."""
+    """A local held-out file as a `datasets.Dataset` in `messages`, prompt/completion or `text` format.
+
+    The whole file is read and checked now; bad rows are named by line, and an empty file is an error.
+    """
     import datasets
 
-    from sftmix.data import FILE_BUILDERS
+    from sftmix.data import FILE_BUILDERS, DataError, locate_rows
 
     path = Path(path)
     if path.suffix not in FILE_BUILDERS:
@@ -55,19 +58,27 @@ def load_heldout(path: str | Path, dataset_format: str = "auto"):
         )
     if not path.is_file():
         raise FileNotFoundError(f"Held-out file {path} does not exist. Fix the path given as `heldout`.")
+    try:
+        origins = locate_rows([str(path)], dataset_format)
+    except DataError as error:
+        raise DataError(
+            f"The held-out file (`heldout`) has {len(error.problems)} problem(s):", error.problems
+        ) from None
     dataset = datasets.load_dataset(FILE_BUILDERS[path.suffix], data_files=str(path), split="train")
-    return as_sft_dataset(dataset, dataset_format)
+    return as_sft_dataset(dataset, dataset_format, origins if len(origins) == len(dataset) else None)
 
 
-def as_sft_dataset(data, dataset_format: str = "auto"):
+def as_sft_dataset(data, dataset_format: str = "auto", origins: list[str] | None = None):
     """A `datasets.Dataset` (or a list of dicts) brought to an SFT format and checked row by row."""
     import datasets
 
-    from sftmix.data import to_sft_format
+    from sftmix.data import DataError, to_sft_format
 
     if isinstance(data, list):
         data = datasets.Dataset.from_list(data)
-    return to_sft_format(data, dataset_format, keep_columns=())
+    if len(data) == 0:
+        raise DataError("The held-out set is empty.", ["the held-out set has no rows: give it rows"])
+    return to_sft_format(data, dataset_format, keep_columns=(), origins=origins)
 
 
 def heldout_metrics(

@@ -1,0 +1,308 @@
+"""What is checked before any forward pass: everything a recipe names, all problems reported together.
+
+`sftmix run`, `dynamics` and `train` call `check_recipe` first (sftmix.pipeline), so a bad input fails in
+seconds, not after hours of dynamics and training. `collect_problems` returns the same list without raising,
+one line per problem naming the file, line or key and the fix (for a `sftmix check` command to print).
+
+Checked: the data sources and every data row (named by file and line, before shuffling); every evaluation file
+(MedQA, MedMCQA, PubMedQA, held-out), parsed completely; the model, reference model, checkpoints and chat
+templates (a local path exists and holds what loading needs; a Hub id is looked up only offline, in the
+cache); the scores file given as `dynamics_path`; write access to every output directory; the SFTMix
+settings. Recipe value types are checked when the recipe is read (sftmix.recipe.coerce_settings).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+CONFIG_FILES = ("config.json", "adapter_config.json")
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "*.pt", "*.gguf")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+# owner/name (or a bare name): what `from_pretrained` would look up on the Hub when no such path exists
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+
+_checked_data: dict[str, bool] = {}  # passed data checks in this process -> whether a held-out split exists
+
+
+class RecipeProblems(ValueError):
+    """Every problem found in a recipe before any work; `problems` holds one line each."""
+
+    def __init__(self, problems: list[str], recipe_path=None):
+        self.problems = list(problems)
+        where = f"The recipe {recipe_path}" if recipe_path else "The recipe"
+        listed = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(
+            f"{where} has {len(self.problems)} problem(s); nothing was run. Fix them all and rerun:\n{listed}"
+        )
+
+
+def check_recipe(recipe) -> None:
+    """Raise `RecipeProblems` listing everything wrong with `recipe`; return quietly if nothing is."""
+    problems = collect_problems(recipe)
+    if problems:
+        raise RecipeProblems(problems, getattr(recipe, "path", None))
+
+
+def collect_problems(recipe) -> list[str]:
+    """Every problem of a parsed recipe (`sftmix.recipe.Recipe`), without raising; [] when it can run."""
+    from sftmix.data import set_error_excerpts
+
+    set_error_excerpts(recipe.data.error_excerpts)
+    problems = settings_problems(recipe)
+    held_out = None
+    if not any(p.startswith("`dataset_files`") or p.startswith("No data") for p in problems):
+        data_problems, held_out = data_problems_and_held_out(recipe.data)
+        problems += data_problems
+    problems += model_problems(recipe)
+    if recipe.evaluation is not None:
+        problems += evaluation_problems(recipe.evaluation, held_out)
+    if recipe.training.dynamics_path:
+        problems += scores_problems(recipe.training.dynamics_path)
+    problems += output_problems(recipe)
+    return problems
+
+
+def settings_problems(recipe) -> list[str]:
+    from sftmix.data import FILE_BUILDERS
+
+    data, problems = recipe.data, []
+    if not data.dataset_name and not data.dataset_files:
+        problems.append("No data: set `dataset_name` (Hub id or 'sftmix/quickstart') or `dataset_files`.")
+    for path in data.dataset_files or []:
+        if not Path(path).is_file():
+            problems.append(f"`dataset_files`: {path} does not exist (cwd {os.getcwd()}). Fix the path.")
+        elif Path(path).suffix not in FILE_BUILDERS:
+            problems.append(
+                f"`dataset_files`: {path} has an unsupported extension; use one of {sorted(FILE_BUILDERS)}."
+            )
+    suffixes = {Path(p).suffix for p in data.dataset_files or []}
+    if len(suffixes) > 1:
+        problems.append(f"`dataset_files` mixes file types {sorted(suffixes)}; convert them to one type.")
+    if not recipe.model.model_name_or_path:
+        problems.append("The recipe names no model: set `model_name_or_path`.")
+    if recipe.training.mixup_enabled:
+        try:
+            recipe.training.validate_for_mixup()
+        except ValueError as error:
+            problems.append(str(error))
+    return problems
+
+
+def data_problems_and_held_out(data) -> tuple[list[str], bool | None]:
+    """Load and check every row (sftmix.data.load_sft_data): (problems, whether a held-out split exists or None)."""
+    from sftmix.data import DataError, _file_key, load_sft_data
+
+    key = repr(data) + repr([_file_key(p) for p in data.dataset_files or []])
+    if key in _checked_data:
+        return [], _checked_data[key]
+    try:
+        _, held_out = load_sft_data(data)
+    except DataError as error:
+        return error.problems, None
+    except Exception as error:  # a Hub dataset that cannot be loaded, a loader error: said in the message
+        return [f"Data: {error}"], None
+    _checked_data[key] = held_out is not None
+    return [], held_out is not None
+
+
+def evaluation_problems(evaluation, held_out: bool | None) -> list[str]:
+    """Parse every local evaluation file completely (Hub benchmarks are loaded when evaluation runs)."""
+    from sftmix.data import DataError
+    from sftmix.evaluation.benchmarks import load_benchmark
+    from sftmix.evaluation.heldout import load_heldout
+    from sftmix.evaluation.hub import is_hub_source
+
+    problems = []
+    if evaluation.heldout and evaluation.heldout_split:
+        problems.append(
+            "`evaluation`: set either `heldout` (a file) or `heldout_split` (the recipe's held-out split)."
+        )
+    if evaluation.heldout_split and held_out is False:
+        problems.append(
+            "`evaluation.heldout_split: true` but the recipe has no held-out split: set `dataset_test_split` or "
+            "`eval_fraction`, or name a held-out file as `evaluation.heldout`."
+        )
+    if evaluation.heldout:
+        try:
+            load_heldout(evaluation.heldout, evaluation.heldout_format)
+        except DataError as error:
+            problems += [f"`evaluation.heldout`: {p}" for p in error.problems]
+        except Exception as error:
+            problems.append(f"`evaluation.heldout`: {error}")
+    for name, source in evaluation.benchmark_sources().items():
+        if is_hub_source(source) and not Path(source).is_file():
+            continue
+        try:
+            load_benchmark(
+                name,
+                source,
+                medmcqa_answer_base=evaluation.medmcqa_answer_base,
+                pubmedqa_ids=evaluation.pubmedqa_ids
+                if name == "pubmedqa" and evaluation.pubmedqa_ids and Path(evaluation.pubmedqa_ids).is_file()
+                else None,
+            )
+        except Exception as error:
+            problems.append(f"`evaluation.{name}`: {error}")
+    if evaluation.pubmedqa_ids and not Path(evaluation.pubmedqa_ids).is_file():
+        problems.append(f"`evaluation.pubmedqa_ids`: {evaluation.pubmedqa_ids} does not exist. Fix the path.")
+    if evaluation.chat_template_path:
+        problems += template_problems(evaluation.chat_template_path, "evaluation.chat_template_path")
+    return problems
+
+
+def model_problems(recipe) -> list[str]:
+    revision = getattr(recipe.model, "model_revision", None)
+    problems = []
+    if recipe.model.model_name_or_path:
+        problems += path_or_hub_problems(
+            recipe.model.model_name_or_path, "model_name_or_path", revision=revision
+        )
+    template = getattr(recipe.training, "chat_template_path", None)
+    if template:
+        problems += template_problems(template, "chat_template_path")
+    dynamics = recipe.dynamics
+    if dynamics is not None:
+        if dynamics.reference_model:
+            problems += path_or_hub_problems(dynamics.reference_model, "dynamics.reference_model")
+        for checkpoint in dynamics.checkpoints or []:
+            problems += path_or_hub_problems(checkpoint, "dynamics.checkpoints", tokenizer=False)
+    return problems
+
+
+def path_or_hub_problems(name: str, key: str, *, tokenizer: bool = True, revision=None) -> list[str]:
+    """A model named by a local folder, a built-in name or a Hub id: what would stop it from loading."""
+    from sftmix.modeling import BUILTIN_MODEL_PREFIX
+
+    if name.startswith(BUILTIN_MODEL_PREFIX) and not Path(name).exists():
+        from sftmix.quickstart.smollm2 import BUILTIN_MODEL, gguf_path
+
+        if name.rstrip("/") != BUILTIN_MODEL:
+            return [f"`{key}`: unknown built-in model {name!r}; the built-in one is {BUILTIN_MODEL!r}."]
+        try:
+            gguf_path()
+        except (ImportError, OSError) as error:
+            return [f"`{key}`: {error}"]
+        return []
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return model_folder_problems(path, key, tokenizer=tokenizer)
+    if path.exists():
+        return [f"`{key}`: {name} is a file, not a model folder (config.json, weights and tokenizer files)."]
+    if not _looks_like_hub_id(name):
+        return [f"`{key}`: {name} does not exist (cwd {os.getcwd()}). Fix the path."]
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        if not _in_hub_cache(name, CONFIG_FILES, revision):
+            return [
+                f"`{key}`: {name} is neither a local folder nor in the Hugging Face cache, and HF_HUB_OFFLINE is "
+                "set. Download it where the Hub is reachable (`hf download ...`), or fix the path."
+            ]
+    return []
+
+
+def model_folder_problems(path: Path, key: str, *, tokenizer: bool = True) -> list[str]:
+    missing = []
+    adapter = (path / "adapter_config.json").is_file()
+    if not adapter and not (path / "config.json").is_file():
+        missing.append("config.json (or adapter_config.json for a PEFT adapter)")
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHT_PATTERNS):
+        missing.append("weights (*.safetensors or *.bin)")
+    if tokenizer and not adapter and not any((path / f).is_file() for f in TOKENIZER_FILES):
+        missing.append(f"tokenizer files ({' / '.join(TOKENIZER_FILES)})")
+    if not missing:
+        return []
+    return [
+        f"`{key}`: {path} is not a saved model: it has no {', no '.join(missing)}. Point it at a folder written "
+        "by `save_pretrained` (or a Hub id)."
+    ]
+
+
+def template_problems(template: str, key: str) -> list[str]:
+    """A chat template: a Jinja file, a tokenizer folder, or a Hub tokenizer id."""
+    path = Path(template).expanduser()
+    if path.is_file():
+        return []
+    if path.is_dir():
+        if any((path / f).is_file() for f in TOKENIZER_FILES + ("chat_template.jinja",)):
+            return []
+        return [f"`{key}`: {template} is a folder without tokenizer files; name a .jinja template file."]
+    if _looks_like_hub_id(template) and not template.endswith((".jinja", ".j2")):
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") and not _in_hub_cache(
+            template, ("tokenizer_config.json",), None
+        ):
+            return [
+                f"`{key}`: {template} is neither a file nor in the Hugging Face cache (HF_HUB_OFFLINE is set)."
+            ]
+        return []
+    packaged = TEMPLATES_DIR / path.name
+    hint = f" The packaged template is at {packaged}." if packaged.is_file() else ""
+    return [f"`{key}`: the template {template} does not exist (cwd {os.getcwd()}). Fix the path.{hint}"]
+
+
+def scores_problems(path: str) -> list[str]:
+    from sftmix.scores import read_scores
+
+    try:
+        read_scores(path)
+    except Exception as error:
+        return [f"`dynamics_path`: {error}"]
+    return []
+
+
+def output_problems(recipe) -> list[str]:
+    """Write access to every directory the run writes to (probe file in it or its nearest existing parent)."""
+    targets = {"output_dir": recipe.training.output_dir}
+    if recipe.dynamics is not None:
+        if recipe.dynamics.scores_path:
+            targets["dynamics.scores_path"] = str(Path(recipe.dynamics.scores_path).parent)
+        targets["dynamics.reference_output_dir"] = recipe.dynamics.reference_output_dir
+    if recipe.evaluation is not None:
+        targets["evaluation.output_dir"] = recipe.evaluation.output_dir
+    problems = []
+    for key, directory in targets.items():
+        if directory:
+            problem = writable_problem(directory)
+            if problem:
+                problems.append(f"`{key}`: {problem}")
+    return problems
+
+
+def writable_problem(directory: str | os.PathLike) -> str | None:
+    """None if files can be created under `directory` (which may not exist yet), else why not."""
+    path = Path(directory).expanduser().absolute()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{path} cannot be created: {existing} is a file, not a folder."
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".sftmix-write-probe-"):
+            pass
+    except OSError as error:
+        where = "" if existing == path else f" (its nearest existing parent {existing})"
+        return (
+            f"{path}{where} is not writable ({error.strerror}). Choose another directory or fix permissions."
+        )
+    return None
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return bool(HUB_ID.match(name)) and ".." not in name
+
+
+def _in_hub_cache(repo_id: str, filenames, revision) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return True
+    for filename in filenames:
+        try:
+            found = try_to_load_from_cache(repo_id, filename, revision=revision)
+        except Exception:  # an id the Hub would refuse too
+            return False
+        if isinstance(found, str):
+            return True
+    return False
