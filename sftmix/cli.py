@@ -11,7 +11,13 @@ Multi-GPU: `accelerate launch --config_file accelerate_configs/zero3.yaml -m sft
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+
+# Errors a user can fix (bad recipe, missing file, existing checkpoints, a diverged run): one message on stderr and
+# exit status 1. Anything else is a bug and keeps its traceback. SFTMIX_DEBUG=1 shows the traceback for all.
+EXPECTED_ERRORS = (ValueError, OSError, FloatingPointError)
 
 STAGES = {
     "run": "Run the whole recipe: dynamics pass, SFTMix training, then the evaluation it names.",
@@ -36,6 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except EXPECTED_ERRORS as error:
+        if os.environ.get("SFTMIX_DEBUG", "").strip().lower() not in ("", "0", "false", "no"):
+            raise
+        logging.getLogger("sftmix").debug("sftmix failed", exc_info=True)
+        print(f"sftmix: error: {error}", file=sys.stderr)
+        print("(set SFTMIX_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.version:

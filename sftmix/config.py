@@ -101,6 +101,14 @@ class SFTMixConfig(SFTConfig):
         },
     )
 
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start over in an `output_dir` that holds checkpoints of an earlier run (they are overwritten). "
+            "Without it such a run stops with an error unless it resumes (`resume_from_checkpoint`)."
+        },
+    )
+
     def __post_init__(self):
         super().__post_init__()
         if self.mixup_alpha <= 0:

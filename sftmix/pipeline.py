@@ -14,15 +14,84 @@ def default_scores_path(recipe) -> Path:
     return Path(recipe.training.output_dir) / "dynamics" / "scores.parquet"
 
 
+CHECKPOINT_PREFIX = "checkpoint-"
+_TRUE = ("true", "yes", "1", "latest")
+_FALSE = ("false", "no", "0", "none", "")
+
+
+def wants_resume(args) -> bool:
+    """Whether `resume_from_checkpoint` is set (a path, or `true` / "true" for the latest checkpoint)."""
+    value = getattr(args, "resume_from_checkpoint", None)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    return str(value).strip().lower() not in _FALSE
+
+
+def training_checkpoints(output_dir) -> list[Path]:
+    """The Trainer's complete checkpoints directly under `output_dir`, oldest first (`trainer_state.json` is
+    written last). The reference run's checkpoints under `dynamics/` are not among them."""
+    directory = Path(output_dir)
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.glob(f"{CHECKPOINT_PREFIX}*"):
+        step = path.name[len(CHECKPOINT_PREFIX) :]
+        if path.is_dir() and step.isdigit() and (path / "trainer_state.json").is_file():
+            found.append((int(step), path))
+    return [path for _, path in sorted(found)]
+
+
+def resume_checkpoint(args) -> str | None:
+    """The checkpoint `resume_from_checkpoint` names: its path, the latest complete checkpoint in `output_dir` for
+    `true`, or None (start at step 0; also for `true` when no checkpoint was saved yet, e.g. a run pre-empted in
+    its dynamics pass or before its first save)."""
+    if not wants_resume(args):
+        return None
+    value = args.resume_from_checkpoint
+    if isinstance(value, bool) or str(value).strip().lower() in _TRUE:
+        found = training_checkpoints(args.output_dir)
+        if not found:
+            logger.warning(
+                "`resume_from_checkpoint` is set but %s holds no complete checkpoint yet: training starts at step 0.",
+                args.output_dir,
+            )
+            return None
+        logger.info("Resuming training from %s", found[-1])
+        return str(found[-1])
+    path = Path(str(value))
+    if not (path / "trainer_state.json").is_file():
+        raise FileNotFoundError(
+            f"`resume_from_checkpoint={value}` is not a complete checkpoint directory (no trainer_state.json "
+            f"in it). Give a `{CHECKPOINT_PREFIX}N` directory of an earlier run, or `true` for the latest one "
+            "in `output_dir`."
+        )
+    return str(path)
+
+
+def check_output_dir(args) -> None:
+    """Never overwrite an earlier run's checkpoints silently.
+
+    `output_dir` holding `checkpoint-N` directories of an earlier run is an error unless the run resumes
+    (`resume_from_checkpoint`) or opts out (`overwrite_output_dir: true`). A finished run that kept no
+    checkpoint (only the final model, `save_strategy: "no"`) is overwritten: it has nothing to resume from.
+    """
+    if wants_resume(args) or getattr(args, "overwrite_output_dir", False):
+        return
+    found = training_checkpoints(args.output_dir)
+    if found:
+        names = ", ".join(p.name for p in found[-3:])
+        raise FileExistsError(
+            f"{args.output_dir} already holds checkpoints of an earlier run ({names}). Continue that run with "
+            "`--resume_from_checkpoint true` (or the path of one checkpoint), start over in it with "
+            "`--overwrite_output_dir true` (its checkpoints are then overwritten), or choose another `output_dir`."
+        )
+
+
 def _check_before_loading(recipe) -> None:
-    """Everything that can be checked without a model: data sources, settings."""
-    recipe.data.check_sources()
-    if not recipe.model.model_name_or_path:
-        raise ValueError("The recipe names no model: set `model_name_or_path`.")
-    if recipe.training.mixup_enabled:
-        recipe.training.validate_for_mixup()
-    if recipe.evaluation is not None:  # benchmark files are checked now, not after hours of training
-        recipe.evaluation.check_sources()
+    """Everything that can be checked without a model (sftmix.checks), all problems reported together."""
+    from sftmix.checks import check_recipe
+
+    check_recipe(recipe)
 
 
 def run_dynamics(recipe):
@@ -45,7 +114,9 @@ def run_dynamics(recipe):
         processing_class=tokenizer,
         sft_args=recipe.training,
         peft_config=peft_config,
+        restore_model=False,  # this model object is dropped; training loads the model afresh
     )
+    del model
     logger.info("Dynamics pass done in %.0f s: %s", time.perf_counter() - started, path)
     recipe.training.dynamics_path = str(path)
     return Path(path)
@@ -66,6 +137,8 @@ def run_train(recipe) -> dict:
 
     _check_before_loading(recipe)
     args = recipe.training
+    check_output_dir(args)
+    resume = resume_checkpoint(args)
     if args.mixup_enabled and not args.dynamics_path and default_scores_path(recipe).is_file():
         args.dynamics_path = str(default_scores_path(recipe))
     train, held_out = load_sft_data(recipe.data)
@@ -80,7 +153,7 @@ def run_train(recipe) -> dict:
         peft_config=peft_config,
     )
     started = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
     trainer.save_model(args.output_dir)
     summary = {
@@ -120,10 +193,23 @@ def run_eval(recipe, model_path: str | None = None) -> dict | None:
     return evaluate_from_config(model_path or recipe.training.output_dir, recipe.evaluation, recipe.data)
 
 
+def finished_scores(recipe) -> Path | None:
+    """The scores file of a finished dynamics pass of this run (written atomically at its very end), if any."""
+    path = Path((recipe.dynamics and recipe.dynamics.scores_path) or default_scores_path(recipe))
+    return path if path.is_file() else None
+
+
 def run_all(recipe) -> dict:
     started = time.perf_counter()
-    if recipe.training.mixup_enabled and not recipe.training.dynamics_path:
-        run_dynamics(recipe)
+    args = recipe.training
+    check_output_dir(args)  # before the dynamics pass, not after it
+    if args.mixup_enabled and not args.dynamics_path:
+        scores = finished_scores(recipe) if wants_resume(args) else None
+        if scores is not None:
+            logger.info("Resuming: the dynamics pass is done, training reads %s", scores)
+            args.dynamics_path = str(scores)
+        else:  # resumes by itself: reuses the reference run's scored checkpoints or continues that run
+            run_dynamics(recipe)
     summary = run_train(recipe)
     evaluation = run_eval(recipe)
     if evaluation is not None:

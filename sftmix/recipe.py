@@ -187,6 +187,9 @@ def coerce_settings(classes, values: dict, where: str) -> tuple[dict, list[str]]
         if key not in specs:
             result[key] = value
             continue
+        if key == "resume_from_checkpoint" and isinstance(value, bool):  # `true`: the latest checkpoint in output_dir
+            result[key] = "true" if value else None
+            continue
         hint, choices = specs[key]
         try:
             converted = _coerce(value, hint)

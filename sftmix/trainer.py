@@ -95,7 +95,10 @@ class SFTMixTrainer(ResponseMaskMixin, SFTTrainer):
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         extra = [self.args.confidence_column, RESPONSE_MASK]
-        self._signature_columns = [*self._signature_columns, *(c for c in extra if c not in self._signature_columns)]
+        self._signature_columns = [
+            *self._signature_columns,
+            *(c for c in extra if c not in self._signature_columns),
+        ]
 
     def _get_train_sampler(self, train_dataset=None):
         if not self.args.mixup_enabled:
@@ -111,7 +114,8 @@ class SFTMixTrainer(ResponseMaskMixin, SFTTrainer):
         if self.args.mixup_enabled and batch_samples and CONFIDENT_KEY in batch_samples[0]:
             alignment = self.args.mixup_alignment
             count = sum(
-                mixed_token_count(batch[RESPONSE_KEY], batch[CONFIDENT_KEY], alignment) for batch in batch_samples
+                mixed_token_count(batch[RESPONSE_KEY], batch[CONFIDENT_KEY], alignment)
+                for batch in batch_samples
             )
             count = torch.tensor(count, device=device)
             if self.args.average_tokens_across_devices and self.args.world_size > 1:

@@ -69,8 +69,8 @@ def test_missing_data_file_fails_before_any_model_loads(tmp_path):
     bad.write_text(
         f"model_name_or_path: /nonexistent/model\ndataset_files: [{tmp_path}/none.jsonl]\noutput_dir: {tmp_path}\n"
     )
-    with pytest.raises(FileNotFoundError, match="none.jsonl does not exist"):
-        run_train(load_recipe(bad))
+    with pytest.raises(ValueError, match="(?s)none.jsonl does not exist.*/nonexistent/model does not exist"):
+        run_train(load_recipe(bad))  # both problems, reported together
 
 
 def test_cli_help_is_fast_and_lists_the_stages():
@@ -86,3 +86,16 @@ def test_cli_help_is_fast_and_lists_the_stages():
         subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip()
         == "False"
     )
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in RECIPES if "quickstart" not in str(p)], ids=lambda p: str(p.relative_to(p.parents[2]))
+)
+def test_paper_recipes_are_resumable_and_say_what_it_costs_on_disk(path):
+    recipe = load_recipe(path)
+    assert recipe.training.save_only_model is False  # checkpoints keep the optimizer state
+    assert recipe.training.save_total_limit == 1
+    text = path.read_text()
+    assert "--resume_from_checkpoint true" in text and "GB" in text
+    if recipe.dynamics is not None:  # and the reference run's checkpoints, separately
+        assert "dynamics/reference/" in text

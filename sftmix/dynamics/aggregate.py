@@ -16,6 +16,19 @@ def confidence(perplexities: np.ndarray) -> np.ndarray:
     return -np.asarray(perplexities, dtype=np.float64).mean(axis=1)
 
 
+def check_finite(perplexity: np.ndarray, num_tokens: np.ndarray, checkpoint: str) -> None:
+    """A FloatingPointError naming `checkpoint` when any scored example (one with a trainable token) has a
+    non-finite perplexity: its confidence would be NaN or infinite and the split meaningless."""
+    scored = np.asarray(num_tokens) > 0
+    bad = int((~np.isfinite(np.asarray(perplexity, dtype=np.float64)) & scored).sum())
+    if bad:
+        raise FloatingPointError(
+            f"Checkpoint {checkpoint} gives a non-finite perplexity (NaN or inf) for {bad} of {int(scored.sum())} "
+            "scored examples: the reference run diverged. No scores file was written. Lower the reference run's "
+            "`learning_rate` (or raise `warmup_steps`, set `max_grad_norm`), check the data, and run again."
+        )
+
+
 def mean_probability(probabilities: np.ndarray) -> np.ndarray:
     """Cartography's confidence: the mean over checkpoints of the mean response-token probability."""
     return np.asarray(probabilities, dtype=np.float64).mean(axis=1)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sftmix.dynamics import reference, settings
-from sftmix.dynamics.aggregate import check_splittable
+from sftmix.dynamics.aggregate import check_finite, check_splittable
 from sftmix.dynamics.cache import cache_dir, cache_file, read_checkpoint_scores, write_checkpoint_scores
 from sftmix.dynamics.config import DynamicsConfig
 from sftmix.dynamics.data import ROW_INDEX, dataset_fingerprint, missing_rows, report_excluded, with_row_index
@@ -35,23 +35,32 @@ def compute_dynamics(
     processing_class=None,
     sft_args=None,
     peft_config=None,
+    *,
+    restore_model: bool = True,
 ) -> Path:
     """Score every training example's confidence and write the scores file; returns its path.
 
     Args:
-        model: the target model (object or path). It is the reference model unless `args.reference_model` is set,
-            and it is then trained in place by the reference run: reload it before SFTMix training (the
-            `sftmix` pipeline does). With `args.checkpoints` it is only the base of PEFT adapter checkpoints.
+        model: the target model (object or path). It is the reference model unless `args.reference_model` is set.
+            A model object is left as it was given: its weights (parameters and buffers) are copied to CPU memory
+            before the reference run trains it and copied back afterwards, also when the pass fails, so it
+            needs CPU memory for one copy of the weights (not a second model on the device); the PEFT adapter,
+            gradient checkpointing and forward patch the run puts on it are removed. With `args.checkpoints` it is
+            only the base of PEFT adapter checkpoints.
         train_dataset: the SFTMix training data (`datasets.Dataset`, any format SFTTrainer accepts).
         args: the dynamics settings.
         processing_class: the target's tokenizer. Default: loaded from `model` when it is a path.
         sft_args: the SFTMix run's `SFTConfig` / `SFTMixConfig`: tokenization, chat template, masking, `max_length`,
             and the reference run's training settings. Default: TRL's defaults.
         peft_config: PEFT config of the reference run (e.g. the LoRA of the SFTMix run).
+        restore_model: put the given model object back as it was after the reference run (default). False skips
+            the CPU copy of its weights, for a caller that discards the object (the `sftmix` pipeline reloads the
+            model for training): the reference run then trains it in place.
     """
     from accelerate.utils import broadcast_object_list
 
     from sftmix.dynamics.prepare import check_reference_tokenizer, prepare_examples
+    from sftmix.response import resolve_ntp_masking
     from sftmix.scores import dataset_example_ids
 
     scores_path = check_inputs(model, train_dataset, args)
@@ -61,6 +70,9 @@ def compute_dynamics(
         else settings.default_sft_config(str(scores_path.parent / "reference"))
     )
     settings.check_per_example(base)
+    if len(train_dataset) > 0:  # `assistant_only_loss=None` (SFTMixConfig): response-only NTP on conversations
+        resolve_ntp_masking(base, train_dataset[0])
+    text_as_response = bool(getattr(base, "mixup_text_as_response", False))
     state = base.distributed_state
 
     example_ids = dataset_example_ids(train_dataset)
@@ -69,9 +81,9 @@ def compute_dynamics(
     scoring_config = settings.scoring_config(base, cache_dir(scores_path))
     target_tokenizer, reference_tokenizer = resolve_tokenizers(model, processing_class, args)
 
-    prepared = prepare_examples(indexed, reference_tokenizer, scoring_config)
+    prepared = prepare_examples(indexed, reference_tokenizer, scoring_config, text_as_response)
     check_reference_tokenizer(
-        indexed, prepared, target_tokenizer, reference_tokenizer, scoring_config, example_ids
+        indexed, prepared, target_tokenizer, reference_tokenizer, scoring_config, example_ids, text_as_response
     )
     kept_rows = prepared[ROW_INDEX]
     excluded_rows = missing_rows(len(indexed), kept_rows)
@@ -98,7 +110,7 @@ def compute_dynamics(
         reference_tokenizer=reference_tokenizer,
         data_key={
             "data": dataset_fingerprint(example_ids),
-            **settings.tokenization_key(scoring_config, reference_tokenizer),
+            **settings.tokenization_key(scoring_config, reference_tokenizer, text_as_response),
         },
         state=state,
         main_decides=main_decides,
@@ -106,7 +118,7 @@ def compute_dynamics(
     if args.checkpoints:
         entries = run.score_given_checkpoints(model)
     else:
-        entries = run.reference_run(model, peft_config)
+        entries = run.reference_run(model, peft_config, restore_model)
 
     if state.is_main_process:
         write_outputs(
@@ -160,6 +172,8 @@ class _Pass:
     def score_into_cache(self, trainer, entry: _Entry) -> None:
         """Score with `trainer`'s current weights (every process) and cache the result (main process)."""
         scores = trainer.score(self.args.scoring_batch_size, desc=f"Scoring {entry.label}")
+        # Every process holds all the scores: all stop together, before a diverged run trains on for hours
+        check_finite(scores.perplexity, scores.num_tokens, f"{entry.label} ({entry.path})")
         if self.state.is_main_process:
             write_checkpoint_scores(entry.cache_file, scores, entry.key)
         self.scored.append(entry.label)
@@ -199,8 +213,8 @@ class _Pass:
             entries.append(entry)
         return entries
 
-    def reference_run(self, model, peft_config) -> list[_Entry]:
-        from sftmix.dynamics.dynamics_trainer import DynamicsTrainer
+    def reference_run(self, model, peft_config, restore_model: bool = True) -> list[_Entry]:
+        from sftmix.dynamics.dynamics_trainer import DynamicsTrainer, detach_adapter
 
         args = self.args
         output_dir = Path(args.reference_output_dir or self.scores_path.parent / "reference")
@@ -241,27 +255,33 @@ class _Pass:
                 if args.overwrite_cache
                 else self.main_decides(lambda: reference.resume_point(output_dir, key, cached_step))
             )
-            trainer = DynamicsTrainer(
-                source,
-                config,
-                train_dataset=self.prepared,
-                processing_class=self.reference_tokenizer,
-                peft_config=peft_config,
-            )
-            callback = reference.CheckpointCallback(
-                args.num_checkpoints,
-                key,
-                lambda step, _path: self._score_live(trainer, entry(callback.steps.index(step), step)),
-                self.state.is_main_process,
-            )
-            trainer.add_callback(callback)
-            if not isinstance(source, str) and args.reference_model is None:
-                logger.warning(
-                    "The reference run trains the given model in place; reload it before SFTMix training."
+            # The caller's model object comes back as it was given (before SFTTrainer patches or wraps it)
+            snapshot = _Snapshot(source) if restore_model and not isinstance(source, str) else None
+            trainer = None
+            try:
+                trainer = DynamicsTrainer(
+                    source,
+                    config,
+                    train_dataset=self.prepared,
+                    processing_class=self.reference_tokenizer,
+                    peft_config=peft_config,
                 )
-            trainer.train(resume_from_checkpoint=resume)
-            steps = callback.steps
-            trainer.release()
+                callback = reference.CheckpointCallback(
+                    args.num_checkpoints,
+                    key,
+                    lambda step, _path: self._score_live(trainer, entry(callback.steps.index(step), step)),
+                    self.state.is_main_process,
+                )
+                trainer.add_callback(callback)
+                trainer.train(resume_from_checkpoint=resume)
+                steps = callback.steps
+            finally:
+                if trainer is not None:
+                    if snapshot is not None and trainer.model is not None and trainer.model is not source:
+                        detach_adapter(trainer.model)  # the PEFT adapter injected into the caller's modules
+                    trainer.release()
+                if snapshot is not None:
+                    snapshot.restore()
 
         entries = [entry(position, step) for position, step in enumerate(steps)]
         for item in entries:  # checkpoints on disk whose scoring was interrupted
@@ -272,6 +292,74 @@ class _Pass:
     def _score_live(self, trainer, entry: _Entry) -> None:
         if not self.is_cached(entry):
             self.score_into_cache(trainer, entry)
+
+
+class _Snapshot:
+    """The state of the caller's model object that the reference run changes, kept to put back afterwards.
+
+    Weights are copied to CPU (one copy; tied weights once), not deep-copied on the device. Restored into the same
+    parameter objects (their original dtype, on the device they are on now), so references the caller holds stay
+    valid. Under DeepSpeed ZeRO-3 the partitioned parameters are gathered to be written.
+    """
+
+    def __init__(self, model):
+        import torch
+
+        self.model = model
+        self.training = model.training
+        self.forward = model.__dict__.get("forward", _MISSING)
+        self.checkpointing = getattr(model, "is_gradient_checkpointing", None)
+        config = getattr(model, "config", None)
+        self.use_cache = getattr(config, "use_cache", _MISSING)
+        self.tensors = []
+        seen = set()
+        with torch.no_grad():
+            for tensor in [*model.parameters(), *model.buffers()]:
+                if id(tensor) in seen:
+                    continue
+                seen.add(id(tensor))
+                with _gathered([tensor]):  # one parameter at a time: never the whole model on the device
+                    saved = tensor.detach().to("cpu", copy=True)
+                self.tensors.append((tensor, saved, getattr(tensor, "requires_grad", False)))
+
+    def restore(self) -> None:
+        import torch
+
+        model = self.model
+        with torch.no_grad():
+            for tensor, saved, requires_grad in self.tensors:
+                if hasattr(tensor, "ds_id"):  # ZeRO-3: write through the gathered full tensor
+                    with _gathered([tensor], modify=True):
+                        tensor.data.copy_(saved.to(tensor.device))
+                else:  # the original dtype too (k-bit preparation upcasts some weights to fp32)
+                    tensor.data = saved.to(tensor.device)
+                if isinstance(tensor, torch.nn.Parameter):
+                    tensor.requires_grad_(requires_grad)
+        if self.forward is _MISSING:
+            model.__dict__.pop("forward", None)  # TRL's fused LM head patches the instance's forward
+        else:
+            model.__dict__["forward"] = self.forward
+        if self.checkpointing is False and getattr(model, "is_gradient_checkpointing", False):
+            model.gradient_checkpointing_disable()
+        if self.use_cache is not _MISSING:
+            model.config.use_cache = self.use_cache
+        model.train(self.training)
+        self.tensors = []
+
+
+_MISSING = object()
+
+
+def _gathered(params, modify: bool = False):
+    """DeepSpeed ZeRO-3's gather of partitioned parameters (written back on exit when `modify`), else nothing."""
+    from contextlib import nullcontext
+
+    partitioned = [p for p in params if hasattr(p, "ds_id")]
+    if not partitioned:
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=0 if modify else None)
 
 
 def read_entry(entry: _Entry):

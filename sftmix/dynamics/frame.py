@@ -41,8 +41,15 @@ def scores_frame(
     empty_rows = rows[empty].astype(int).tolist()
     rows, num_tokens = rows[~empty], num_tokens[~empty]
     perplexities, probabilities = perplexities[~empty], probabilities[~empty]
+    for column, label in enumerate(labels):
+        aggregate.check_finite(perplexities[:, column], num_tokens, label)
     ids = [example_ids[r] for r in rows]
     confidence = aggregate.confidence(perplexities)
+    if not np.isfinite(confidence).all():  # never write a scores file with a non-finite confidence
+        raise FloatingPointError(
+            f"{int((~np.isfinite(confidence)).sum())} example(s) have a non-finite confidence; no scores file was "
+            "written."
+        )
     frame = pd.DataFrame(
         {
             "example_id": ids,
