@@ -1,9 +1,15 @@
 """The `sftmix` command line. Start-up stays light: heavy libraries load inside the stage that needs them.
 
-    sftmix run      --config recipe.yaml [--key value ...]   dynamics pass, SFTMix training, evaluation
-    sftmix dynamics --config recipe.yaml [...]               stage 1 only: the scores file and data map
-    sftmix train    --config recipe.yaml [...]               stage 2 only (needs `dynamics_path` or a column)
+    sftmix run      --config RECIPE [--key value ...]   dynamics pass, SFTMix training, evaluation
+    sftmix dynamics --config RECIPE [...]               stage 1 only: the scores file and data map
+    sftmix train    --config RECIPE [...]               stage 2 only (needs `dynamics_path` or a column)
+    sftmix check    --config RECIPE [...]               validate a recipe, print its settings and plan; no training
     sftmix eval     --model PATH [--heldout FILE --medqa FILE ...]   held-out loss, calibration, benchmarks
+    sftmix recipes                                      the recipes shipped with the package
+
+RECIPE is a YAML file or the name of a shipped recipe (`quickstart`, `llama-3.1-8b/alpaca/sftmix`). Every recipe
+key can be set on the command line, nested ones with dotted names (`--dynamics.num_checkpoints 3`,
+`--evaluation.medqa data/medqa.jsonl`); `--key null` sets None. `sftmix run --help` lists them all.
 
 Multi-GPU: `accelerate launch --config_file accelerate_configs/zero3.yaml -m sftmix run --config ...`.
 """
@@ -23,8 +29,11 @@ STAGES = {
     "run": "Run the whole recipe: dynamics pass, SFTMix training, then the evaluation it names.",
     "dynamics": "Stage 1: score every training example's confidence and write the scores file and data map.",
     "train": "Stage 2: SFTMix training (reads the scores file of the dynamics stage).",
+    "check": "Validate a recipe without training: every problem at once, then the resolved settings and the plan.",
     "eval": "Evaluate a trained model: held-out loss, calibration, healthcare multiple-choice benchmarks.",
+    "recipes": "List the recipes shipped with the package (names for --config).",
 }
+RECIPE_COMMANDS = ("run", "dynamics", "train", "check")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,9 +43,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="Print the version and exit.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in STAGES.items():
-        sub = commands.add_parser(name, help=help_text, description=help_text, add_help=name != "eval")
-        if name != "eval":
-            sub.add_argument("--config", required=True, help="Recipe YAML (recipes/...).")
+        sub = commands.add_parser(name, help=help_text, description=help_text, add_help=name == "recipes")
+        if name in RECIPE_COMMANDS:
+            sub.add_argument(
+                "--config", help="Recipe YAML, or the name of a shipped recipe (`sftmix recipes`)."
+            )
+            sub.add_argument(
+                "-h", "--help", action="store_true", help="List every setting a recipe can hold."
+            )
+    return parser
+
+
+def settings_parser(command: str) -> argparse.ArgumentParser:
+    """Every option a recipe can set, with its help: SFTMixConfig/SFTConfig, the model and data arguments
+    (HfArgumentParser builds them from the dataclasses), and the `dynamics:` / `evaluation:` sections as
+    dotted options."""
+    from dataclasses import MISSING, fields
+
+    from transformers import HfArgumentParser
+    from trl import ModelConfig
+
+    from sftmix.config import SFTMixConfig
+    from sftmix.data import DataArguments
+    from sftmix.recipe import _section_classes
+
+    parser = HfArgumentParser(
+        (DataArguments, ModelConfig, SFTMixConfig),
+        prog=f"sftmix {command}",
+        description=STAGES[command] + " Recipe keys are defaults; these options override them.",
+    )
+    parser.add_argument("--config", help="Recipe YAML, or the name of a shipped recipe (`sftmix recipes`).")
+    for section, cls in _section_classes().items():
+        group = parser.add_argument_group(f"`{section}:` section (--{section}.<key>)")
+        for f in fields(cls):
+            if not f.init:
+                continue
+            default = f.default if f.default is not MISSING else None
+            text = f.metadata.get("help", "")
+            group.add_argument(
+                f"--{section}.{f.name}",
+                metavar=str(getattr(f.type, "__name__", f.type)).replace("typing.", ""),
+                help=f"{text} (default: {default})".replace("%", "%%"),
+            )
     return parser
 
 
@@ -69,14 +117,47 @@ def _main(argv: list[str]) -> int:
 
         run_eval_cli(argv[argv.index("eval") + 1 :])
         return 0
+    if args.command == "recipes":
+        from sftmix.recipe import builtin_recipes
 
-    from sftmix import pipeline
+        print("\n".join(builtin_recipes()))
+        return 0
+    if args.help:
+        settings_parser(args.command).print_help()
+        return 0
+    if not args.config:
+        parser.error(f"`sftmix {args.command}` needs --config RECIPE (a YAML file or a shipped recipe name)")
+
     from sftmix.recipe import load_recipe
 
     recipe = load_recipe(args.config, rest)
+    if args.command == "check":
+        return check(recipe)
+    from sftmix import pipeline
+
     {"run": pipeline.run_all, "dynamics": pipeline.run_dynamics, "train": pipeline.run_train}[args.command](
         recipe
     )
+    return 0
+
+
+def check(recipe) -> int:
+    """`sftmix check`: the problems (exit 1), or the resolved settings and the plan (exit 0)."""
+    from sftmix import plan
+    from sftmix.checks import RecipeProblems, collect_problems
+
+    problems = collect_problems(recipe)
+    if problems:
+        raise RecipeProblems(problems, recipe.path)
+    from sftmix.data import load_sft_data
+
+    train, held_out = load_sft_data(recipe.data)
+    print(f"Recipe {recipe.path}: no problems found.\n")
+    print("Settings")
+    print(plan.render_settings(plan.settings_table(recipe)))
+    print("\nPlan")
+    for line in plan.build_plan(recipe, len(train), None if held_out is None else len(held_out)):
+        print(f"  {line}")
     return 0
 
 

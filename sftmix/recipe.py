@@ -10,6 +10,12 @@ a quoted number (`num_checkpoints: "3"`, or `1e-5`, which YAML reads as text) be
 where a list is expected (`dataset_files: data.jsonl`) becomes a list, and a YAML boolean where a number is
 expected (`mixup_weight: yes`) is an error naming the key. All problems of a recipe are reported together
 (`sftmix.checks.RecipeProblems`), with those the other checks find.
+
+A recipe is named by its path or by its name among the recipes shipped with the package (`quickstart`,
+`llama-3.1-8b/alpaca/sftmix`; `find_recipe`). Command-line settings (`--key value`, `--section.key value` for
+the nested sections, `--key null` for None) override the YAML and go through the same type checks
+(`parse_overrides`). Relative paths inside a recipe (data, templates, evaluation files, checkpoints) are
+looked up next to the recipe file, then in the package, then in the working directory (`resolve_paths`).
 """
 
 from __future__ import annotations
@@ -107,6 +113,13 @@ def _coerce(value, hint):
             raise _Mistyped(f"a list of {_type_name(item)}")
         return [_coerce(v, item) for v in value]
     if origin is dict or hint is dict:
+        if isinstance(value, str):  # from the command line: JSON or YAML text
+            import yaml
+
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise _Mistyped("a mapping") from None
         if not isinstance(value, dict):
             raise _Mistyped("a mapping")
         return value
@@ -187,7 +200,9 @@ def coerce_settings(classes, values: dict, where: str) -> tuple[dict, list[str]]
         if key not in specs:
             result[key] = value
             continue
-        if key == "resume_from_checkpoint" and isinstance(value, bool):  # `true`: the latest checkpoint in output_dir
+        if key == "resume_from_checkpoint" and isinstance(
+            value, bool
+        ):  # `true`: the latest checkpoint in output_dir
             result[key] = "true" if value else None
             continue
         hint, choices = specs[key]
@@ -211,6 +226,146 @@ def coerce_settings(classes, values: dict, where: str) -> tuple[dict, list[str]]
     return result, problems
 
 
+NULL_WORDS = ("null", "none", "~")
+
+# Keys users bring from TRL and the alignment-handbook, and what sftmix reads instead
+FOREIGN_KEYS = {
+    "datasets": "sftmix trains on one dataset: `dataset_name` (+ `dataset_config`, `dataset_train_split`) for a Hub "
+    "dataset, or `dataset_files: [a.jsonl, b.jsonl]` for local files (several files are concatenated)",
+    "dataset_mixture": "sftmix trains on one dataset: `dataset_name` (+ `dataset_config`, `dataset_train_split`) for "
+    "a Hub dataset, or `dataset_files: [a.jsonl, b.jsonl]` for local files (several files are concatenated)",
+    "chat_template": "put the template in a .jinja file and set `chat_template_path: that/file.jinja`",
+}
+
+# Settings that name files or directories to read, per section ("" = top level)
+PATH_FIELDS = {
+    "": ("dataset_files", "chat_template_path", "model_name_or_path"),
+    "dynamics": ("checkpoints", "reference_model"),
+    "evaluation": ("heldout", "medqa", "medqa5", "pubmedqa", "pubmedqa_ids", "medmcqa", "chat_template_path"),
+}
+
+
+def package_recipes_dir() -> Path:
+    """The recipes shipped with the package (in a checkout: a link to the top-level `recipes/`)."""
+    return Path(__file__).parent / "recipes"
+
+
+def builtin_recipes() -> list[str]:
+    """Names of the shipped recipes, as `find_recipe` accepts them."""
+    root = package_recipes_dir()
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def find_recipe(name: str | os.PathLike) -> Path:
+    """A recipe by path, or by name among the shipped ones (`quickstart` = `quickstart/sftmix`)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    root = package_recipes_dir()
+    stem = str(name).removesuffix(".yaml").removeprefix("recipes/")
+    for candidate in (root / f"{stem}.yaml", root / stem / "sftmix.yaml"):
+        if candidate.is_file():
+            return candidate
+    names = builtin_recipes()
+    close = difflib.get_close_matches(stem, names, n=3)
+    raise FileNotFoundError(
+        f"Recipe {str(name)!r} is neither a file nor a shipped recipe"
+        + (f" (did you mean {', '.join(close)}?)" if close else "")
+        + f". Shipped recipes: {', '.join(names)}."
+    )
+
+
+def parse_overrides(tokens: list[str]) -> tuple[dict, dict[str, dict]]:
+    """`--key value` / `--key=value` / `--flag` / `--section.key value [value ...]` into (top-level, per section)
+    settings, values as text (typed later like YAML values); `null` / `None` give None, `--no_flag` false."""
+    top: dict = {}
+    sections: dict[str, dict] = {name: {} for name in SECTIONS}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--") or token == "--":
+            raise ValueError(
+                f"Unexpected command-line argument {token!r}: settings are given as `--key value`."
+            )
+        key, has_value, value = token[2:].partition("=")
+        values = [value] if has_value else []
+        i += 1
+        while not has_value and i < len(tokens) and not tokens[i].startswith("--"):
+            values.append(tokens[i])
+            i += 1
+        if not values:
+            parsed = "true"
+        elif len(values) == 1:
+            parsed = None if values[0].strip().lower() in NULL_WORDS else values[0]
+        else:
+            parsed = values
+        section, dotted, name = key.replace("-", "_").partition(".")
+        if dotted:
+            if section not in SECTIONS:
+                raise ValueError(
+                    f"Unknown section {section!r} in `--{key}`: nested settings are `--dynamics.<key>` and "
+                    "`--evaluation.<key>`."
+                )
+            sections[section][name] = parsed
+        else:
+            top[section] = parsed
+    return top, sections
+
+
+def _check_cli_keys(top: dict, sections: dict, known: set[str], section_known: dict[str, set[str]]) -> dict:
+    """Unknown command-line keys, with the closest known one; `--no_flag` becomes `flag: false`."""
+    problems, renamed = [], {}
+    for key, value in top.items():
+        if key in known:
+            renamed[key] = value
+        elif key.startswith("no_") and key[3:] in known and value == "true":
+            renamed[key[3:]] = "false"
+        else:
+            close = difflib.get_close_matches(key, known, n=1)
+            problems.append(f"--{key}" + (f" (did you mean --{close[0]}?)" if close else ""))
+    for section, values in sections.items():
+        for key in values:
+            if key not in section_known[section]:
+                close = difflib.get_close_matches(key, section_known[section], n=1)
+                problems.append(
+                    f"--{section}.{key}" + (f" (did you mean --{section}.{close[0]}?)" if close else "")
+                )
+    if problems:
+        raise ValueError(f"Unknown command-line setting(s): {', '.join(problems)}. See `sftmix run --help`.")
+    return renamed
+
+
+def resolve_path(value: str, recipe_dir: Path | None) -> str:
+    """A relative path looked up next to the recipe, then in the package, then in the working directory; the
+    first that exists wins (else the value is left for the checks to report)."""
+    if not isinstance(value, str) or not value or Path(value).is_absolute():
+        return value
+    package = Path(__file__).parent
+    bases = [recipe_dir] if recipe_dir is not None else []
+    for base in [*bases, package.parent, package, Path.cwd()]:
+        candidate = base / value
+        if candidate.exists():
+            return str(candidate.resolve())
+    return value
+
+
+def resolve_paths(values: dict, section: str, recipe_dir: Path | None) -> dict:
+    out = dict(values)
+    for key in PATH_FIELDS[section]:
+        value = out.get(key)
+        if isinstance(value, list):
+            out[key] = [resolve_path(v, recipe_dir) for v in value]
+        elif isinstance(value, str):
+            out[key] = resolve_path(value, recipe_dir)
+    return out
+
+
+def _refuse_foreign_keys(raw: dict, where: str) -> None:
+    found = [f"`{key}`: {FOREIGN_KEYS[key]}" for key in raw if key in FOREIGN_KEYS]
+    if found:
+        raise ValueError(f"{where} uses keys sftmix does not read. " + "; ".join(found) + ".")
+
+
 def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Recipe:
     """Parse a recipe (and command-line overrides) into its dataclasses; nothing heavy is loaded."""
     from transformers import HfArgumentParser
@@ -219,16 +374,33 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
     from sftmix.config import SFTMixConfig
     from sftmix.data import DataArguments
 
+    path = find_recipe(path) if path else None
     raw = read_yaml(path) if path else {}
     for key, value in (raw.pop("env", None) or {}).items():
         os.environ[str(key)] = str(value)
     sections = {name: raw.pop(name, None) for name in SECTIONS}
 
     where = f"recipe {path}" if path else "recipe"
+    _refuse_foreign_keys(raw, where)
     main_classes = (DataArguments, ModelConfig, SFTMixConfig)
     parser = HfArgumentParser(main_classes)
     known = {f.name for cls in main_classes for f in fields(cls) if f.init}
     _check_known(raw, known, where)
+    section_classes = _section_classes()
+    cli_top, cli_sections = parse_overrides(list(overrides or []))
+    cli_top = _check_cli_keys(
+        cli_top,
+        cli_sections,
+        known,
+        {name: {f.name for f in fields(cls) if f.init} for name, cls in section_classes.items()},
+    )
+    recipe_dir = path.parent if path else None
+    raw = {**resolve_paths(raw, "", recipe_dir), **resolve_paths(cli_top, "", Path.cwd())}
+    for name, values in cli_sections.items():
+        if values:
+            yaml_values = sections[name] if isinstance(sections[name], dict) else {}
+            yaml_values = resolve_paths(yaml_values, name, recipe_dir)
+            sections[name] = {**yaml_values, **resolve_paths(values, name, Path.cwd())}
     raw, problems = coerce_settings(main_classes, raw, where)
     if "use_cpu" not in raw:  # a recipe written for GPUs still runs (slowly) on a machine without one
         import torch
@@ -237,7 +409,7 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
     parser.set_defaults(**raw)
     try:
         data, model, training, rest = parser.parse_args_into_dataclasses(
-            args=list(overrides or []), return_remaining_strings=True
+            args=[], return_remaining_strings=True
         )
     except (ValueError, TypeError) as error:
         if not problems:
@@ -247,7 +419,7 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
         raise ValueError(f"Unknown command-line argument(s): {' '.join(rest)}.")
 
     parsed = {}
-    for name, cls in _section_classes().items():
+    for name, cls in section_classes.items():
         values = sections[name]
         if values is None:
             parsed[name] = None
@@ -255,6 +427,7 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
         if not isinstance(values, dict):
             raise ValueError(f"`{name}:` in {path} must be a mapping of settings.")
         _check_known(values, {f.name for f in fields(cls) if f.init}, f"`{name}:`")
+        values = resolve_paths(values, name, recipe_dir)
         values, section_problems = coerce_settings([cls], values, f"`{name}:` of {where}")
         problems += section_problems
         try:

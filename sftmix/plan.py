@@ -1,0 +1,164 @@
+"""What a recipe will do, before it does it: the stages, their examples and optimizer steps, the checkpoints the
+dynamics pass scores, and the disk its checkpoints take. `sftmix check` prints it with the resolved settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+# Bytes per parameter of a checkpoint that can resume: bf16/fp32 weights plus fp32 master copy and two AdamW
+# moments (DeepSpeed and torch AdamW alike, to within the weight dtype): the usual ~16 B/param estimate.
+RESUMABLE_BYTES_PER_PARAM = 16
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "auto": 2, None: 2}
+
+
+def settings_table(recipe) -> dict:
+    """Every resolved setting, the nested sections included: {section: {key: value}}."""
+
+    def plain(obj):
+        if obj is None:
+            return None
+        return {f.name: _printable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+
+    return {
+        "data": plain(recipe.data),
+        "model": plain(recipe.model),
+        "training": plain(recipe.training),
+        "dynamics": plain(recipe.dynamics),
+        "evaluation": plain(recipe.evaluation),
+    }
+
+
+def _printable(value):
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_printable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _printable(v) for k, v in value.items()}
+    return str(value)
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def optimizer_steps(
+    num_examples: int, args, epochs: float | None = None, max_steps: int | None = None
+) -> int:
+    """Steps of a run over `num_examples` (SFTMix pairs two halves of equal size: the same count of batches)."""
+    if max_steps is not None and max_steps > 0:
+        return max_steps
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size()
+    epochs = args.num_train_epochs if epochs is None else epochs
+    return math.ceil(math.ceil(num_examples / per_step) * epochs)
+
+
+def parameter_count(model_name: str) -> int | None:
+    """Parameters of a local model (its config built on the meta device); None when it cannot be read."""
+    config_file = Path(model_name) / "config.json"
+    if not config_file.is_file():
+        return None
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(model_name)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        return sum(p.numel() for p in model.parameters())
+    except Exception:  # a config transformers cannot build: no estimate, not a problem
+        return None
+
+
+def _gigabytes(num_bytes: float) -> str:
+    return f"{num_bytes / 1e9:,.1f} GB" if num_bytes >= 1e9 else f"{num_bytes / 1e6:,.1f} MB"
+
+
+def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
+    """Lines of the plan: stages in order, each with its examples, steps and what it writes."""
+    args = recipe.training
+    lines = [
+        f"train examples: {num_train}" + (f", held-out examples: {num_held_out}" if num_held_out else "")
+    ]
+    steps = optimizer_steps(num_train, args, max_steps=args.max_steps)
+    params = parameter_count(recipe.model.model_name_or_path or "")
+    lora = bool(getattr(recipe.model, "use_peft", False))
+    checkpoint_bytes = None
+    if params is not None:
+        checkpoint_bytes = params * (0.03 if lora else 1) * RESUMABLE_BYTES_PER_PARAM
+        dtype = DTYPE_BYTES.get(getattr(recipe.model, "dtype", None), 2)
+        lines.append(
+            f"model: {params:,} parameters; final model ~{_gigabytes(params * dtype)}; a resumable checkpoint "
+            f"~{_gigabytes(checkpoint_bytes)}"
+            + (" (LoRA: adapter and its optimizer state, ~3% assumed)" if lora else "")
+        )
+    stage = 1
+    if args.mixup_enabled and not args.dynamics_path:
+        dynamics = recipe.dynamics
+        mode = getattr(dynamics, "mode", "reference") if dynamics is not None else "reference"
+        given = list(getattr(dynamics, "checkpoints", None) or [])
+        num_checkpoints = len(given) or (
+            getattr(dynamics, "num_checkpoints", 3) if dynamics is not None else 3
+        )
+        if given:
+            lines.append(f"{stage}. dynamics: score {num_train} examples at {len(given)} given checkpoint(s)")
+        elif mode == "online":
+            lines.append(
+                f"{stage}. dynamics (online): inside the SFTMix run, scoring {num_train} examples at "
+                f"{num_checkpoints} point(s) of its NTP warm-up"
+            )
+        else:
+            # as `sftmix.dynamics.settings.reference_training_config` derives the reference run's length
+            epochs = getattr(dynamics, "reference_num_train_epochs", None)
+            ref_max = getattr(dynamics, "reference_max_steps", None)
+            if ref_max is None:
+                ref_max = -1 if epochs is not None else args.max_steps
+            ref_steps = optimizer_steps(num_train, args, epochs, ref_max)
+            disk = (
+                f", {num_checkpoints} checkpoints ~{_gigabytes(num_checkpoints * checkpoint_bytes)}"
+                if checkpoint_bytes
+                else ""
+            )
+            lines.append(
+                f"{stage}. dynamics: reference NTP run of {ref_steps} optimizer steps, scoring {num_train} examples "
+                f"at {num_checkpoints} checkpoints{disk}"
+            )
+        stage += 1
+    kind = f"SFTMix (NTP + {args.mixup_weight:.2g} x Mixup)" if args.mixup_enabled else "NTP (plain SFT)"
+    saves = ""
+    if args.save_strategy not in ("no", None) and checkpoint_bytes:
+        kept = args.save_total_limit or "all"
+        saves = f", keeps {kept} checkpoint(s) of ~{_gigabytes(checkpoint_bytes)} each"
+    lines.append(f"{stage}. train: {kind}, {steps} optimizer steps{saves} -> {args.output_dir}")
+    if recipe.evaluation is not None:
+        lines.append(f"{stage + 1}. evaluation: {', '.join(_evaluations(recipe.evaluation)) or 'none named'}")
+    if world_size() == 1:
+        lines.append(
+            "(steps for 1 process; under `accelerate launch` they divide by the number of processes)"
+        )
+    return lines
+
+
+def _evaluations(evaluation) -> list[str]:
+    names = []
+    if getattr(evaluation, "heldout_split", False) or getattr(evaluation, "heldout", None):
+        names.append("held-out loss and calibration")
+    for name in ("medqa", "medqa5", "medmcqa", "pubmedqa"):
+        if getattr(evaluation, name, None):
+            names.append(name)
+    return names
+
+
+def render_settings(table: dict) -> str:
+    lines = []
+    for section, values in table.items():
+        if values is None:
+            continue
+        lines.append(f"{section}:")
+        for key in sorted(values):
+            lines.append(f"  {key}: {json.dumps(values[key], default=str)}")
+    return "\n".join(lines)
