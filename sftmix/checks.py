@@ -63,7 +63,26 @@ def collect_problems(recipe) -> list[str]:
     if recipe.training.dynamics_path:
         problems += scores_problems(recipe.training.dynamics_path)
     problems += output_problems(recipe)
+    problems += extras_problems(recipe)
     return problems
+
+
+def extras_problems(recipe) -> list[str]:
+    """Optional dependencies a recipe needs (pip extras named as TRL names them)."""
+    import importlib.util
+
+    needs = []
+    model, training = recipe.model, recipe.training
+    if getattr(model, "load_in_4bit", False) or getattr(model, "load_in_8bit", False):
+        needs.append(("bitsandbytes", "quantization", "`load_in_4bit` / `load_in_8bit`"))
+    deepspeed_launch = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
+    if getattr(training, "deepspeed", None) or deepspeed_launch:
+        needs.append(("deepspeed", "deepspeed", "a DeepSpeed config"))
+    return [
+        f"The recipe uses {why}, which needs `{module}`: `pip install 'sftmix[{extra}]'`."
+        for module, extra, why in needs
+        if importlib.util.find_spec(module) is None
+    ]
 
 
 def settings_problems(recipe) -> list[str]:
