@@ -1,0 +1,288 @@
+"""When does SFTMix help? NTP, SFTMix and the cheap alternatives users would try, several seeds, two regimes.
+
+    python benchmarks/study.py                       # the CPU study (SmolLM2-135M-Instruct, quickstart data)
+    python benchmarks/study.py --setting smoke       # the smallest setting: tiny model, seconds (used by a test)
+    python benchmarks/study.py --setting gpu         # the GPU configuration (Qwen2.5-0.5B, Alpaca 10k; needs the Hub)
+
+Regimes (recipes/study/): `one_pass` (the paper's: one pass over the data) and `small_data` (few examples,
+several epochs: plain SFT overfits, held-out loss rises in later epochs; Mixup is a regulariser, so this is
+where it should show if anywhere). Arms, each `sftmix run --config recipes/study/<regime>.yaml` plus the
+overrides in `ARMS` (printed per run, so one arm can be rerun alone):
+
+- `ntp`: plain SFT (`--mixup_weight 0`);
+- `sftmix`: the paper's mode, the split of a one-epoch reference run (made once per regime, shared by seeds);
+- `sftmix_online`: online dynamics (`--dynamics.mode online`): the run's own NTP warm-up supplies the split;
+- `neftune`: TRL's NEFTune (`--neftune_noise_alpha 5`), the cheap alternative users know;
+- `sftmix_neftune`: both; the NEFTune arms share the plain split (the split measures the data's difficulty for
+  the model; NEFTune is a training-time perturbation of the run that uses the split, not of the data);
+- `random_split`: Mixup with a random half instead of the confident half (`--dynamics.split random`): does the
+  confidence matter?
+- `mixup_weight_0.1`, `mixup_weight_0.5` (the paper's 0.2 is `sftmix`): the weight sweep, one regime only.
+
+Every arm runs with every seed on the same data order (`--seed`), so per-seed differences to NTP are paired.
+Finished runs are kept and skipped (`result.json` in each run's directory): rerunning continues the study.
+Output: `study.md` (tables: mean +- std per arm; mean +- std of the paired difference to NTP and whether it
+exceeds two standard deviations), `study.json`, `study.png` (held-out learning curves per arm, reliability
+diagrams NTP vs SFTMix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+ROOT = Path(__file__).resolve().parents[1]
+SPLIT = "{split}"  # replaced by the regime's shared scores file
+
+ARMS = {
+    "ntp": ["--mixup_weight", "0"],
+    "sftmix": ["--dynamics_path", SPLIT],
+    "sftmix_online": ["--dynamics.mode", "online"],
+    "neftune": ["--mixup_weight", "0", "--neftune_noise_alpha", "5"],
+    "sftmix_neftune": ["--dynamics_path", SPLIT, "--neftune_noise_alpha", "5"],
+    "random_split": ["--dynamics.split", "random", "--dynamics.scores_path", "{run_dir}/random_split.parquet"],
+    "mixup_weight_0.1": ["--dynamics_path", SPLIT, "--mixup_weight", "0.1"],
+    "mixup_weight_0.5": ["--dynamics_path", SPLIT, "--mixup_weight", "0.5"],
+}
+SWEEP = ("mixup_weight_0.1", "mixup_weight_0.5")
+
+SETTINGS = {
+    "cpu": {
+        "regimes": {"one_pass": "recipes/study/one_pass.yaml", "small_data": "recipes/study/small_data.yaml"},
+        "sweep_regime": "one_pass",
+        "seeds": [0, 1, 2],
+        "extra": [],
+    },
+    "smoke": {  # the tiny model built on the fly: the whole study end to end in seconds (tests)
+        "regimes": {"one_pass": "recipes/study/one_pass.yaml", "small_data": "recipes/study/small_data.yaml"},
+        "sweep_regime": "one_pass",
+        "seeds": [0, 1, 2],
+        "extra": [
+            "--max_train_samples", "16", "--max_eval_samples", "8", "--max_length", "48", "--bf16", "false",
+            "--per_device_train_batch_size", "4", "--dynamics.scoring_batch_size", "8",
+            "--evaluation.max_examples", "8",
+        ],  # fmt: skip
+    },
+    "gpu": {
+        "regimes": {"one_pass": "recipes/study/gpu_one_pass.yaml", "small_data": "recipes/study/gpu_small_data.yaml"},
+        "sweep_regime": "one_pass",
+        "seeds": [0, 1, 2],
+        "extra": [],
+    },
+}
+
+METRICS = (  # name, how to read it from a run's result, which direction is better
+    ("held-out loss", "heldout_loss", "lower"),
+    ("token accuracy", "token_accuracy", "higher"),
+    ("ECE", "ece", "lower"),
+    ("medical MCQ accuracy", "mcq_accuracy", "higher"),
+    ("held-out - train loss", "generalisation_gap", "lower"),
+)
+
+
+def arm_overrides(arm: str, split: Path, run_dir: Path) -> list[str]:
+    return [a.replace(SPLIT, str(split)).replace("{run_dir}", str(run_dir)) for a in ARMS[arm]]
+
+
+def run_pipeline(recipe: str, overrides: list[str]) -> dict:
+    from sftmix.pipeline import run_all
+    from sftmix.recipe import load_recipe
+
+    return run_all(load_recipe(recipe, overrides))
+
+
+def make_split(recipe: str, out: Path, extra: list[str]) -> Path:
+    """The regime's paper-mode split: one reference run (one epoch), shared by every seed of the SFTMix arms."""
+    scores = out / "split" / "scores.parquet"
+    if not scores.is_file():
+        from sftmix.pipeline import run_dynamics
+        from sftmix.recipe import load_recipe
+
+        overrides = [*extra, "--output_dir", str(out / "split"), "--dynamics.scores_path", str(scores)]
+        print(f"[study] split: sftmix dynamics --config {recipe} {' '.join(overrides)}", flush=True)
+        run_dynamics(load_recipe(recipe, overrides))
+    return scores
+
+
+def read_result(run_dir: Path, summary: dict, seconds: float) -> dict:
+    """The metrics of one finished run (from its summary and the Trainer's log history)."""
+    evaluation = summary.get("evaluation") or {}
+    heldout = evaluation.get("heldout") or {}
+    history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
+    curve = [(h["epoch"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    train = [h.get("ntp_loss", h.get("loss")) for h in history if "loss" in h]
+    last_epoch = max((h["epoch"] for h in history if "loss" in h), default=0)
+    final_train = [
+        h.get("ntp_loss", h["loss"]) for h in history if "loss" in h and h["epoch"] > last_epoch - 1 + 1e-9
+    ] or train[-1:]
+    benchmarks = evaluation.get("benchmarks") or {}
+    accuracies = [b["accuracy"] for b in benchmarks.values() if b.get("accuracy") is not None]
+    result = {
+        "heldout_loss": heldout.get("loss"),
+        "token_accuracy": heldout.get("token_accuracy"),
+        "ece": heldout.get("ece"),
+        "mcq_accuracy": statistics.fmean(accuracies) if accuracies else None,
+        "train_loss": statistics.fmean(final_train) if final_train else None,
+        "curve": curve,
+        "reliability": heldout.get("reliability"),
+        "seconds": round(seconds, 1),
+    }
+    if result["heldout_loss"] is not None and result["train_loss"] is not None:
+        result["generalisation_gap"] = result["heldout_loss"] - result["train_loss"]
+    return result
+
+
+def run_arm(recipe: str, arm: str, seed: int, out: Path, split: Path, extra: list[str]) -> dict:
+    run_dir = out / arm / f"seed{seed}"
+    done = run_dir / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    overrides = [*extra, *arm_overrides(arm, split, run_dir), "--seed", str(seed), "--output_dir", str(run_dir)]
+    overrides += ["--overwrite_output_dir", "true"]  # an interrupted run starts over; finished ones are skipped
+    print(f"[study] {arm} seed {seed}: sftmix run --config {recipe} {' '.join(overrides)}", flush=True)
+    started = time.perf_counter()
+    summary = run_pipeline(recipe, overrides)
+    result = read_result(run_dir, summary, time.perf_counter() - started)
+    result["command"] = f"sftmix run --config {recipe} " + " ".join(overrides)
+    done.write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def arms_of(regime: str, setting: dict) -> list[str]:
+    return [a for a in ARMS if a not in SWEEP or regime == setting["sweep_regime"]]
+
+
+def mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def render(results: dict, seeds, wall: float) -> str:
+    lines = [
+        f"SFTMix study -- {datetime.date.today()} -- {platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"seeds {seeds}, wall time {wall / 60:.0f} min (runs skipped when already finished are not timed again).",
+        "",
+    ]
+    for regime, arms in results.items():
+        lines += [f"### {regime}", "", "| arm | " + " | ".join(m[0] for m in METRICS) + " | s/run |"]
+        lines.append("|---" * (len(METRICS) + 2) + "|")
+        for arm, runs in arms.items():
+            cells = []
+            for _, key, _ in METRICS:
+                mean, std = mean_std([r.get(key) for r in runs])
+                cells.append("n/a" if mean is None else f"{mean:.4f} +- {std:.4f}")
+            seconds = statistics.fmean(r["seconds"] for r in runs)
+            lines.append(f"| {arm} | " + " | ".join(cells) + f" | {seconds:.0f} |")
+        lines += ["", f"Paired difference to NTP (same seed), mean +- std; ** = |mean| > 2 std ({regime})", ""]
+        lines += ["| arm | " + " | ".join(f"{m[0]} ({m[2]} is better)" for m in METRICS) + " |"]
+        lines.append("|---" * (len(METRICS) + 1) + "|")
+        for arm, runs in arms.items():
+            if arm == "ntp":
+                continue
+            cells = []
+            for _, key, _ in METRICS:
+                diffs = [
+                    r[key] - n[key]
+                    for r, n in zip(runs, arms["ntp"], strict=True)
+                    if r.get(key) is not None and n.get(key) is not None
+                ]
+                mean, std = mean_std(diffs)
+                if mean is None:
+                    cells.append("n/a")
+                    continue
+                mark = " **" if std is not None and abs(mean) > 2 * std and len(diffs) > 1 else ""
+                cells.append(f"{mean:+.4f} +- {std:.4f}{mark}")
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    regimes = list(results)
+    fig, axes = plt.subplots(1, len(regimes) + 1, figsize=(5.2 * (len(regimes) + 1), 4))
+    for ax, regime in zip(axes, regimes, strict=False):
+        for arm, runs in results[regime].items():
+            curves = [r["curve"] for r in runs if r.get("curve")]
+            if not curves:
+                continue
+            length = min(len(c) for c in curves)
+            epochs = [curves[0][i][0] for i in range(length)]
+            means = [statistics.fmean(c[i][1] for c in curves) for i in range(length)]
+            ax.plot(epochs, means, marker="o", label=arm, linewidth=2.2 if arm in ("ntp", "sftmix") else 1.2)
+        ax.set_title(f"{regime}: held-out loss (mean over seeds)")
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    ax = axes[-1]
+    first = regimes[0]
+    for arm, color in (("ntp", "#7f7f7f"), ("sftmix", "#d95f02")):
+        bins = [r["reliability"]["bins"] for r in results[first].get(arm, []) if r.get("reliability")]
+        if not bins:
+            continue
+        xs, ys = [], []
+        for b in range(len(bins[0])):
+            count = sum(run[b]["count"] for run in bins)
+            if count:
+                xs.append(sum(run[b]["count"] * (run[b]["mean_confidence"] or 0) for run in bins) / count)
+                ys.append(sum(run[b]["count"] * (run[b]["accuracy"] or 0) for run in bins) / count)
+        ax.plot(xs, ys, marker="o", color=color, label=arm)
+    ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
+    ax.set_title(f"{first}: reliability (token level, pooled seeds)")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--setting", choices=list(SETTINGS), default="cpu")
+    parser.add_argument("--output-dir", default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--arms", nargs="+", default=None, help="Run only these arms (default: all).")
+    parser.add_argument("--model", default=None, help="Override the recipes' model (the smoke test's tiny one).")
+    args = parser.parse_args(argv)
+    setting = SETTINGS[args.setting]
+    seeds = args.seeds or setting["seeds"]
+    out = Path(args.output_dir or f"outputs/study-{args.setting}")
+    extra = list(setting["extra"]) + (["--model_name_or_path", args.model] if args.model else [])
+    started = time.perf_counter()
+    results: dict = {}
+    for regime, recipe in setting["regimes"].items():
+        recipe = str(ROOT / recipe)
+        split = make_split(recipe, out / regime, extra)
+        results[regime] = {}
+        for arm in arms_of(regime, setting):
+            if args.arms and arm not in args.arms and arm != "ntp":
+                continue
+            results[regime][arm] = [run_arm(recipe, arm, s, out / regime, split, extra) for s in seeds]
+    wall = time.perf_counter() - started
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study.json").write_text(json.dumps(results, indent=2, default=str))
+    table = render(results, seeds, wall)
+    (out / "study.md").write_text(table)
+    plot(results, out / "study.png")
+    print(table)
+    print(f"wrote {out / 'study.md'}, {out / 'study.json'} and {out / 'study.png'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
