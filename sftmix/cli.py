@@ -89,6 +89,9 @@ def settings_parser(command: str) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sftmix.logs import configure_logging
+
+    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return _main(argv)

@@ -129,9 +129,11 @@ def _default_dynamics():
 
 
 def run_train(recipe) -> dict:
-    """Stage 2: SFTMix training; saves the model and returns a summary."""
+    """Stage 2: SFTMix training; saves the model and its card and returns a summary."""
     from sftmix._trl_compat import share_deepspeed_state
     from sftmix.data import load_sft_data
+    from sftmix.logs import group_tracking_runs
+    from sftmix.model_card import skipping_run_caches, write_model_card
     from sftmix.modeling import load_model_and_tokenizer
     from sftmix.trainer import SFTMixTrainer
 
@@ -139,8 +141,14 @@ def run_train(recipe) -> dict:
     args = recipe.training
     check_output_dir(args)
     resume = resume_checkpoint(args)
+    group_tracking_runs(args)
     if args.mixup_enabled and not args.dynamics_path and default_scores_path(recipe).is_file():
         args.dynamics_path = str(default_scores_path(recipe))
+    logger.info(
+        "SFTMix training (mixup_weight %s)%s",
+        args.mixup_weight,
+        f", split from {args.dynamics_path}" if args.mixup_enabled and args.dynamics_path else "",
+    )
     train, held_out = load_sft_data(recipe.data)
     model, tokenizer, peft_config = load_model_and_tokenizer(recipe.model, args)
     share_deepspeed_state(args)  # after the dynamics stage's trainers, reuse the process's DeepSpeed setup
@@ -153,9 +161,15 @@ def run_train(recipe) -> dict:
         peft_config=peft_config,
     )
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
-    seconds = time.perf_counter() - started
-    trainer.save_model(args.output_dir)
+    with (
+        skipping_run_caches()
+    ):  # Hub pushes (`push_to_hub: true`) upload the model, not dynamics/ or checkpoints
+        result = trainer.train(resume_from_checkpoint=resume)
+        seconds = time.perf_counter() - started
+        trainer.save_model(args.output_dir)
+    write_model_card(trainer)
+    if trainer.is_world_process_zero():
+        logger.info("Model saved to %s", args.output_dir)
     summary = {
         "model": recipe.model.model_name_or_path,
         "output_dir": args.output_dir,
@@ -169,6 +183,11 @@ def run_train(recipe) -> dict:
         groups = trainer.train_dataset[args.confidence_column]
         summary["confident_examples"] = int(sum(groups))
         summary["unconfident_examples"] = len(groups) - int(sum(groups))
+        logger.info(
+            "Split used in training: %d confident, %d unconfident examples",
+            summary["confident_examples"],
+            summary["unconfident_examples"],
+        )
         logs = [h for h in trainer.state.log_history if "mixup_loss" in h]
         if logs:
             summary.update(
@@ -180,7 +199,9 @@ def run_train(recipe) -> dict:
     if held_out is not None:
         summary["eval_loss"] = trainer.evaluate()["eval_loss"]
     if trainer.is_world_process_zero():
-        Path(args.output_dir, "sftmix_summary.json").write_text(json.dumps(summary, indent=2))
+        path = Path(args.output_dir, "sftmix_summary.json")
+        path.write_text(json.dumps(summary, indent=2))
+        logger.info("Training summary written to %s", path)
     return summary
 
 
@@ -200,20 +221,33 @@ def finished_scores(recipe) -> Path | None:
 
 
 def run_all(recipe) -> dict:
+    from sftmix.logs import finish_tracking_run, group_tracking_runs
+
     started = time.perf_counter()
     args = recipe.training
     check_output_dir(args)  # before the dynamics pass, not after it
+    group_tracking_runs(args)  # before the reference run, so that it is `<run_name>-reference`
     if args.mixup_enabled and not args.dynamics_path:
         scores = finished_scores(recipe) if wants_resume(args) else None
         if scores is not None:
             logger.info("Resuming: the dynamics pass is done, training reads %s", scores)
             args.dynamics_path = str(scores)
         else:  # resumes by itself: reuses the reference run's scored checkpoints or continues that run
-            run_dynamics(recipe)
+            logger.info("Stage 1/3: dynamics pass (reference run, then scoring its checkpoints)")
+            scores = run_dynamics(recipe)
+            finish_tracking_run()  # the reference run's tracker run ends here; training opens its own
+            _log_dynamics_outputs(scores)
+    logger.info("Stage 2/3: SFTMix training")
     summary = run_train(recipe)
+    if recipe.evaluation is not None:
+        logger.info("Stage 3/3: evaluation")
     evaluation = run_eval(recipe)
     if evaluation is not None:
         summary["evaluation"] = evaluation
+        files = evaluation.get("files") or {}
+        for kind in ("markdown", "json"):
+            if kind in files:
+                logger.info("Evaluation report written to %s", files[kind])
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     print_summary(summary)
     return summary
@@ -232,3 +266,11 @@ def print_summary(summary: dict) -> None:
         rows["evaluation_report"] = evaluation["files"].get("markdown", "")
     for key, value in rows.items():
         print(f"  {key:24s} {value:.4f}" if isinstance(value, float) else f"  {key:24s} {value}")
+
+
+def _log_dynamics_outputs(scores) -> None:
+    from sftmix.model_card import data_map_path
+
+    logger.info("Scores file: %s", scores)
+    if data_map_path(scores).is_file():
+        logger.info("Data map: %s", data_map_path(scores))

@@ -25,6 +25,7 @@ from sftmix.collator import CONFIDENT_KEY, RESPONSE_KEY, ConfidenceCollator
 from sftmix.config import SFTMixConfig
 from sftmix.forward import install_mixup_forward
 from sftmix.mixup import mixed_token_count, pair_rows, sample_lambdas
+from sftmix.model_card import SFTMixHubMixin
 from sftmix.response import (
     RESPONSE_MASK,
     ResponseMaskMixin,
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 LAMBDAS_KEY = "sftmix_lambdas"
 
 
-class SFTMixTrainer(ResponseMaskMixin, SFTTrainer):
+class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
     """Drop-in replacement for `trl.SFTTrainer` that trains with SFTMix (NTP + mu * Mixup).
 
     The train dataset needs a boolean confidence column (`args.confidence_column`), or `args.dynamics_path`
@@ -77,7 +78,12 @@ class SFTMixTrainer(ResponseMaskMixin, SFTTrainer):
         if train_dataset is not None and len(train_dataset) > 0:
             first = next(iter(train_dataset))
             resolve_ntp_masking(args, first)
-            if data_format(first) == "conversation" and processing_class is not None:
+            # (a `chat_template_path` is applied by SFTTrainer itself; the response pass checks that one)
+            if (
+                data_format(first) == "conversation"
+                and processing_class is not None
+                and not args.chat_template_path
+            ):
                 check_marks_assistant(processing_class)  # sftmix's error and fix, before TRL's
         elif args.assistant_only_loss is None:
             args.assistant_only_loss = False

@@ -1,0 +1,208 @@
+"""The model card (README.md next to the model) and what `push_to_hub` uploads.
+
+The card is TRL's (`SFTTrainer.create_model_card`: quick start, framework versions, citations) with the paper as the
+trainer's, plus an SFTMix section: the Mixup settings, the dynamics pass's settings, the confident / unconfident
+split with confidence quantiles (from the scores file) and the data map, copied next to the model.
+
+Uploads skip the run's caches: the dynamics pass's folder (reference checkpoints, per-checkpoint scores) and the
+Trainer's `checkpoint-*` folders, on top of what `Trainer.push_to_hub` already skips.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import textwrap
+from contextlib import contextmanager
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SFTMIX_PAPER = {
+    "title": "SFTMix: Elevating Language Model Instruction Tuning with Mixup Recipe",
+    "id": "2410.05248",
+    "citation": textwrap.dedent("""\
+        @inproceedings{xiao2026sftmix,
+            title     = {{SFTMix: Elevating Language Model Instruction Tuning with Mixup Recipe}},
+            author    = {Yuxin Xiao and Shujian Zhang and Wenxuan Zhou and Marzyeh Ghassemi and Sanqiang Zhao},
+            booktitle = {Proceedings of the 64th Annual Meeting of the Association for Computational Linguistics (ACL)},
+            year      = {2026},
+            url       = {https://arxiv.org/abs/2410.05248},
+        }"""),
+}
+DATA_MAP = "data_map.png"
+MIXUP_SETTINGS = (
+    "mixup_weight",
+    "mixup_alpha",
+    "mixup_alignment",
+    "mixup_lambda_sampling",
+    "mixup_text_as_response",
+    "confidence_column",
+)
+DYNAMICS_SETTINGS = (
+    "num_checkpoints",
+    "checkpoints",
+    "confident_fraction",
+    "reference_model",
+    "reference_num_train_epochs",
+    "reference_max_steps",
+)
+QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+# Trainer.push_to_hub skips `_*` and `checkpoint-*`; the dynamics pass's folder holds the reference run's checkpoints
+HUB_IGNORE_PATTERNS = ("_*", "checkpoint-*", "dynamics/*", "*/checkpoint-*")
+
+
+def split_statistics(scores_path) -> dict:
+    """Counts and confidence quantiles of the split the scores file records."""
+    from sftmix.scores import read_scores
+
+    frame, metadata = read_scores(scores_path)
+    confident = int(frame["confident"].sum())
+    quantiles = frame["confidence"].quantile(list(QUANTILES))
+    return {
+        "scored": len(frame),
+        "confident": confident,
+        "unconfident": len(frame) - confident,
+        "excluded": len(metadata.get("excluded_ids", [])),
+        "confidence_quantiles": {f"{q:g}": float(v) for q, v in zip(QUANTILES, quantiles, strict=True)},
+        "reference_model": metadata.get("reference_model"),
+        "checkpoints": [c.get("label") for c in metadata.get("checkpoints", [])],
+        "dynamics_settings": metadata.get("settings") or {},
+    }
+
+
+def data_map_path(scores_path) -> Path:
+    """The data map the dynamics pass drew next to `scores_path` (sftmix.dynamics.plots' naming)."""
+    scores_path = Path(scores_path)
+    prefix = "" if scores_path.name == "scores.parquet" else f"{scores_path.stem}_"
+    return scores_path.with_name(f"{prefix}{DATA_MAP}")
+
+
+def sftmix_section(args, scores_path=None, data_map: str | None = None) -> str:
+    """The card's SFTMix section: settings, split statistics, data map (a path relative to the card)."""
+    lines = ["## SFTMix", ""]
+    lines.append(
+        f"Trained with [SFTMix](https://arxiv.org/abs/{SFTMIX_PAPER['id']}): next-token prediction plus a Mixup "
+        "regulariser that interpolates confident and unconfident examples, split by the training dynamics of a "
+        "reference run."
+    )
+    lines += ["", "| setting | value |", "|---|---|"]
+    lines += [f"| `{name}` | `{getattr(args, name)}` |" for name in MIXUP_SETTINGS if hasattr(args, name)]
+    if scores_path is None or not Path(scores_path).is_file():
+        if getattr(args, "mixup_weight", 0):
+            lines += [
+                "",
+                f"The confident / unconfident split came from the `{args.confidence_column}` column.",
+            ]
+        return "\n".join(lines) + "\n"
+    stats = split_statistics(scores_path)
+    dynamics = stats["dynamics_settings"]
+    lines += [f"| dynamics `{name}` | `{dynamics[name]}` |" for name in DYNAMICS_SETTINGS if name in dynamics]
+    lines += [
+        f"| reference model | `{stats['reference_model']}` |",
+        f"| reference checkpoints scored | {', '.join(map(str, stats['checkpoints'])) or '-'} |",
+        "",
+        "### Split",
+        "",
+        f"{stats['scored']} examples scored: {stats['confident']} confident, {stats['unconfident']} unconfident"
+        + (f", {stats['excluded']} excluded (no trainable token)." if stats["excluded"] else "."),
+        "Confidence is minus the response perplexity averaged over the reference checkpoints.",
+        "",
+        "| quantile | " + " | ".join(stats["confidence_quantiles"]) + " |",
+        "|---" * (len(QUANTILES) + 1) + "|",
+        "| confidence | " + " | ".join(f"{v:.4g}" for v in stats["confidence_quantiles"].values()) + " |",
+    ]
+    if data_map:
+        lines += ["", "### Data map", "", f"![Data map: confidence and variability per example]({data_map})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(
+    trainer, model_name: str | None = None, dataset_name: str | None = None, tags=None
+) -> None:
+    """`output_dir/README.md`: TRL's card citing the paper, with the SFTMix section; the data map beside it."""
+    from trl import SFTTrainer
+
+    if not trainer.is_world_process_zero():
+        return
+    args = trainer.args
+    if not trainer._paper:
+        trainer._paper = SFTMIX_PAPER
+    if model_name is None:
+        model_name = (args.hub_model_id or str(args.output_dir)).rstrip("/").split("/")[-1]
+    SFTTrainer.create_model_card(trainer, model_name=model_name, dataset_name=dataset_name, tags=tags)
+    output_dir = Path(args.output_dir)
+    scores_path = getattr(args, "dynamics_path", None)
+    data_map = None
+    if scores_path and data_map_path(scores_path).is_file():
+        shutil.copyfile(data_map_path(scores_path), output_dir / DATA_MAP)
+        data_map = DATA_MAP
+    readme = output_dir / "README.md"
+    card = _without_none_links(readme.read_text(encoding="utf-8"), trainer, model_name)
+    section = sftmix_section(args, scores_path, data_map)
+    at = card.find("## Citations")
+    card = card + "\n" + section if at < 0 else card[:at] + section + "\n" + card[at:]
+    readme.write_text(card, encoding="utf-8")
+    logger.info("Model card written to %s", readme)
+
+
+def _without_none_links(card: str, trainer, model_name: str) -> str:
+    """TRL's template links a base model and repository that are not on the Hub (local paths) as `None`."""
+    base = getattr(trainer.model.config, "_name_or_path", "") or "a local model"
+    card = card.replace("[None](https://huggingface.co/None)", f"`{base}`")
+    return card.replace('model="None"', f'model="{model_name}"')
+
+
+@contextmanager
+def skipping_run_caches():
+    """Inside it, the Trainer's Hub uploads (`push_to_hub`, the pushes at each save) also skip `HUB_IGNORE_PATTERNS`.
+
+    `Trainer.push_to_hub` uploads all of `output_dir` but `_*` and `checkpoint-*`, through `transformers.trainer`'s
+    `hf_api()`; the upload call is wrapped here rather than copied, so the rest of the Trainer's logic stays its own.
+    """
+    import transformers.trainer as trainer_module
+
+    original = getattr(trainer_module, "hf_api", None)
+    if original is None:  # refuse rather than upload the caches
+        raise RuntimeError(
+            "This transformers version uploads to the Hub differently (no `transformers.trainer.hf_api`); sftmix "
+            "cannot keep the dynamics pass's checkpoints out of the upload. Upload the model with "
+            f"`huggingface_hub.upload_folder(..., ignore_patterns={list(HUB_IGNORE_PATTERNS)})`."
+        )
+    trainer_module.hf_api = lambda: _Uploads(original())
+    try:
+        yield
+    finally:
+        trainer_module.hf_api = original
+
+
+class _Uploads:
+    """An `HfApi` whose `upload_folder` adds `HUB_IGNORE_PATTERNS` to the patterns it is given."""
+
+    def __init__(self, api):
+        self._api = api
+
+    def upload_folder(self, *args, ignore_patterns=None, **kwargs):
+        patterns = [ignore_patterns] if isinstance(ignore_patterns, str) else list(ignore_patterns or [])
+        patterns += [p for p in HUB_IGNORE_PATTERNS if p not in patterns]
+        return self._api.upload_folder(*args, ignore_patterns=patterns, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._api, name)
+
+
+class SFTMixHubMixin:
+    """For `SFTMixTrainer`: the SFTMix model card, and Hub uploads without the run's caches."""
+
+    _paper = SFTMIX_PAPER
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        write_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
+
+    def push_to_hub(self, *args, **kwargs):
+        with skipping_run_caches():
+            return super().push_to_hub(*args, **kwargs)
+
+    def _push_from_checkpoint(self, checkpoint_folder):
+        with skipping_run_caches():
+            return super()._push_from_checkpoint(checkpoint_folder)
