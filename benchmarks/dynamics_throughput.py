@@ -102,8 +102,8 @@ def worker(args) -> dict:
     from transformers import TrainerCallback
     from trl import SFTConfig
 
-    from sftmix.dynamics.data import with_row_index
-    from sftmix.dynamics.dynamics_trainer import DynamicsTrainer
+    from sftmix.dynamics.examples import with_row_index
+    from sftmix.dynamics.reference import DynamicsTrainer
     from sftmix.dynamics.scoring import sequence_lengths
 
     model, tokenizer = load(args.model)

@@ -55,7 +55,7 @@ def group_tracking_runs(args) -> str:
     """Name the run (default: `output_dir`'s folder name) and make it the W&B group of both runs; returns the name."""
     from pathlib import Path
 
-    if not args.run_name or args.run_name == args.output_dir:
+    if not getattr(args, "run_name", None) or args.run_name == args.output_dir:
         args.run_name = Path(args.output_dir).name
     os.environ.setdefault("WANDB_RUN_GROUP", args.run_name)
     return args.run_name

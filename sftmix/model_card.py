@@ -72,7 +72,7 @@ def split_statistics(scores_path) -> dict:
 
 
 def data_map_path(scores_path) -> Path:
-    """The data map the dynamics pass drew next to `scores_path` (sftmix.dynamics.plots' naming)."""
+    """The data map the dynamics pass drew next to `scores_path` (sftmix.dynamics.output' naming)."""
     scores_path = Path(scores_path)
     prefix = "" if scores_path.name == "scores.parquet" else f"{scores_path.stem}_"
     return scores_path.with_name(f"{prefix}{DATA_MAP}")

@@ -101,6 +101,9 @@ def run_dynamics(recipe):
     from sftmix.modeling import load_model_and_tokenizer
 
     _check_before_loading(recipe)
+    from sftmix.logs import group_tracking_runs
+
+    group_tracking_runs(recipe.training)
     dynamics = recipe.dynamics or _default_dynamics()
     if not dynamics.scores_path:
         dynamics.scores_path = str(default_scores_path(recipe))
@@ -271,6 +274,8 @@ def print_summary(summary: dict) -> None:
 def _log_dynamics_outputs(scores) -> None:
     from sftmix.model_card import data_map_path
 
+    if scores is None:
+        return
     logger.info("Scores file: %s", scores)
     if data_map_path(scores).is_file():
         logger.info("Data map: %s", data_map_path(scores))

@@ -112,7 +112,7 @@ def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
                 f"{num_checkpoints} point(s) of its NTP warm-up"
             )
         else:
-            # as `sftmix.dynamics.settings.reference_training_config` derives the reference run's length
+            # as `sftmix.dynamics.config.reference_training_config` derives the reference run's length
             epochs = getattr(dynamics, "reference_num_train_epochs", None)
             ref_max = getattr(dynamics, "reference_max_steps", None)
             if ref_max is None:

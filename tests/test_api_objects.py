@@ -115,7 +115,7 @@ def test_compute_dynamics_restores_the_model_when_the_pass_fails(tmp_path, tiny_
 
 def test_the_reference_run_keeps_optimizer_state_whatever_the_sftmix_run_saves(tmp_path):
     from sftmix.dynamics import DynamicsConfig
-    from sftmix.dynamics.settings import reference_training_config
+    from sftmix.dynamics.config import reference_training_config
 
     base = sft_config(tmp_path / "run", save_only_model=True)
     config = reference_training_config(base, tmp_path / "reference", DynamicsConfig())

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sftmix.dynamics.aggregate import check_finite
-from sftmix.dynamics.frame import scores_frame
 from sftmix.dynamics.scoring import CheckpointScores
+from sftmix.dynamics.split import check_finite, scores_frame
 from sftmix.testing import make_conversations
 
 ROOT = Path(__file__).parents[1]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from sftmix.dynamics import DynamicsConfig
-from sftmix.dynamics.aggregate import confidence, mean_probability, split_confident, variability
 from sftmix.dynamics.reference import checkpoint_steps
+from sftmix.dynamics.split import confidence, mean_probability, split_confident, variability
 
 
 def test_confidence_and_cartography_statistics_match_their_definitions():

@@ -5,7 +5,7 @@ import pytest
 from dynamics_helpers import conversations, sft_config
 
 from sftmix.dynamics import DynamicsConfig, compute_dynamics
-from sftmix.dynamics.dynamics_trainer import DynamicsTrainer
+from sftmix.dynamics.reference import DynamicsTrainer
 from sftmix.scores import read_scores
 from sftmix.testing import build_tiny_llama
 

@@ -9,10 +9,9 @@ from datasets import Dataset
 from dynamics_helpers import byte_level_tokenizer, conversations, save_checkpoints, sft_config
 
 from sftmix.dynamics import DynamicsConfig, compute_dynamics
-from sftmix.dynamics.data import ROW_INDEX, with_row_index
-from sftmix.dynamics.dynamics_trainer import DynamicsTrainer
-from sftmix.dynamics.prepare import prepare_examples
-from sftmix.dynamics.settings import scoring_config
+from sftmix.dynamics.config import scoring_config
+from sftmix.dynamics.examples import ROW_INDEX, prepare_examples, with_row_index
+from sftmix.dynamics.reference import DynamicsTrainer
 from sftmix.scores import attach_confidence, read_scores
 from sftmix.testing import build_tiny_llama, make_conversations
 

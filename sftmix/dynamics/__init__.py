@@ -4,12 +4,11 @@
     path = compute_dynamics(model, train_dataset, DynamicsConfig(scores_path="out/scores.parquet"),
                             processing_class=tokenizer, sft_args=sft_config)
 
-Modules: `config` (settings), `data` (row tracking, exclusions, tokenizer checks), `prepare` (SFTTrainer's data
-preparation), `scoring` (the forward-only pass), `dynamics_trainer` (SFTTrainer that trains the reference and
-scores), `reference` (checkpoint plan and callback), `cache` (per-checkpoint scores on disk), `aggregate`
-(confidence, Cartography statistics, split), `frame` (the scores table), `output` (scores file, metadata),
-`plots` (data map, histogram), `inputs` (checks before any work), `settings` (the SFTConfigs of the pass),
-`compute` (the pass), `cli`. Imports are lazy: `DynamicsConfig` loads without torch or TRL.
+Modules: `config` (settings, the SFTConfigs of the pass and their keys), `examples` (checks before any work, row
+tracking and exclusions, SFTTrainer's data preparation), `reference` (`DynamicsTrainer`, the checkpoint plan and
+callback of the reference run), `scoring` (the forward-only pass), `split` (confidence, Cartography statistics,
+the split, the scores table), `output` (scores file, per-checkpoint cache, data map and histogram), `compute`
+(the pass). Imports are lazy: `DynamicsConfig` loads without torch or TRL.
 """
 
 from __future__ import annotations
@@ -20,8 +19,7 @@ from sftmix.dynamics.config import DynamicsConfig
 
 _LAZY = {
     "compute_dynamics": "sftmix.dynamics.compute",
-    "run_dynamics_cli": "sftmix.dynamics.cli",
-    "DynamicsTrainer": "sftmix.dynamics.dynamics_trainer",
+    "DynamicsTrainer": "sftmix.dynamics.reference",
     "CheckpointScores": "sftmix.dynamics.scoring",
 }
 

@@ -17,13 +17,38 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sftmix.dynamics import reference, settings
-from sftmix.dynamics.aggregate import check_finite, check_splittable
-from sftmix.dynamics.cache import cache_dir, cache_file, read_checkpoint_scores, write_checkpoint_scores
-from sftmix.dynamics.config import DynamicsConfig
-from sftmix.dynamics.data import ROW_INDEX, dataset_fingerprint, missing_rows, report_excluded, with_row_index
-from sftmix.dynamics.inputs import check_inputs, resolve_tokenizers
-from sftmix.dynamics.output import write_outputs
+from sftmix.dynamics import reference
+from sftmix.dynamics.config import (
+    DynamicsConfig,
+    check_per_example,
+    default_sft_config,
+    loading_config,
+    reference_training_config,
+    scoring_config,
+    tokenization_key,
+    training_key,
+)
+from sftmix.dynamics.examples import (
+    ROW_INDEX,
+    check_inputs,
+    check_reference_tokenizer,
+    dataset_fingerprint,
+    missing_rows,
+    prepare_examples,
+    report_excluded,
+    resolve_tokenizers,
+    with_row_index,
+)
+from sftmix.dynamics.output import (
+    cache_dir,
+    cache_file,
+    read_checkpoint_scores,
+    write_checkpoint_scores,
+    write_outputs,
+)
+from sftmix.dynamics.reference import DynamicsTrainer, checkpoint_model, detach_adapter
+from sftmix.dynamics.split import check_finite, check_splittable
+from sftmix.logs import reference_tracking
 
 logger = logging.getLogger(__name__)
 
@@ -59,18 +84,15 @@ def compute_dynamics(
     """
     from accelerate.utils import broadcast_object_list
 
-    from sftmix.dynamics.prepare import check_reference_tokenizer, prepare_examples
     from sftmix.response import resolve_ntp_masking
     from sftmix.scores import dataset_example_ids
 
     scores_path = check_inputs(model, train_dataset, args)
-    base = (
-        sft_args
-        if sft_args is not None
-        else settings.default_sft_config(str(scores_path.parent / "reference"))
-    )
-    settings.check_per_example(base)
-    if len(train_dataset) > 0:  # `assistant_only_loss=None` (SFTMixConfig): response-only NTP on conversations
+    base = sft_args if sft_args is not None else default_sft_config(str(scores_path.parent / "reference"))
+    check_per_example(base)
+    if (
+        len(train_dataset) > 0
+    ):  # `assistant_only_loss=None` (SFTMixConfig): response-only NTP on conversations
         resolve_ntp_masking(base, train_dataset[0])
     text_as_response = bool(getattr(base, "mixup_text_as_response", False))
     state = base.distributed_state
@@ -78,12 +100,12 @@ def compute_dynamics(
     example_ids = dataset_example_ids(train_dataset)
     indexed = with_row_index(train_dataset)
     load_kwargs = {"dtype": _dtype_of(model)}
-    scoring_config = settings.scoring_config(base, cache_dir(scores_path))
+    scoring_args = scoring_config(base, cache_dir(scores_path))
     target_tokenizer, reference_tokenizer = resolve_tokenizers(model, processing_class, args)
 
-    prepared = prepare_examples(indexed, reference_tokenizer, scoring_config, text_as_response)
+    prepared = prepare_examples(indexed, reference_tokenizer, scoring_args, text_as_response)
     check_reference_tokenizer(
-        indexed, prepared, target_tokenizer, reference_tokenizer, scoring_config, example_ids, text_as_response
+        indexed, prepared, target_tokenizer, reference_tokenizer, scoring_args, example_ids, text_as_response
     )
     kept_rows = prepared[ROW_INDEX]
     excluded_rows = missing_rows(len(indexed), kept_rows)
@@ -103,14 +125,14 @@ def compute_dynamics(
         args=args,
         scores_path=scores_path,
         base=base,
-        scoring_config=scoring_config,
-        loading_config=settings.loading_config(scoring_config, base, load_kwargs),
+        scoring_config=scoring_args,
+        loading_config=loading_config(scoring_args, base, load_kwargs),
         load_kwargs=load_kwargs,
         prepared=prepared,
         reference_tokenizer=reference_tokenizer,
         data_key={
             "data": dataset_fingerprint(example_ids),
-            **settings.tokenization_key(scoring_config, reference_tokenizer, text_as_response),
+            **tokenization_key(scoring_args, reference_tokenizer, text_as_response),
         },
         state=state,
         main_decides=main_decides,
@@ -181,8 +203,6 @@ class _Pass:
 
     def score_saved(self, entry: _Entry, base_model=None) -> None:
         """Load a saved checkpoint (model or PEFT adapter directory), score it, release it."""
-        from sftmix.dynamics.dynamics_trainer import DynamicsTrainer, checkpoint_model, detach_adapter
-
         source = checkpoint_model(entry.path, base_model)
         config = self.loading_config if isinstance(source, str) else self.scoring_config
         trainer = DynamicsTrainer(
@@ -214,18 +234,16 @@ class _Pass:
         return entries
 
     def reference_run(self, model, peft_config, restore_model: bool = True) -> list[_Entry]:
-        from sftmix.dynamics.dynamics_trainer import DynamicsTrainer, detach_adapter
-
         args = self.args
         output_dir = Path(args.reference_output_dir or self.scores_path.parent / "reference")
         source = args.reference_model or model
-        config = settings.reference_training_config(self.base, output_dir, args)
+        config = reference_training_config(self.base, output_dir, args)
         if isinstance(source, str):
             config.model_init_kwargs = {**self.load_kwargs, **(config.model_init_kwargs or {})}
         self.reference_name = _model_name(source)
         key = {
             **self.data_key,
-            **settings.training_key(config, peft_config, self.reference_name, args.num_checkpoints),
+            **training_key(config, peft_config, self.reference_name, args.num_checkpoints),
         }
 
         def entry(position: int, step: int) -> _Entry:
@@ -273,7 +291,8 @@ class _Pass:
                     self.state.is_main_process,
                 )
                 trainer.add_callback(callback)
-                trainer.train(resume_from_checkpoint=resume)
+                with reference_tracking(config):
+                    trainer.train(resume_from_checkpoint=resume)
                 steps = callback.steps
             finally:
                 if trainer is not None:

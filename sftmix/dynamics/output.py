@@ -1,19 +1,35 @@
-"""The pass's outputs: the scores file (with its metadata), the data map and the confidence histogram."""
+"""What the pass writes: the scores file (with its metadata), the per-checkpoint scores cache, the data map and the
+confidence histogram.
+
+The cache holds one small parquet file per checkpoint in `<scores stem>_checkpoints/` next to the scores file, written
+atomically (temp file + rename), so that an interrupted pass resumes without rescoring finished checkpoints. Each
+file records the key it was made under (data fingerprint, checkpoint, settings); a file made under another key is
+ignored and the checkpoint rescored. The pictures (PNG, Agg backend) are Cartography's data map and the confidence
+histogram.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from sftmix.dynamics.config import DynamicsConfig
-from sftmix.dynamics.data import report_excluded
-from sftmix.dynamics.frame import scores_frame
+from sftmix.dynamics.examples import report_excluded
+from sftmix.dynamics.scoring import CheckpointScores
+from sftmix.dynamics.split import scores_frame
+from sftmix.scores import write_parquet_atomic, write_scores
 
 logger = logging.getLogger(__name__)
 
 
+# The scores file --------------------------------------------------------------------------------------------
 def write_outputs(
     args: DynamicsConfig,
     per_checkpoint: list,
@@ -27,8 +43,6 @@ def write_outputs(
 ) -> Path:
     """Aggregate the per-checkpoint scores, split, and write everything next to `args.scores_path`."""
     from sftmix import __version__
-    from sftmix.dynamics.plots import draw_pictures
-    from sftmix.scores import write_scores
 
     frame, empty_rows = scores_frame(example_ids, per_checkpoint, labels, args.confident_fraction)
     shifted_out = report_excluded(empty_rows, example_ids, "have no trainable token after the causal shift")
@@ -61,3 +75,158 @@ def write_outputs(
         path,
     )
     return path
+
+
+# Per-checkpoint scores cache ------------------------------------------------------------------------------
+_KEY = b"sftmix_dynamics_cache"
+
+
+def cache_dir(scores_path: str | os.PathLike) -> Path:
+    scores_path = Path(scores_path)
+    return scores_path.with_name(f"{scores_path.stem}_checkpoints")
+
+
+def cache_file(directory: Path, position: int, label: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "checkpoint"
+    return directory / f"{position:03d}-{safe}.parquet"
+
+
+def _canonical(key: dict) -> str:
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def write_checkpoint_scores(path: Path, scores: CheckpointScores, key: dict) -> Path:
+    import pyarrow as pa
+
+    table = pa.table(
+        {
+            "row_index": scores.row_index,
+            "num_tokens": scores.num_tokens,
+            "perplexity": scores.perplexity,
+            "mean_probability": scores.mean_probability,
+        }
+    ).replace_schema_metadata({_KEY: _canonical(key).encode("utf-8")})
+    return write_parquet_atomic(table, path)
+
+
+def read_checkpoint_scores(path: Path, key: dict) -> CheckpointScores | None:
+    """The cached scores at `path`, or None when there are none or they were made under another key."""
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        return None
+    try:
+        table = pq.read_table(path)
+    except Exception as error:  # a damaged file is rescored, not fatal
+        logger.warning("Ignoring unreadable cached scores %s (%s); rescoring.", path, error)
+        return None
+    stored = (table.schema.metadata or {}).get(_KEY, b"").decode("utf-8")
+    if stored != _canonical(key):
+        logger.warning("Cached scores %s were made for other data or settings; rescoring.", path)
+        return None
+    columns = table.to_pydict()
+    return CheckpointScores(
+        np.asarray(columns["row_index"], dtype=np.int64),
+        np.asarray(columns["num_tokens"], dtype=np.int64),
+        np.asarray(columns["perplexity"], dtype=np.float64),
+        np.asarray(columns["mean_probability"], dtype=np.float64),
+    )
+
+
+# Pictures ---------------------------------------------------------------------------------------------------
+GROUP_COLOURS = {True: "#1f77b4", False: "#d62728"}
+GROUP_NAMES = {True: "confident", False: "unconfident"}
+
+
+def picture_paths(scores_path: str | Path) -> dict[str, Path]:
+    """`data_map.png` and `confidence_histogram.png` next to `scores.parquet` (the default name); for any other
+    name the scores file's stem is prefixed (`run1_data_map.png`), so that several files can share a folder."""
+    scores_path = Path(scores_path)
+    prefix = "" if scores_path.stem == "scores" else f"{scores_path.stem}_"
+    return {
+        "data_map": scores_path.with_name(f"{prefix}data_map.png"),
+        "confidence_histogram": scores_path.with_name(f"{prefix}confidence_histogram.png"),
+    }
+
+
+def _spans_decades(confidence) -> bool:
+    """Perplexities often have a long tail (confidence = -perplexity <= -1): then a log scale shows the bulk."""
+    magnitude = -np.asarray(confidence, dtype=np.float64)
+    return magnitude.min() > 0 and magnitude.max() / magnitude.min() > 10
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def draw_data_map(frame, path: Path) -> Path:
+    """x = variability, y = mean probability (Cartography's axes) and y = the paper's confidence, one point per
+    example, coloured by group."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+    size = max(2.0, min(20.0, 4000.0 / max(len(frame), 1)))
+    for ax, column, label in (
+        (axes[0], "mean_probability", "mean probability of response tokens"),
+        (axes[1], "confidence", "confidence = - mean perplexity"),
+    ):
+        for group in (False, True):
+            rows = frame[frame["confident"] == group]
+            ax.scatter(
+                rows["variability"],
+                rows[column],
+                s=size,
+                alpha=0.6,
+                c=GROUP_COLOURS[group],
+                label=f"{GROUP_NAMES[group]} ({len(rows)})",
+                linewidths=0,
+            )
+        ax.set_xlabel("variability (std of mean probability over checkpoints)")
+        ax.set_ylabel(label)
+        ax.legend(loc="best", fontsize=8)
+    if _spans_decades(frame["confidence"]):
+        axes[1].set_yscale("symlog", linthresh=1.0)
+    fig.suptitle(f"Data map: {len(frame)} examples")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def draw_confidence_histogram(frame, path: Path) -> Path:
+    """Histogram of confidence by group, with the split threshold."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    values = frame["confidence"].to_numpy()
+    count = min(60, max(10, len(values) // 20))
+    if _spans_decades(values):
+        bins = -np.geomspace(-values.min(), -values.max(), count + 1)
+        ax.set_xscale("symlog", linthresh=1.0)
+    else:
+        bins = np.histogram_bin_edges(values, bins=count)
+    for group in (False, True):
+        ax.hist(
+            frame.loc[frame["confident"] == group, "confidence"],
+            bins=bins,
+            alpha=0.7,
+            color=GROUP_COLOURS[group],
+            label=GROUP_NAMES[group],
+        )
+    threshold = frame.loc[frame["confident"], "confidence"].min()
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"split at {threshold:.3g}")
+    ax.set_xlabel("confidence = - mean perplexity over checkpoints")
+    ax.set_ylabel("examples")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def draw_pictures(frame, scores_path: str | Path) -> dict[str, Path]:
+    paths = picture_paths(scores_path)
+    draw_data_map(frame, paths["data_map"])
+    draw_confidence_histogram(frame, paths["confidence_histogram"])
+    return paths

@@ -1,7 +1,8 @@
 """One forward-only pass over the prepared training data: every example's response perplexity at one checkpoint.
 
 The response is the example's response tokens (`sftmix.response`: assistant turns, or the completion), after the
-causal shift, whatever the NTP loss covers: the paper's confidence is minus the mean *response* perplexity. Batches are grouped by length, the LM head is TRL's fused one (per-token log-probs, never the
+causal shift, whatever the NTP loss covers: the paper's confidence is minus the mean *response* perplexity.
+Batches are grouped by length, the LM head is TRL's fused one (per-token log-probs, never the
 batch x seq x vocab logits), and with several processes each scores a shard of the batches; the results are
 gathered and put back in row order.
 """
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from sftmix._trl_compat import fused_log_probs_head
-from sftmix.dynamics.data import ROW_INDEX
+from sftmix.dynamics.examples import ROW_INDEX
 from sftmix.response import RESPONSE_MASK
 
 # Gathered per example, as float64 (exact for row indices and token counts below 2**53)

@@ -1,14 +1,19 @@
-"""From per-checkpoint scores to confidence, Cartography statistics and the confident/unconfident split.
+"""The split: per-checkpoint scores -> each example's confidence, Cartography statistics and group (the confident /
+unconfident split), as the scores table with the columns of `sftmix.scores`.
 
-Pure numpy: every function takes arrays with one row per example and one column per checkpoint.
+The statistics are pure numpy: every function takes arrays with one row per example and one column per checkpoint.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sftmix.dynamics.scoring import CheckpointScores
 
 
 def confidence(perplexities: np.ndarray) -> np.ndarray:
@@ -80,3 +85,60 @@ def check_splittable(num_examples: int, fraction: float) -> None:
             f"(confident group size floor({fraction} x {num_examples}) = {k}). Use more data or a fraction closer "
             "to 0.5."
         )
+
+
+# The scores table -------------------------------------------------------------------------------------------
+def stack_checkpoints(per_checkpoint: list[CheckpointScores], labels: list[str]):
+    """(row_index, num_tokens, perplexities N x C, mean probabilities N x C); all checkpoints must cover the same rows."""
+    first = per_checkpoint[0]
+    for scores, label in zip(per_checkpoint[1:], labels[1:], strict=True):
+        if not np.array_equal(scores.row_index, first.row_index) or not np.array_equal(
+            scores.num_tokens, first.num_tokens
+        ):
+            raise RuntimeError(
+                f"Checkpoint {label} was scored on other examples than {labels[0]} (different rows or token counts). "
+                "Its cached scores are stale: rerun with `overwrite_cache=True`."
+            )
+    perplexities = np.stack([s.perplexity for s in per_checkpoint], axis=1)
+    probabilities = np.stack([s.mean_probability for s in per_checkpoint], axis=1)
+    return first.row_index, first.num_tokens, perplexities, probabilities
+
+
+def scores_frame(
+    example_ids: list[str],
+    per_checkpoint: list[CheckpointScores],
+    labels: list[str],
+    confident_fraction: float,
+):
+    """The scores DataFrame and the raw rows scored with no trainable token (left out of it)."""
+    import pandas as pd
+
+    rows, num_tokens, perplexities, probabilities = stack_checkpoints(per_checkpoint, labels)
+    empty = (
+        num_tokens == 0
+    )  # a trainable token only at position 0 has no context: nothing to score after the shift
+    empty_rows = rows[empty].astype(int).tolist()
+    rows, num_tokens = rows[~empty], num_tokens[~empty]
+    perplexities, probabilities = perplexities[~empty], probabilities[~empty]
+    for column, label in enumerate(labels):
+        check_finite(perplexities[:, column], num_tokens, label)
+    ids = [example_ids[r] for r in rows]
+    example_confidence = confidence(perplexities)
+    if not np.isfinite(example_confidence).all():  # never write a scores file with a non-finite confidence
+        raise FloatingPointError(
+            f"{int((~np.isfinite(example_confidence)).sum())} example(s) have a non-finite confidence; no scores file was "
+            "written."
+        )
+    frame = pd.DataFrame(
+        {
+            "example_id": ids,
+            "row_index": rows.astype(np.int64),
+            "num_tokens": num_tokens.astype(np.int64),
+            "perplexities": [p.tolist() for p in perplexities],
+            "confidence": example_confidence,
+            "mean_probability": mean_probability(probabilities),
+            "variability": variability(probabilities),
+            "confident": split_confident(example_confidence, ids, confident_fraction),
+        }
+    )
+    return frame, empty_rows

@@ -1,0 +1,241 @@
+"""The examples the dynamics pass scores: the raw rows, checked before any work, prepared by SFTTrainer and
+tracked through that preparation by a row index.
+
+Before any work: the settings, the paths of models and checkpoints, the tokenizers (`check_inputs`,
+`resolve_tokenizers`). Then SFTTrainer's own preparation (tokenize with the chat template, build labels, truncate,
+drop examples with no trainable token), run once and reused by every trainer of the pass, so the scored token
+sequences are exactly the trained ones; the explicit row index column maps each prepared row back to the raw
+dataset (preparation keeps extra columns, but may drop rows). Rows dropped are reported and excluded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from sftmix.dynamics.config import DynamicsConfig
+from sftmix.response import RESPONSE_MASK
+
+logger = logging.getLogger(__name__)
+
+ROW_INDEX = "sftmix_row_index"
+
+
+# Checks before any work -------------------------------------------------------------------------------------
+def check_inputs(model, train_dataset, args: DynamicsConfig) -> Path:
+    """Everything that can be wrong before any work starts; returns the scores path."""
+    from datasets import Dataset
+
+    if not isinstance(args, DynamicsConfig):
+        raise TypeError(f"`args` must be a DynamicsConfig, got {type(args).__name__}.")
+    if not args.scores_path:
+        raise ValueError("`scores_path` is not set: say where the dynamics pass writes its scores file.")
+    if not isinstance(train_dataset, Dataset):
+        raise TypeError(
+            "The dynamics pass needs a map-style `datasets.Dataset` (it scores every example); got "
+            f"{type(train_dataset).__name__}."
+        )
+    for position, path in enumerate(args.checkpoints or []):
+        if not _loadable(path):
+            raise FileNotFoundError(
+                f"Checkpoint {path!r} (`checkpoints[{position}]`) does not exist. Give the directory of a saved model "
+                "or PEFT adapter (e.g. <output_dir>/checkpoint-500), or leave `checkpoints` unset to train a "
+                "reference model."
+            )
+    if args.reference_model and not _loadable(args.reference_model):
+        raise FileNotFoundError(
+            f"Reference model {args.reference_model!r} (`reference_model`) is neither a local directory nor a "
+            "reachable Hub id. Fix the path, or leave `reference_model` unset to use the target model."
+        )
+    if model is None and not args.reference_model and not args.checkpoints:
+        raise ValueError(
+            "No model to score: pass the target model, or set `reference_model` or `checkpoints`."
+        )
+    return Path(args.scores_path)
+
+
+def _loadable(name: str) -> bool:
+    """A local path that exists, or a Hub id that can be reached (online, or in the local cache when offline)."""
+    if Path(name).exists():
+        return True
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", name) or name.startswith("."):
+        return False
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    return True
+
+
+def resolve_tokenizers(model, processing_class, args: DynamicsConfig):
+    """(target tokenizer or None, the tokenizer the scored model reads)."""
+    from transformers import AutoTokenizer
+
+    target = processing_class
+    if target is None and isinstance(model, str):
+        target = AutoTokenizer.from_pretrained(model)
+    reference = target
+    if args.checkpoints and (Path(args.checkpoints[0]) / "tokenizer_config.json").is_file():
+        reference = AutoTokenizer.from_pretrained(args.checkpoints[0])
+    elif args.reference_model:
+        reference = AutoTokenizer.from_pretrained(args.reference_model)
+    if reference is None:
+        raise ValueError("No tokenizer: pass `processing_class` (the target's tokenizer).")
+    return target, reference
+
+
+# Rows tracked by index --------------------------------------------------------------------------------------
+def with_row_index(dataset):
+    """`dataset` plus the `ROW_INDEX` column (0..N-1)."""
+    if ROW_INDEX in dataset.column_names:
+        raise ValueError(f"The training dataset already has a `{ROW_INDEX}` column; remove it first.")
+    return dataset.add_column(ROW_INDEX, np.arange(len(dataset), dtype=np.int64))
+
+
+def dataset_fingerprint(example_ids: list[str]) -> str:
+    """A short hash of the ordered example ids: identifies the data a scores file or a cache was made for."""
+    digest = hashlib.sha1()
+    for eid in example_ids:
+        digest.update(eid.encode("ascii"))
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]
+
+
+def missing_rows(num_rows: int, kept_rows) -> list[int]:
+    """Raw rows absent from the prepared dataset (dropped by SFTTrainer: no trainable token after truncation)."""
+    kept = np.zeros(num_rows, dtype=bool)
+    kept[np.asarray(list(kept_rows), dtype=np.int64)] = True
+    return np.flatnonzero(~kept).tolist()
+
+
+def report_excluded(rows: list[int], example_ids: list[str], reason: str) -> list[str]:
+    """Log the excluded rows (count and first ids) and return their example ids, once each, in row order."""
+    if not rows:
+        return []
+    ids = list(dict.fromkeys(example_ids[r] for r in rows))
+    preview = ", ".join(f"row {r} ({example_ids[r]})" for r in rows[:5])
+    logger.warning(
+        "%d training example(s) %s and are left out of the split: %s%s. They are listed as `excluded_ids` in the "
+        "scores file. Raise `max_length` or check the label masking if this is unexpected.",
+        len(rows),
+        reason,
+        preview,
+        ", ..." if len(rows) > 5 else "",
+    )
+    return ids
+
+
+def same_token_ids(a, b, batch_size: int = 1000) -> bool:
+    """Two prepared datasets hold the same rows with the same `input_ids` and `labels` (compared batch by batch)."""
+    if len(a) != len(b):
+        return False
+    columns = [ROW_INDEX, "input_ids", "labels"]
+    batches = zip(
+        a.select_columns(columns).iter(batch_size=batch_size),
+        b.select_columns(columns).iter(batch_size=batch_size),
+        strict=True,
+    )
+    return all(x == y for x, y in batches)
+
+
+def check_same_examples(target_rows, reference_rows, example_ids: list[str]) -> None:
+    """With different tokenizers, the reference must keep exactly the examples the target will train on.
+
+    The split is made per example and joined by content, so a reference with another tokenizer can score the data
+    (the paper transfers a Gemma-2B split to Llama-3.1-8B) -- but only if both keep the same examples.
+    """
+    target_rows, reference_rows = set(target_rows), set(reference_rows)
+    if target_rows == reference_rows:
+        return
+    only_target = sorted(target_rows - reference_rows)
+    only_reference = sorted(reference_rows - target_rows)
+
+    def show(rows):
+        return ", ".join(f"row {r} ({example_ids[r]})" for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+
+    parts = []
+    if only_target:
+        parts.append(
+            f"{len(only_target)} example(s) kept for the target but left with no trainable token by the "
+            f"reference's tokenizer: {show(only_target)}"
+        )
+    if only_reference:
+        parts.append(
+            f"{len(only_reference)} example(s) kept by the reference but dropped for the target: "
+            f"{show(only_reference)}"
+        )
+    raise ValueError(
+        "The reference model's tokenizer differs from the target's and they keep different examples after "
+        "tokenization and truncation. "
+        + "; ".join(parts)
+        + ". The split must be made on the same examples the "
+        "target trains on: use a reference model that shares the target's tokenizer, raise `max_length`, or remove "
+        "these rows from the data."
+    )
+
+
+# SFTTrainer's preparation -----------------------------------------------------------------------------------
+def _placeholder_model(vocab_size: int):
+    """A one-layer model with the tokenizer's vocabulary: preparation needs a model object, not its weights."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=8,
+        intermediate_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+    )
+    return LlamaForCausalLM(config)
+
+
+def prepare_examples(indexed_dataset, tokenizer, config, text_as_response: bool = False):
+    """`indexed_dataset` (with `ROW_INDEX`) prepared by SFTTrainer under `config` and `tokenizer`, with each example's
+    response mask (`RESPONSE_MASK`). Examples with no response token to score (a response truncated away while the
+    NTP labels keep the prompt) are left out, like those SFTTrainer drops."""
+    from sftmix.dynamics.reference import DynamicsTrainer  # here: reference -> scoring -> this module
+
+    trainer = DynamicsTrainer(
+        _placeholder_model(len(tokenizer)),
+        config,
+        train_dataset=indexed_dataset,
+        processing_class=tokenizer,
+        text_as_response=text_as_response,
+    )
+    prepared = trainer.train_dataset
+    del trainer
+    return prepared.filter(
+        lambda example: any(example[RESPONSE_MASK][1:]), desc="Keeping examples with a response"
+    )
+
+
+def check_reference_tokenizer(
+    indexed_dataset,
+    prepared,
+    target_tokenizer,
+    reference_tokenizer,
+    config,
+    example_ids,
+    text_as_response=False,
+):
+    """The reference scores the data with its own tokenizer; if it differs from the target's, it must keep the
+    same examples (compared on the data, not just the vocabularies)."""
+    if target_tokenizer is None or target_tokenizer is reference_tokenizer:
+        return
+    prepared_target = prepare_examples(indexed_dataset, target_tokenizer, config, text_as_response)
+    if same_token_ids(prepared_target, prepared):
+        return
+    logger.warning(
+        "The reference model's tokenizer tokenizes the training data differently from the target's (vocabulary "
+        "sizes %d and %d). Scores come from the reference's tokenization and transfer to the target by example "
+        "content, as in the paper's smaller-reference experiment.",
+        len(reference_tokenizer),
+        len(target_tokenizer),
+    )
+    check_same_examples(prepared_target[ROW_INDEX], prepared[ROW_INDEX], example_ids)
