@@ -6,6 +6,7 @@
     sftmix check    --config RECIPE [...]               validate a recipe, print its settings and plan; no training
     sftmix eval     --model PATH [--heldout FILE --medqa FILE ...]   held-out loss, calibration, benchmarks
     sftmix recipes                                      the recipes shipped with the package
+    sftmix data     medalpaca|mcq --out DIR             build the healthcare recipes' data files
 
 RECIPE is a YAML file or the name of a shipped recipe (`quickstart`, `llama-3.1-8b/alpaca/sftmix`). Every recipe
 key can be set on the command line, nested ones with dotted names (`--dynamics.num_checkpoints 3`,
@@ -32,6 +33,7 @@ STAGES = {
     "check": "Validate a recipe without training: every problem at once, then the resolved settings and the plan.",
     "eval": "Evaluate a trained model: held-out loss, calibration, healthcare multiple-choice benchmarks.",
     "recipes": "List the recipes shipped with the package (names for --config).",
+    "data": "Build the healthcare recipes' data files (MedAlpaca, MedQA, PubMedQA, MedMCQA).",
 }
 RECIPE_COMMANDS = ("run", "dynamics", "train", "check")
 
@@ -120,6 +122,10 @@ def _main(argv: list[str]) -> int:
 
         run_eval_cli(argv[argv.index("eval") + 1 :])
         return 0
+    if args.command == "data":
+        from sftmix.data_prep import main as data_main
+
+        return data_main(argv[argv.index("data") + 1 :])
     if args.command == "recipes":
         from sftmix.recipe import builtin_recipes
 

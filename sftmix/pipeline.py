@@ -170,6 +170,15 @@ def run_train(recipe) -> dict:
         result = trainer.train(resume_from_checkpoint=resume)
         seconds = time.perf_counter() - started
         trainer.save_model(args.output_dir)
+        trainer.save_state()  # trainer_state.json: the log history (learning curves) beside the model
+        from sftmix.evaluation.label_settings import save_label_settings
+
+        save_label_settings(
+            trainer.args,
+            args.output_dir,
+            tokenizer=trainer.processing_class,
+            completion_only_loss=trainer.completion_only_loss,
+        )
     write_model_card(trainer)
     if trainer.is_world_process_zero():
         logger.info("Model saved to %s", args.output_dir)

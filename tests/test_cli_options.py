@@ -121,6 +121,16 @@ def test_shipped_recipes_are_found_by_name():
 
 
 def test_the_wheel_carries_the_recipes_and_templates(tmp_path):
+    import shutil
+
+    source = tmp_path / "source"  # a copy: setuptools writes build/ into the tree it builds
+    for name in ("sftmix", "recipes"):
+        shutil.copytree(
+            ROOT / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    wheel_dir = tmp_path / "wheel"
     done = subprocess.run(
         [
             sys.executable,
@@ -131,15 +141,15 @@ def test_the_wheel_carries_the_recipes_and_templates(tmp_path):
             "--no-build-isolation",
             "-q",
             "-w",
-            str(tmp_path),
-            str(ROOT),
-        ],
+            str(wheel_dir),
+        ]
+        + [str(source)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    (wheel,) = tmp_path.glob("sftmix-*.whl")
+    (wheel,) = wheel_dir.glob("sftmix-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     recipes = {n for n in names if n.startswith("sftmix/recipes/") and n.endswith(".yaml")}
     shipped = {

@@ -47,10 +47,15 @@ def test_evaluate_writes_json_markdown_diagram_and_predictions(tmp_path, tiny_to
     # Every benchmark's numbers are those of scoring it on its own.
     for name, path in BENCHMARK_FILES.items():
         direct = accuracy_summary(
-            score_questions(tiny_model, tiny_tokenizer, load_benchmark(name, path), show_progress=False)
+            score_questions(
+                tiny_model, tiny_tokenizer, load_benchmark(name, path), benchmark=name, show_progress=False
+            )
         )
-        assert results["benchmarks"][name]["acc"] == direct["acc"]
-        assert results["benchmarks"][name]["accuracy"] == direct["acc_norm"]  # the default headline
+        assert results["benchmarks"][name]["acc_norm"] == direct["acc_norm"]
+        assert (
+            results["benchmarks"][name]["accuracy"] == direct["acc"]
+        )  # the default headline (lm_eval style)
+    assert results["benchmark_style"] == "lm_eval"
     headline = [results["benchmarks"][n]["accuracy"] for n in BENCHMARK_FILES]
     assert results["average_accuracy"] == pytest.approx(sum(headline) / 4)
     assert results["heldout"]["loss"] == pytest.approx(
@@ -82,7 +87,7 @@ def test_evaluate_writes_json_markdown_diagram_and_predictions(tmp_path, tiny_to
     ]
     assert len(predictions) == 3 and all(len(p["sum_logprobs"]) == 5 for p in predictions)
     assert (
-        sum(p["predicted_norm"] == p["answer"] for p in predictions) / 3
+        sum(p["predicted"] == p["answer"] for p in predictions) / 3
         == results["benchmarks"]["medqa5"]["accuracy"]
     )
 
@@ -93,10 +98,12 @@ def test_headline_setting_and_max_examples(tiny_tokenizer, tiny_model):
         tiny_tokenizer,
         benchmarks={"medqa5": BENCHMARK_FILES["medqa5"]},
         max_examples=2,
-        config=quiet(headline="acc"),
+        config=quiet(headline="acc_norm", benchmark_style="option_text"),
     )
     medqa5 = results["benchmarks"]["medqa5"]
-    assert medqa5["questions"] == 2 and medqa5["accuracy"] == medqa5["acc"] and "heldout" not in results
+    assert medqa5["questions"] == 2 and medqa5["accuracy"] == medqa5["acc_norm"] and "heldout" not in results
+    assert results["benchmark_style"] == "option_text"
+    assert quiet().headline == "acc" and quiet(benchmark_style="option_text").headline == "acc_norm"
     with pytest.raises(ValueError, match=r"Unknown benchmark\(s\) \['mmlu'\]"):
         evaluate(tiny_model, tiny_tokenizer, benchmarks={"mmlu": "x.jsonl"})
 
@@ -207,7 +214,7 @@ def test_recipe_evaluation_sections_are_eval_configs():
         assert config.heldout_split or config.benchmark_sources(), path
 
 
-def test_recipe_heldout_split_and_main_process_only(tmp_path, tiny_model_dir, monkeypatch):
+def test_recipe_heldout_split(tmp_path, tiny_model_dir):
     from sftmix.data import DataArguments
 
     data = tmp_path / "train.jsonl"
@@ -221,5 +228,3 @@ def test_recipe_heldout_split_and_main_process_only(tmp_path, tiny_model_dir, mo
     assert (tmp_path / "eval" / "results.md").is_file()
     with pytest.raises(ValueError, match="no held-out split: set `dataset_test_split` or `eval_fraction`"):
         evaluate_from_config(str(tiny_model_dir), config, DataArguments(dataset_files=[str(data)]))
-    monkeypatch.setenv("RANK", "1")
-    assert evaluate_from_config("not/loaded", config, data_args) is None

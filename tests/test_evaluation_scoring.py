@@ -1,5 +1,5 @@
 """Scoring on a tiny model against naive full-logit computations: per-token scores, held-out metrics, options;
-and held-out tokenisation against the labels TRL's SFTTrainer builds for training."""
+and held-out preparation against the labels TRL's SFTTrainer builds for training."""
 
 import math
 from pathlib import Path
@@ -11,8 +11,9 @@ from datasets import Dataset
 
 from sftmix.evaluation.benchmarks import load_benchmark
 from sftmix.evaluation.calibration import expected_calibration_error
-from sftmix.evaluation.encoding import encode_sft_example, num_trainable
+from sftmix.evaluation.encoding import prepare_heldout
 from sftmix.evaluation.heldout import heldout_metrics
+from sftmix.evaluation.label_settings import LabelSettings
 from sftmix.evaluation.multiple_choice import accuracy_summary, score_questions
 from sftmix.evaluation.prompts import MultipleChoiceTemplate
 from sftmix.evaluation.token_scores import check_head, pad_batch, score_label_tokens
@@ -122,13 +123,11 @@ def test_heldout_labels_are_the_ones_sft_trainer_trains_on(tmp_path, tiny_tokeni
     trainer = SFTTrainer(
         tiny_model, args, train_dataset=Dataset.from_list(rows), processing_class=tiny_tokenizer
     )
-    ours = [encode_sft_example(row, tiny_tokenizer, max_length=40) for row in rows]
-    kept = [
-        e for e in ours if num_trainable(e["labels"]) > 0
-    ]  # TRL drops the others, as heldout_metrics skips them
-    assert [e["input_ids"] for e in kept] == trainer.train_dataset["input_ids"]
-    assert [e["labels"] for e in kept] == trainer.train_dataset["labels"]
-    assert 0 < len(kept) and any(-100 in e["labels"] for e in kept) == (fmt != "text")
+    settings = LabelSettings(max_length=40, assistant_only_loss=args.assistant_only_loss)
+    kept = prepare_heldout(Dataset.from_list(rows), tiny_tokenizer, settings)  # TRL drops the same examples
+    assert kept["input_ids"] == trainer.train_dataset["input_ids"]
+    assert kept["labels"] == trainer.train_dataset["labels"]
+    assert 0 < len(kept) and any(-100 in labels for labels in kept["labels"]) == (fmt != "text")
 
 
 def test_heldout_metrics_match_naive_per_example_computation(tiny_tokenizer, tiny_model):
@@ -137,8 +136,7 @@ def test_heldout_metrics_match_naive_per_example_computation(tiny_tokenizer, tin
         tiny_model, tiny_tokenizer, rows, batch_size=3, chunk_size=16, show_progress=False
     )
     naive = []
-    for row in rows:
-        encoded = encode_sft_example(row, tiny_tokenizer)
+    for encoded in prepare_heldout(Dataset.from_list(rows), tiny_tokenizer):
         naive += naive_token_scores(tiny_model, encoded["input_ids"], encoded["labels"])
     loss = -sum(s[0] for s in naive) / len(naive)
     assert result.tokens == len(naive) and result.examples == 7 and result.skipped_examples == 0
@@ -148,7 +146,9 @@ def test_heldout_metrics_match_naive_per_example_computation(tiny_tokenizer, tin
     ece = expected_calibration_error([s[1] for s in naive], [s[2] for s in naive], 15)
     assert result.ece == pytest.approx(ece, abs=1e-5)
     # assistant tokens only: fewer than all tokens after the first
-    all_tokens = sum(len(encode_sft_example(r, tiny_tokenizer)["input_ids"]) - 1 for r in rows)
+    all_tokens = sum(
+        len(ids) - 1 for ids in prepare_heldout(Dataset.from_list(rows), tiny_tokenizer)["input_ids"]
+    )
     assert 0 < result.tokens < all_tokens
 
 
@@ -157,10 +157,14 @@ def test_heldout_skips_examples_without_trainable_tokens_and_refuses_none(tiny_t
         return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}
 
     rows = [chat("yes", "no"), chat("the patient has a fever " * 10, "rest"), chat("no", "yes")]
-    result = heldout_metrics(tiny_model, tiny_tokenizer, rows, max_length=20, show_progress=False)
+    result = heldout_metrics(
+        tiny_model, tiny_tokenizer, rows, label_settings=LabelSettings(max_length=20), show_progress=False
+    )
     assert (result.examples, result.skipped_examples) == (2, 1)  # the long prompt leaves no assistant token
     with pytest.raises(ValueError, match="None of the 3 held-out examples has a trainable token"):
-        heldout_metrics(tiny_model, tiny_tokenizer, rows, max_length=3, show_progress=False)
+        heldout_metrics(
+            tiny_model, tiny_tokenizer, rows, label_settings=LabelSettings(max_length=3), show_progress=False
+        )
 
 
 def naive_option_scores(model, tokenizer, question, template):
@@ -194,7 +198,13 @@ def test_option_scores_match_naive_full_logits(tiny_tokenizer, tiny_model, name,
     questions = load_benchmark(name, str(DATA / path))
     template = MultipleChoiceTemplate()
     results = score_questions(
-        tiny_model, tiny_tokenizer, questions, template, batch_size=3, show_progress=False
+        tiny_model,
+        tiny_tokenizer,
+        questions,
+        template,
+        style="option_text",
+        batch_size=3,
+        show_progress=False,
     )
     for question, result in zip(questions, results, strict=True):
         naive = naive_option_scores(tiny_model, tiny_tokenizer, question, template)
@@ -218,7 +228,7 @@ def test_a_model_that_knows_the_answers_scores_full_marks(tiny_tokenizer):
     template = MultipleChoiceTemplate()
     model = build_tiny_llama(len(tiny_tokenizer), seed=2)
     rows = [{"messages": template.conversation(q, q.answer)} for q in questions]
-    encoded = [encode_sft_example(r, tiny_tokenizer) for r in rows]
+    encoded = list(prepare_heldout(Dataset.from_list(rows), tiny_tokenizer, LabelSettings(max_length=None)))
     batch = pad_batch([e["input_ids"] for e in encoded], [e["labels"] for e in encoded], 0, "cpu")
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     model.train()
@@ -229,7 +239,7 @@ def test_a_model_that_knows_the_answers_scores_full_marks(tiny_tokenizer):
         ).loss.backward()
         optimizer.step()
     summary = accuracy_summary(
-        score_questions(model, tiny_tokenizer, questions, template, show_progress=False)
+        score_questions(model, tiny_tokenizer, questions, template, style="option_text", show_progress=False)
     )
     assert summary == {"acc": 1.0, "acc_norm": 1.0, "questions": 3}
     assert model.training  # the training mode is restored

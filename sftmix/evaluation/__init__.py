@@ -5,9 +5,10 @@
                        output_dir="outputs/eval")
 
 Modules, one idea each: `config` (EvalConfig), `calibration` (ECE math), `reliability_plot`, `token_scores`
-(chunked LM-head scoring), `encoding` (tokenising like training), `heldout`, `benchmarks` (readers of the
-published formats), `hub`, `prompts`, `multiple_choice` (option log-likelihoods), `report`, `loading`,
-`runner` (evaluate, evaluate_from_config), `cli` (`sftmix eval`). Imports are lazy: `EvalConfig` loads without torch.
+(chunked LM-head scoring), `label_settings` (how training labelled its data, saved with the model), `encoding`
+(SFTTrainer's own preparation of held-out data), `heldout`, `benchmarks` (readers of the published formats), `hub`,
+`prompts` (lm-eval's and the option-text prompts), `multiple_choice` (choice log-likelihoods), `sharding` (work
+split over processes), `report`, `loading`, `runner` (evaluate, evaluate_from_config), `cli` (`sftmix eval`). Imports are lazy: `EvalConfig` loads without torch.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ _LAZY = {
     "expected_calibration_error": "sftmix.evaluation.calibration",
     "plot_reliability_diagram": "sftmix.evaluation.reliability_plot",
     "score_label_tokens": "sftmix.evaluation.token_scores",
-    "encode_sft_example": "sftmix.evaluation.encoding",
+    "prepare_heldout": "sftmix.evaluation.encoding",
+    "LabelSettings": "sftmix.evaluation.label_settings",
+    "save_label_settings": "sftmix.evaluation.label_settings",
+    "load_label_settings": "sftmix.evaluation.label_settings",
+    "LABEL_SETTINGS_FILE": "sftmix.evaluation.label_settings",
     "MultipleChoiceQuestion": "sftmix.evaluation.benchmarks",
     "load_benchmark": "sftmix.evaluation.benchmarks",
     "read_medqa": "sftmix.evaluation.benchmarks",

@@ -3,14 +3,16 @@
 - MedQA (Jin et al., 2021), USMLE English release, one JSON object per line:
   `{"question", "options": {"A": ..., "B": ..., ...}, "answer_idx": "C", "answer": <text of C>, ...}`.
   4-option files: `data_clean/questions/US/4_options/phrases_no_exclude_{dev,test}.jsonl`; 5-option files:
-  `data_clean/questions/US/{dev,test}.jsonl`. Options as a list of `{"key", "value"}` (BigBio) are also read.
+  `data_clean/questions/US/{dev,test}.jsonl`. Options as a list of `{"key", "value"}` (BigBio) are also read, and
+  GBaker/MedQA-USMLE-4-options-hf rows `{"sent1", "ending0".., "label"}` (lm-eval's `medqa_4options` dataset).
 - MedMCQA (Pal et al., 2022): `{"question", "opa", "opb", "opc", "opd", "cop", ...}`, one object per line
   (the release names the files .json). `cop` is 1-4 in the original release and 0-3 in the Hugging Face
   `openlifescienceai/medmcqa` copy; `answer_base` says which (see `EvalConfig.medmcqa_answer_base`). The
   test split has no public answers (cop -1 or missing) and is refused: score the dev / validation split.
 - PubMedQA (Jin et al., 2019): `ori_pqal.json`, a mapping PMID -> `{"QUESTION", "CONTEXTS": [...],
   "final_decision": "yes|no|maybe", ...}` (also a split of it in the same format), or the Hugging Face
-  `qiaojin/PubMedQA` pqa_labeled rows `{"pubid", "question", "context": {"contexts": [...]}, "final_decision"}`.
+  `qiaojin/PubMedQA` pqa_labeled rows `{"pubid", "question", "context": {"contexts": [...]}, "final_decision"}`,
+  or BigBio `pubmed_qa` source rows `{"QUESTION", "CONTEXTS", "final_decision", ...}` (lm-eval's `pubmedqa` dataset).
   Options are yes / no / maybe, in that order. A context given as one string is one paragraph.
 A question must be non-empty text (a null question is refused, not scored as the text "None").
 Error messages quote at most a short excerpt of a row (none with `error_excerpts: false`, sftmix.data).
@@ -153,6 +155,10 @@ def parse_medqa_rows(rows, where: str, num_options: int | None = None) -> list[M
     questions = []
     for index, row in enumerate(rows):
         at = f"{where}, row {index}"
+        if (
+            isinstance(row, dict) and "sent1" in row and "ending0" in row
+        ):  # GBaker/MedQA-USMLE-4-options-hf (lm-eval's)
+            row = _medqa_from_hf_schema(row, at)
         _require(row, ("question", "options", "answer_idx"), at, "medqa")
         options = row["options"]
         if isinstance(options, list):  # BigBio style [{"key": "A", "value": ...}]
@@ -191,6 +197,24 @@ def parse_medqa_rows(rows, where: str, num_options: int | None = None) -> list[M
             )
         )
     return questions
+
+
+def _medqa_from_hf_schema(row: dict, at: str) -> dict:
+    endings = sorted((k for k in row if k.startswith("ending")), key=lambda k: int(k[len("ending") :]))
+    letters = LETTERS[: len(endings)]
+    label = row.get("label")
+    if not isinstance(label, int) or not 0 <= label < len(endings):
+        raise BenchmarkFormatError(
+            f"{at}: `label` {label!r} is not the index of one of the {len(endings)} endings."
+        )
+    converted = {
+        "question": row["sent1"],
+        "options": dict(zip(letters, (row[k] for k in endings), strict=True)),
+    }
+    converted["answer_idx"] = letters[label]
+    if "id" in row:
+        converted["id"] = row["id"]
+    return converted
 
 
 def medmcqa_answer_base(rows, setting: str = "auto", default: int = 1) -> int:
@@ -276,6 +300,13 @@ def parse_pubmedqa_records(records, where: str) -> list[MultipleChoiceQuestion]:
     questions = []
     for index, row in enumerate(records):
         at = f"{where}, row {index}"
+        if isinstance(row, dict) and "QUESTION" in row:  # BigBio pubmed_qa source rows (lm-eval's dataset)
+            _require(row, ("QUESTION", "CONTEXTS", "final_decision"), at, "pubmedqa")
+            qid = row.get("PUBMED_ID", row.get("pubid", index))
+            questions.append(
+                _pubmedqa_question(qid, row["QUESTION"], row["CONTEXTS"], row["final_decision"], at)
+            )
+            continue
         _require(row, ("question", "context", "final_decision"), at, "pubmedqa")
         context = row["context"]
         if isinstance(context, dict):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sftmix.evaluation.prompts import (
+    BENCHMARK_STYLES,
     DEFAULT_ANSWER_TEMPLATE,
     DEFAULT_CONTEXT_TEMPLATE,
     DEFAULT_OPTION_TEMPLATE,
@@ -101,9 +102,10 @@ class EvalConfig:
         },
     )
     max_length: int | None = field(
-        default=2048,
+        default=None,
         metadata={
-            "help": "Truncate held-out sequences to this many tokens, keeping the start (as training does)."
+            "help": "Held-out sequence length. Unset: the training run's, from the model directory's "
+            "sftmix_label_settings.json (else SFTConfig's default, 1024). Truncation and masking follow that file."
         },
     )
     dtype: str = field(
@@ -113,37 +115,64 @@ class EvalConfig:
     chat_template_path: str | None = field(
         default=None,
         metadata={
-            "help": "Jinja chat template to use when the tokenizer has none (base models trained on "
-            "sftmix/templates/chatml_training.jinja)."
+            "help": "Jinja chat template to use instead of the saved one (the training template is saved with the "
+            "model in sftmix_label_settings.json; set this for models trained elsewhere)."
         },
     )
-    headline: str = field(
-        default="acc_norm",
+    benchmark_style: str = field(
+        default="lm_eval",
         metadata={
-            "help": "Benchmark accuracy reported as the headline: 'acc_norm' (option with the highest mean "
-            "log-likelihood per answer token) or 'acc' (highest summed log-likelihood). Both are always reported.",
+            "help": "How benchmarks are scored. 'lm_eval': as lm-evaluation-harness's medqa_4options, medmcqa and "
+            "pubmedqa tasks (their plain-text prompts, letters or yes/no/maybe as choices, acc_norm per character; "
+            "medqa5 adds option E to the 4-option prompt). 'option_text': a chat turn per option, 'The answer is "
+            "(X) <text>', through the chat template.",
+            "choices": list(BENCHMARK_STYLES),
+        },
+    )
+    benchmark_chat_template: bool = field(
+        default=False,
+        metadata={
+            "help": "lm_eval style: put the prompt through the chat template as a user turn (lm-eval's "
+            "--apply_chat_template); off, as lm-eval's default, the prompt is plain text."
+        },
+    )
+    headline: str | None = field(
+        default=None,
+        metadata={
+            "help": "Benchmark accuracy reported as the headline: 'acc' (highest summed log-likelihood) or "
+            "'acc_norm' (highest log-likelihood per character of the choice for lm_eval, per answer token for "
+            "option_text). Unset: 'acc' for lm_eval (lm-eval's pubmedqa reports acc only; on letter choices the two "
+            "agree), 'acc_norm' for option_text. Both are always reported.",
             "choices": list(HEADLINES),
         },
     )
     system_prompt: str | None = field(
-        default=None, metadata={"help": "Optional system message before every benchmark question."}
+        default=None,
+        metadata={
+            "help": "Optional system message before every benchmark question (option_text, or lm_eval with "
+            "benchmark_chat_template)."
+        },
     )
     prompt_template: str = field(
         default=DEFAULT_PROMPT_TEMPLATE,
-        metadata={"help": "User turn of a benchmark question; fields {context}, {question}, {options}."},
+        metadata={
+            "help": "option_text style: user turn of a benchmark question; fields {context}, {question}, {options}."
+        },
     )
     option_template: str = field(
         default=DEFAULT_OPTION_TEMPLATE,
-        metadata={"help": "One line of the option list; fields {letter}, {text}."},
+        metadata={"help": "option_text style: one line of the option list; fields {letter}, {text}."},
     )
     context_template: str = field(
         default=DEFAULT_CONTEXT_TEMPLATE,
-        metadata={"help": "Fills {context} when a question has one (PubMedQA's abstract); field {context}."},
+        metadata={
+            "help": "option_text style: fills {context} when a question has one (PubMedQA's abstract); field {context}."
+        },
     )
     answer_template: str = field(
         default=DEFAULT_ANSWER_TEMPLATE,
         metadata={
-            "help": "Assistant turn scored for each option; fields {letter}, {text}. Only the tokens after the "
+            "help": "option_text style: assistant turn scored for each option; fields {letter}, {text}. Only the tokens after the "
             "part shared by all options are scored."
         },
     )
@@ -168,7 +197,10 @@ class EvalConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"`{name}` must be at least 1 or unset, got {value}.")
+        if self.headline is None:
+            self.headline = "acc" if self.benchmark_style == "lm_eval" else "acc_norm"
         choices = {
+            "benchmark_style": BENCHMARK_STYLES,
             "headline": HEADLINES,
             "dtype": DTYPES,
             "medmcqa_answer_base": ("auto", "0", "1"),

@@ -1,30 +1,20 @@
-"""Tokenise a held-out example the way SFTTrainer does for training, and mark its trainable tokens.
+"""Held-out examples tokenised and labelled by TRL's own SFTTrainer preparation, as training does.
 
-The convention (TRL with `assistant_only_loss=True` and its default `completion_only_loss`):
-- `messages`: the chat template renders the conversation; when the template has `{% generation %}` markers the
-  trainable tokens are the assistant tokens (`return_assistant_tokens_mask=True`), otherwise all tokens;
-- `prompt` / `completion` (text): EOS is appended to the completion if missing; the trainable tokens are those
-  after the longest common prefix of the tokenised prompt and the tokenised prompt + completion;
-- `prompt` / `completion` (message lists): the same, with the chat template (the prompt with the generation
-  prompt, the whole conversation without), and only assistant tokens if the template has generation markers;
-- `text`: EOS is appended if missing; every token is trainable.
-Sequences longer than `max_length` keep their start. Labels use -100 for tokens without loss.
+No copy of the tokenisation lives here: an `SFTTrainer` is built around a one-layer placeholder model (preparation
+needs a model object, not its weights) with the label settings training used (sftmix.evaluation.label_settings:
+chat template, `max_length`, `truncation_mode`, `assistant_only_loss`, `completion_only_loss`,
+`dataset_text_field`), and its prepared dataset is the held-out set: the same `input_ids`, the same labels (-100
+where training has no loss), the same truncation, and the same examples dropped (no trainable token left).
 """
 
 from __future__ import annotations
 
-import re
+import copy
+import tempfile
 
+from sftmix._trl_compat import without_zero3_init
+from sftmix.evaluation.label_settings import LabelSettings
 from sftmix.evaluation.token_scores import IGNORE_INDEX
-
-_GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
-
-
-def has_generation_markers(tokenizer) -> bool:
-    template = tokenizer.chat_template
-    if isinstance(template, dict):
-        template = template.get("default", "")
-    return bool(template) and bool(_GENERATION_MARKER.search(template))
 
 
 def require_chat_template(tokenizer, what: str) -> None:
@@ -44,57 +34,76 @@ def common_prefix_length(ids: list[int], other: list[int]) -> int:
     return length
 
 
-def _chat_ids(tokenizer, messages, **kwargs) -> dict:
-    return tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)
+def _placeholder_model(vocab_size: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=8,
+        intermediate_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+    )
+    with without_zero3_init():
+        return LlamaForCausalLM(config)
 
 
-def encode_sft_example(example: dict, tokenizer, max_length: int | None = None) -> dict:
-    """`{"input_ids": [...], "labels": [...]}` of one example in `messages`, prompt/completion or `text` format."""
-    if "messages" in example:
-        require_chat_template(tokenizer, "A `messages` example")
-        if has_generation_markers(tokenizer):
-            encoded = _chat_ids(tokenizer, example["messages"], return_assistant_tokens_mask=True)
-            input_ids = list(encoded["input_ids"])
-            labels = [
-                t if m else IGNORE_INDEX for t, m in zip(input_ids, encoded["assistant_masks"], strict=True)
-            ]
-        else:
-            input_ids = list(_chat_ids(tokenizer, example["messages"])["input_ids"])
-            labels = list(input_ids)
-    elif "prompt" in example and "completion" in example:
-        prompt, completion = example["prompt"], example["completion"]
-        if isinstance(prompt, list):
-            require_chat_template(tokenizer, "A conversational prompt/completion example")
-            prompt_ids = _chat_ids(tokenizer, prompt, add_generation_prompt=True)["input_ids"]
-            markers = has_generation_markers(tokenizer)
-            encoded = _chat_ids(tokenizer, prompt + completion, return_assistant_tokens_mask=markers)
-            input_ids = list(encoded["input_ids"])
-            assistant = encoded["assistant_masks"] if markers else [1] * len(input_ids)
-        else:
-            if tokenizer.eos_token and not completion.endswith(tokenizer.eos_token):
-                completion = completion + tokenizer.eos_token
-            prompt_ids = tokenizer(text=prompt)["input_ids"]
-            input_ids = list(tokenizer(text=prompt + completion)["input_ids"])
-            assistant = [1] * len(input_ids)
-        start = common_prefix_length(prompt_ids, input_ids)
-        labels = [
-            t if i >= start and keep else IGNORE_INDEX
-            for i, (t, keep) in enumerate(zip(input_ids, assistant, strict=True))
-        ]
-    elif "text" in example:
-        text = example["text"]
-        if tokenizer.eos_token and not text.endswith(tokenizer.eos_token):
-            text = text + tokenizer.eos_token
-        input_ids = list(tokenizer(text=text)["input_ids"])
-        labels = list(input_ids)
-    else:
-        raise ValueError(
-            f"A held-out example has the keys {sorted(example)}; expected `messages`, `prompt` + `completion`, "
-            "or `text`."
-        )
-    if max_length is not None:
-        input_ids, labels = input_ids[:max_length], labels[:max_length]
-    return {"input_ids": input_ids, "labels": labels}
+def label_args(settings: LabelSettings, first_example: dict, output_dir: str):
+    """The `SFTConfig` whose preparation builds training's labels; `assistant_only_loss=None` resolved on the data."""
+    from trl import SFTConfig
+
+    from sftmix.response import data_format
+
+    assistant_only = settings.assistant_only_loss
+    if assistant_only is None:
+        assistant_only = data_format(first_example) == "conversation"
+    return SFTConfig(
+        output_dir,
+        max_length=settings.max_length,
+        truncation_mode=settings.truncation_mode,
+        assistant_only_loss=assistant_only,
+        completion_only_loss=settings.completion_only_loss,
+        dataset_text_field=settings.dataset_text_field,
+        eos_token=settings.eos_token,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        save_strategy="no",
+        dataset_num_proc=None,
+        disable_tqdm=True,
+    )
+
+
+def prepare_heldout(dataset, tokenizer, settings: LabelSettings | None = None):
+    """`dataset` (a `datasets.Dataset` in an SFT format) as SFTTrainer prepares it for training: `input_ids` and
+    `labels` columns; examples left without a trainable token are dropped, as TRL drops them."""
+    from trl import SFTTrainer
+
+    from sftmix.response import check_marks_assistant
+
+    settings = settings or LabelSettings()
+    tokenizer = copy.deepcopy(tokenizer)  # SFTTrainer may set the pad token or the template on it
+    if settings.chat_template:
+        tokenizer.chat_template = settings.chat_template
+    first = dataset[0]
+    with tempfile.TemporaryDirectory() as output_dir:
+        args = label_args(settings, first, output_dir)
+        if args.assistant_only_loss:
+            check_marks_assistant(tokenizer)  # sftmix's error and fix, before TRL's
+        try:
+            trainer = SFTTrainer(
+                _placeholder_model(len(tokenizer)), args, train_dataset=dataset, processing_class=tokenizer
+            )
+        except ValueError as error:
+            raise ValueError(
+                f"The held-out set cannot be labelled as training labelled its data ({error}). The model was trained "
+                f"with assistant_only_loss={args.assistant_only_loss}; give held-out rows in the training data's format."
+            ) from error
+        prepared = trainer.train_dataset
+        del trainer
+    return prepared.select_columns(["input_ids", "labels"])
 
 
 def num_trainable(labels: list[int]) -> int:

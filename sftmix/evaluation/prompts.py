@@ -1,4 +1,18 @@
-"""How a multiple-choice question becomes a chat: a user turn with the question and lettered options, and one
+"""How a multiple-choice question becomes text to score, in two styles (`EvalConfig.benchmark_style`).
+
+`lm_eval` (the default): lm-evaluation-harness's own prompts (v0.4, tasks `medqa_4options`, `medmcqa`, `pubmedqa`),
+plain text, each choice scored as the continuation `" " + choice` after the prompt:
+
+    medqa / medqa5:  "Question: <question>\nA. <option>\nB. <option>\n...Answer:"   choices A B C D (E)
+    medmcqa:         "Question: <question>\nChoices:\nA. <opa>\n...D. <opd>\nAnswer:" choices A B C D
+    pubmedqa:        "Abstract: <contexts joined by newlines>\nQuestion: <question>\nAnswer:"  yes no maybe
+
+lm-eval has no 5-option MedQA task; `medqa5` follows `medqa_4options` with the fifth option as "E. ..." and the
+choice E. The functions below are written on lm-eval's document schemas (GBaker/MedQA-USMLE-4-options-hf's
+`sent1`/`ending0..3`, MedMCQA's `opa..opd`, BigBio PubMedQA's `QUESTION`/`CONTEXTS`) so that a test can compare
+them with lm-eval's own `doc_to_text`.
+
+`option_text`: sftmix's earlier scoring, a user turn with the question and lettered options, and one
 assistant turn per option ("The answer is (C) Lisinopril"), each scored by its log-likelihood.
 
 Every template is a setting (`EvalConfig.*_template`). The default user turn, for PubMedQA with its abstract:
@@ -22,6 +36,9 @@ import string
 from dataclasses import dataclass
 
 LETTERS = "ABCDEFGHIJ"
+BENCHMARK_STYLES = ("lm_eval", "option_text")
+PUBMEDQA_CHOICES = ("yes", "no", "maybe")
+LM_EVAL_TARGET_DELIMITER = " "  # lm-eval's default `target_delimiter`
 DEFAULT_PROMPT_TEMPLATE = "{context}Question: {question}\n\nOptions:\n{options}\n\nAnswer with the letter and the text of the correct option."
 DEFAULT_OPTION_TEMPLATE = "({letter}) {text}"
 DEFAULT_CONTEXT_TEMPLATE = "Context:\n{context}\n\n"
@@ -87,3 +104,59 @@ class MultipleChoiceTemplate:
         messages.append({"role": "user", "content": self.user_message(question)})
         messages.append({"role": "assistant", "content": self.answer_message(question, index)})
         return messages
+
+
+# lm-evaluation-harness prompts ------------------------------------------------------------------------------------
+def medqa_doc(question) -> dict:
+    """The question in GBaker/MedQA-USMLE-4-options-hf's schema (lm-eval's `medqa_4options` dataset)."""
+    doc = {"sent1": question.question, "label": question.answer}
+    doc.update({f"ending{i}": text for i, text in enumerate(question.options)})
+    return doc
+
+
+def medqa_doc_to_text(doc) -> str:
+    """lm-eval's tasks/medqa/preprocess_medqa.py `doc_to_text`, extended to a fifth option (medqa5)."""
+    letters = LETTERS[: sum(1 for key in doc if key.startswith("ending"))]
+    answers = "".join(f"{k}. {doc[f'ending{i}']}\n" for i, k in enumerate(letters))
+    return f"Question: {doc['sent1']}\n{answers}Answer:"
+
+
+def medmcqa_doc(question) -> dict:
+    doc = {"question": question.question, "cop": question.answer}
+    doc.update(dict(zip(("opa", "opb", "opc", "opd"), question.options, strict=True)))
+    return doc
+
+
+def medmcqa_doc_to_text(doc) -> str:
+    """lm-eval's tasks/medmcqa/utils_medmcqa.py `doc_to_text`."""
+    prompt = "Question: " + doc["question"] + "\nChoices:\n"
+    for letter, key in zip("ABCD", ("opa", "opb", "opc", "opd"), strict=True):
+        prompt += f"{letter}. {doc[key]}\n"
+    return prompt + "Answer:"
+
+
+def pubmedqa_doc(question) -> dict:
+    return {
+        "QUESTION": question.question,
+        "CONTEXTS": list(question.context),
+        "final_decision": PUBMEDQA_CHOICES[question.answer],
+    }
+
+
+def pubmedqa_doc_to_text(doc) -> str:
+    """lm-eval's tasks/pubmedqa/preprocess_pubmedqa.py `doc_to_text`."""
+    ctxs = "\n".join(doc["CONTEXTS"])
+    return f"Abstract: {ctxs}\nQuestion: {doc['QUESTION']}\nAnswer:"
+
+
+def lm_eval_prompt(benchmark: str, question) -> tuple[str, list[str]]:
+    """(prompt text, choices) of `question` as lm-eval's task for `benchmark` builds them."""
+    if benchmark in ("medqa", "medqa5"):
+        return medqa_doc_to_text(medqa_doc(question)), list(question.letters)
+    if benchmark == "medmcqa":
+        return medmcqa_doc_to_text(medmcqa_doc(question)), list(question.letters)
+    if benchmark == "pubmedqa":
+        return pubmedqa_doc_to_text(pubmedqa_doc(question)), list(PUBMEDQA_CHOICES)
+    raise ValueError(
+        f"No lm-eval prompt for benchmark {benchmark!r}; the benchmarks are medqa, medqa5, medmcqa, pubmedqa."
+    )

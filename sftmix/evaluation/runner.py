@@ -22,18 +22,29 @@ def evaluate(
     max_examples: int | None = None,
     config: EvalConfig | None = None,
     model_name: str | None = None,
+    label_settings=None,
+    shard=None,
 ) -> dict:
     """Evaluate `model` and return the results (also written to `output_dir` when given).
 
     heldout: a held-out file path, a `datasets.Dataset` or a list of rows in an SFT format, or None.
     benchmarks: benchmark name (medqa, medqa5, pubmedqa, medmcqa) -> local file or Hub source ('hub', 'hub:ID').
     batch_size, max_examples: override the `config` values when given; every other setting comes from `config`.
+    label_settings: how training labelled its data (sftmix.evaluation.label_settings; default: SFTConfig's
+    defaults with response-only loss on conversations, and `config.max_length` when set).
+    shard: this process's share of the work under a multi-process launch (sftmix.evaluation.sharding); every
+    process returns the same results, and only the main one writes the report.
     """
     from sftmix.evaluation.benchmarks import load_benchmark
     from sftmix.evaluation.heldout import heldout_metrics, load_heldout
+    from sftmix.evaluation.label_settings import resolve_label_settings
     from sftmix.evaluation.multiple_choice import accuracy_summary, score_questions
+    from sftmix.evaluation.sharding import Shard
 
     config = config or EvalConfig()
+    shard = shard or Shard()
+    if label_settings is None:
+        label_settings = resolve_label_settings(None, config)
     batch_size = batch_size or config.batch_size
     max_examples = max_examples if max_examples is not None else config.max_examples
     benchmarks = dict(benchmarks or {})
@@ -60,6 +71,7 @@ def evaluate(
         "headline": config.headline,
     }
     results["model_name"] = Path(str(results["model"])).name or str(results["model"])
+    results["processes"] = shard.world_size
     files = {}
     reliability = None
     if heldout is not None:
@@ -67,13 +79,14 @@ def evaluate(
             model,
             tokenizer,
             heldout,
+            label_settings=label_settings,
             batch_size=batch_size,
-            max_length=config.max_length,
             max_examples=max_examples,
             num_bins=config.num_bins,
             chunk_size=config.chunk_size,
             dataset_format=config.heldout_format,
             show_progress=config.show_progress,
+            shard=shard,
         )
         results["heldout"] = metrics.to_dict()
         reliability = metrics.reliability
@@ -84,16 +97,21 @@ def evaluate(
     if questions:
         template = config.template()
         results["benchmarks"] = {}
+        results["benchmark_style"] = config.benchmark_style
         for name, items in questions.items():
             scored = score_questions(
                 model,
                 tokenizer,
                 items,
                 template,
+                style=config.benchmark_style,
+                benchmark=name,
+                chat_template=config.benchmark_chat_template,
                 batch_size=batch_size,
                 chunk_size=config.chunk_size,
                 show_progress=config.show_progress,
                 desc=f"Scoring {name}",
+                shard=shard,
             )
             summary = accuracy_summary(scored)
             summary["accuracy"] = summary[config.headline]
@@ -105,7 +123,7 @@ def evaluate(
             )
         accuracies = [b["accuracy"] for b in results["benchmarks"].values()]
         results["average_accuracy"] = sum(accuracies) / len(accuracies)
-    if output_dir is not None:
+    if output_dir is not None and shard.is_main:
         if reliability is not None:
             from sftmix.evaluation.reliability_plot import plot_reliability_diagram
 
@@ -122,16 +140,14 @@ def evaluate(
     return results
 
 
-def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def evaluate_from_config(model_path: str, config: EvalConfig, data_args=None) -> dict | None:
     """Load the model at `model_path` and evaluate it as `config` says; the report goes to
     `config.output_dir` (default: <model_path>/eval).
 
+    Held-out data is labelled as training labelled it, from the model directory's `sftmix_label_settings.json`.
     `config.heldout_split` takes the held-out split of the recipe's data (`data_args`, sftmix.data). Under a
-    multi-process launch only the main process evaluates (on its own device); the others return None at once.
+    multi-process launch every process loads the model on its own device and scores its share of the batches;
+    the main process returns the results (the same as one process's) and writes the report, the others return None.
     """
     config.check_sources()
     if config.heldout and config.heldout_split:
@@ -143,8 +159,6 @@ def evaluate_from_config(model_path: str, config: EvalConfig, data_args=None) ->
             "Nothing to evaluate: set `heldout` (a held-out SFT file), `heldout_split: true` (in a recipe), or a "
             "benchmark (medqa, medqa5, pubmedqa, medmcqa)."
         )
-    if not _is_main_process():
-        return None
     heldout = config.heldout
     if config.heldout_split:
         if data_args is None:
@@ -161,12 +175,15 @@ def evaluate_from_config(model_path: str, config: EvalConfig, data_args=None) ->
             )
     import torch
 
+    from sftmix.evaluation.label_settings import resolve_label_settings
     from sftmix.evaluation.loading import load_model_for_eval
+    from sftmix.evaluation.sharding import current_shard
 
+    shard = current_shard()
     device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
     model, tokenizer = load_model_for_eval(model_path, config.dtype, device, config.chat_template_path)
     output_dir = config.output_dir or str(Path(model_path) / "eval")
-    return evaluate(
+    results = evaluate(
         model,
         tokenizer,
         heldout=heldout,
@@ -174,4 +191,7 @@ def evaluate_from_config(model_path: str, config: EvalConfig, data_args=None) ->
         output_dir=output_dir,
         config=config,
         model_name=str(model_path),
+        label_settings=resolve_label_settings(model_path, config),
+        shard=shard,
     )
+    return results if shard.is_main else None

@@ -1,0 +1,274 @@
+"""`sftmix data`: build the files the healthcare recipes and `sftmix eval` read, from the Hugging Face Hub datasets
+the paper used or from local copies of them in their published formats.
+
+    sftmix data medalpaca --out data/medalpaca   # -> data/medalpaca/medical_meadow.jsonl (Alpaca rows)
+    sftmix data mcq --out data                   # -> data/medqa/test.jsonl, data/medqa/test_5options.jsonl,
+                                                 #    data/pubmedqa/ori_pqal.json, data/medmcqa/dev.json
+
+`--source NAME=PATH` (repeatable) reads NAME from a local file instead of the Hub; `--source DIR` looks in DIR for
+`<NAME>.{jsonl,json,parquet,csv}`. NAME is a benchmark (medqa, medqa5, pubmedqa, medmcqa) or a MedAlpaca subset
+(`medical_meadow_wikidoc`, with or without the `medalpaca/` prefix).
+
+MedAlpaca: the paper's "MedAlpaca-263K" is the instruction data of MedAlpaca (Han et al., 2023), published as the
+`medalpaca/medical_meadow_*` datasets (instruction / input / output). The paper does not list the subsets; the
+default `MEDALPACA_SUBSETS` below are the Medical Meadow sets on the Hub except `cord19` (a large abstract-to-summary
+set) and the USMLE self-assessment (a test set). `--subsets` chooses others; the count written is printed.
+
+Benchmarks (written in their original release formats, which `sftmix eval` reads and its recipes name):
+- medqa: GBaker/MedQA-USMLE-4-options, test (the MedQA US 4-option test set, 1,273 questions);
+- medqa5: no maintained Hub copy keeps the 5 options: pass the MedQA release's `data_clean/questions/US/test.jsonl`
+  with `--source medqa5=PATH`; skipped otherwise;
+- pubmedqa: qiaojin/PubMedQA pqa_labeled (the 1,000 labelled questions) as `ori_pqal.json`; the official 500-question
+  test split is the PMIDs of the release's `test_ground_truth.json` (`evaluation.pubmedqa_ids`);
+- medmcqa: openlifescienceai/medmcqa validation (4,183 questions; the test split has no answers), `cop` written 1-4
+  as in the original release.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+MEDALPACA_SUBSETS = (
+    "medical_meadow_medical_flashcards",
+    "medical_meadow_wikidoc",
+    "medical_meadow_wikidoc_patient_information",
+    "medical_meadow_health_advice",
+    "medical_meadow_pubmed_causal",
+    "medical_meadow_medqa",
+    "medical_meadow_mediqa",
+    "medical_meadow_mmmlu",
+)
+MEDALPACA_FILE = "medical_meadow.jsonl"
+BENCHMARK_FILES = {
+    "medqa": "medqa/test.jsonl",
+    "medqa5": "medqa/test_5options.jsonl",
+    "pubmedqa": "pubmedqa/ori_pqal.json",
+    "medmcqa": "medmcqa/dev.json",
+}
+EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv")
+
+
+class SourceError(ValueError):
+    pass
+
+
+def parse_sources(values: list[str]) -> tuple[dict[str, Path], list[Path]]:
+    """`NAME=PATH` pairs and directories from the `--source` flags."""
+    named, directories = {}, []
+    for value in values or []:
+        if "=" in value:
+            name, path = value.split("=", 1)
+            named[name.removeprefix("medalpaca/")] = Path(path)
+        elif Path(value).is_dir():
+            directories.append(Path(value))
+        else:
+            raise SourceError(f"--source {value}: neither NAME=PATH nor a directory.")
+    for name, path in named.items():
+        if not path.is_file():
+            raise SourceError(f"--source {name}={path}: {path} is not a file.")
+    return named, directories
+
+
+def local_source(name: str, named: dict[str, Path], directories: list[Path]) -> Path | None:
+    if name in named:
+        return named[name]
+    for directory in directories:
+        for extension in EXTENSIONS:
+            if (directory / f"{name}{extension}").is_file():
+                return directory / f"{name}{extension}"
+    return None
+
+
+def _rows_from_file(path: Path) -> list[dict]:
+    from sftmix.evaluation.benchmarks import read_records
+
+    records = read_records(path)
+    if isinstance(records, dict):
+        raise SourceError(f"{path} holds one JSON object, not rows.")
+    return list(records)
+
+
+def _rows_from_hub(repo: str, split: str = "train") -> list[dict]:
+    import datasets
+
+    try:
+        return datasets.load_dataset(repo, split=split).to_list()
+    except Exception as error:  # offline, gated, renamed: say what to do instead
+        raise SourceError(
+            f"Could not load {repo} (split {split}) from the Hugging Face Hub: {error}. Download it where the Hub "
+            f"is reachable and pass the file with --source {repo.split('/')[-1]}=PATH."
+        ) from error
+
+
+def build_medalpaca(out: Path, subsets, named, directories) -> tuple[Path, dict[str, int]]:
+    """Concatenate the MedAlpaca subsets into `out/medical_meadow.jsonl` (instruction, input, output)."""
+    counts, lines = {}, []
+    for subset in subsets:
+        subset = subset.removeprefix("medalpaca/")
+        path = local_source(subset, named, directories)
+        rows = _rows_from_file(path) if path else _rows_from_hub(f"medalpaca/{subset}")
+        where = str(path) if path else f"medalpaca/{subset}"
+        kept = 0
+        for index, row in enumerate(rows):
+            missing = [k for k in ("instruction", "output") if k not in row]
+            if missing:
+                raise SourceError(
+                    f"{where}, row {index} has the columns {sorted(row)} but lacks {missing}; expected the "
+                    "Medical Meadow format (instruction, input, output)."
+                )
+            if not str(row["output"] or "").strip():
+                continue  # nothing to train on
+            record = {
+                "instruction": str(row["instruction"] or ""),
+                "input": str(row.get("input") or ""),
+                "output": str(row["output"]),
+            }
+            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+            kept += 1
+        counts[subset] = kept
+        logger.info("%s: %d examples (%d without an output left out)", where, kept, len(rows) - kept)
+    target = out / MEDALPACA_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("".join(lines), encoding="utf-8")
+    return target, counts
+
+
+def _write_benchmark(name: str, questions, target: Path) -> None:
+    from sftmix.evaluation.prompts import LETTERS, PUBMEDQA_CHOICES
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if name == "pubmedqa":
+        records = {
+            q.id: {
+                "QUESTION": q.question,
+                "CONTEXTS": q.context,
+                "final_decision": PUBMEDQA_CHOICES[q.answer],
+            }
+            for q in questions
+        }
+        target.write_text(json.dumps(records, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        return
+    rows = []
+    for q in questions:
+        if name == "medmcqa":
+            row = {"id": q.id, "question": q.question, "cop": q.answer + 1}  # the original release counts 1-4
+            row.update(dict(zip(("opa", "opb", "opc", "opd"), q.options, strict=True)))
+        else:
+            letters = LETTERS[: len(q.options)]
+            row = {
+                "id": q.id,
+                "question": q.question,
+                "options": dict(zip(letters, q.options, strict=True)),
+                "answer_idx": letters[q.answer],
+                "answer": q.options[q.answer],
+            }
+        rows.append(json.dumps(row, ensure_ascii=False) + "\n")
+    target.write_text("".join(rows), encoding="utf-8")
+
+
+def build_benchmarks(
+    out: Path, names, named, directories, medmcqa_answer_base: str = "auto"
+) -> dict[str, Path]:
+    """Write each benchmark in `names` to `out/<BENCHMARK_FILES[name]>`; medqa5 without a local source is skipped."""
+    from sftmix.evaluation.benchmarks import load_benchmark
+
+    written = {}
+    for name in names:
+        path = local_source(name, named, directories)
+        if path is None and name == "medqa5":
+            logger.warning(
+                "medqa5 skipped: no Hub copy keeps MedQA's 5 options. Pass the MedQA release's "
+                "data_clean/questions/US/test.jsonl with --source medqa5=PATH."
+            )
+            continue
+        questions = load_benchmark(
+            name, str(path) if path else "hub", medmcqa_answer_base=medmcqa_answer_base, pubmedqa_context=True
+        )
+        target = out / BENCHMARK_FILES[name]
+        _write_benchmark(name, questions, target)
+        written[name] = target
+        logger.info("%s: %d questions -> %s", name, len(questions), target)
+    return written
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sftmix data",
+        description="Build the data files of the healthcare recipes: MedAlpaca training data and the MedQA, "
+        "MedQA-5, PubMedQA and MedMCQA evaluation files, from the Hugging Face Hub or local copies.",
+    )
+    commands = parser.add_subparsers(dest="dataset", required=True)
+    medalpaca = commands.add_parser("medalpaca", help="MedAlpaca (Medical Meadow) -> medical_meadow.jsonl")
+    medalpaca.add_argument(
+        "--out", default="data/medalpaca", help="Output directory (default: data/medalpaca)."
+    )
+    medalpaca.add_argument(
+        "--subsets",
+        default=",".join(MEDALPACA_SUBSETS),
+        help="Comma-separated medalpaca/* dataset names (default: %(default)s).",
+    )
+    mcq = commands.add_parser(
+        "mcq", help="MedQA, MedQA-5, PubMedQA, MedMCQA in the formats sftmix eval reads"
+    )
+    mcq.add_argument(
+        "--out",
+        default="data",
+        help="Output directory (default: data); files go to its medqa/, "
+        "pubmedqa/ and medmcqa/ subdirectories, as the recipes name them.",
+    )
+    mcq.add_argument(
+        "--benchmarks",
+        default="medqa,medqa5,pubmedqa,medmcqa",
+        help="Comma-separated (default: %(default)s).",
+    )
+    mcq.add_argument(
+        "--medmcqa_answer_base",
+        default="auto",
+        choices=["auto", "0", "1"],
+        help="How a local MedMCQA file's `cop` counts (as `sftmix eval`'s setting).",
+    )
+    for sub in (medalpaca, mcq):
+        sub.add_argument(
+            "--source",
+            action="append",
+            default=[],
+            help="NAME=PATH: read NAME from a local file instead of the Hub; or a directory of <NAME>.<ext> files.",
+        )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`sftmix data ...`; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        named, directories = parse_sources(args.source)
+        out = Path(args.out)
+        if args.dataset == "medalpaca":
+            subsets = [s.strip() for s in args.subsets.split(",") if s.strip()]
+            target, counts = build_medalpaca(out, subsets, named, directories)
+            print(f"{sum(counts.values())} examples from {len(counts)} subsets -> {target}")
+        else:
+            names = [n.strip() for n in args.benchmarks.split(",") if n.strip()]
+            unknown = [n for n in names if n not in BENCHMARK_FILES]
+            if unknown:
+                raise SourceError(f"Unknown benchmark(s) {unknown}; choose from {list(BENCHMARK_FILES)}.")
+            for name, target in build_benchmarks(
+                out, names, named, directories, args.medmcqa_answer_base
+            ).items():
+                print(f"{name}: {target}")
+    except (SourceError, ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"sftmix data: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
