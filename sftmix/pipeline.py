@@ -152,6 +152,17 @@ def run_train(recipe) -> dict:
         args.mixup_weight,
         f", split from {args.dynamics_path}" if args.mixup_enabled and args.dynamics_path else "",
     )
+    online = online_continuation(args) if args.mixup_enabled and args.dynamics_path else None
+    if online is not None:  # the warm-up was this run's first steps: continue its schedule with Mixup
+        args.max_steps = online["total_steps"]
+        if resume is None:  # (a resumed run continues from its own latest checkpoint instead)
+            resume = _warmup_checkpoint(online, args.dynamics_path)
+        logger.info(
+            "Online dynamics: NTP warm-up of %d steps done, Mixup from %s to step %d",
+            online["warmup_steps"],
+            resume,
+            online["total_steps"],
+        )
     train, held_out = load_sft_data(recipe.data)
     model, tokenizer, peft_config = load_model_and_tokenizer(recipe.model, args)
     share_deepspeed_state(args)  # after the dynamics stage's trainers, reuse the process's DeepSpeed setup
@@ -179,6 +190,11 @@ def run_train(recipe) -> dict:
             tokenizer=trainer.processing_class,
             completion_only_loss=trainer.completion_only_loss,
         )
+    keep = recipe.dynamics is not None and recipe.dynamics.keep_reference_checkpoints
+    if online is not None and not keep and trainer.is_world_process_zero():
+        from sftmix.dynamics.compute import remove_checkpoints
+
+        remove_checkpoints([online["checkpoint"]])
     write_model_card(trainer)
     if trainer.is_world_process_zero():
         logger.info("Model saved to %s", args.output_dir)
@@ -217,6 +233,26 @@ def run_train(recipe) -> dict:
     return summary
 
 
+def online_continuation(args) -> dict | None:
+    """For a scores file of the online mode: the warm-up checkpoint the SFTMix run continues from and the run's
+    length (None for the paper's mode)."""
+    from sftmix.scores import read_scores
+
+    _, metadata = read_scores(args.dynamics_path)
+    online = metadata.get("online")
+    return online or None
+
+
+def _warmup_checkpoint(online: dict, dynamics_path) -> str:
+    if not Path(online["checkpoint"], "trainer_state.json").is_file():
+        raise FileNotFoundError(
+            f"The online warm-up checkpoint {online['checkpoint']} named by {dynamics_path} is gone (it is deleted "
+            "once the SFTMix run that continued from it has finished). Rerun the whole online pipeline "
+            "(`sftmix run ... --dynamics.mode online`), or train with a split of the reference mode."
+        )
+    return online["checkpoint"]
+
+
 def run_eval(recipe, model_path: str | None = None) -> dict | None:
     """Evaluate the trained model as the recipe's `evaluation:` section says (nothing if it has none)."""
     if recipe.evaluation is None:
@@ -245,7 +281,13 @@ def run_all(recipe) -> dict:
             logger.info("Resuming: the dynamics pass is done, training reads %s", scores)
             args.dynamics_path = str(scores)
         else:  # resumes by itself: reuses the reference run's scored checkpoints or continues that run
-            logger.info("Stage 1/3: dynamics pass (reference run, then scoring its checkpoints)")
+            online = recipe.dynamics is not None and recipe.dynamics.mode == "online"
+            logger.info(
+                "Stage 1/3: dynamics pass (%s)",
+                "online: the run's own NTP warm-up, scored at its end"
+                if online
+                else "reference run, then scoring its checkpoints",
+            )
             scores = run_dynamics(recipe)
             finish_tracking_run()  # the reference run's tracker run ends here; training opens its own
             _log_dynamics_outputs(scores)

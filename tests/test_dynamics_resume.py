@@ -30,6 +30,8 @@ def calls(monkeypatch):
 
 
 def run(tmp_path, tokenizer, **settings):
+    # six steps (1.5 epochs: longer than the default one-epoch reference), checkpoints kept to rescore from disk
+    settings = {"reference_max_steps": 6, "keep_reference_checkpoints": True, **settings}
     args = DynamicsConfig(
         scores_path=str(tmp_path / "dynamics" / "scores.parquet"), num_checkpoints=2, **settings
     )
@@ -119,7 +121,12 @@ def test_lora_reference_run_scores_adapters_live_and_from_disk_alike(tmp_path, t
     from peft import LoraConfig
 
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    args = DynamicsConfig(scores_path=str(tmp_path / "scores.parquet"), num_checkpoints=2)
+    args = DynamicsConfig(
+        scores_path=str(tmp_path / "scores.parquet"),
+        num_checkpoints=2,
+        reference_max_steps=4,
+        keep_reference_checkpoints=True,
+    )
     sft = sft_config(tmp_path / "run", max_steps=4)
 
     def run_lora():
@@ -137,3 +144,19 @@ def test_lora_reference_run_scores_adapters_live_and_from_disk_alike(tmp_path, t
     assert calls == {"train": [], "score": ["checkpoint-2"]}
     np.testing.assert_allclose(np.array(read_scores(path)[0]["perplexities"].tolist()), live, rtol=1e-6)
     assert not np.allclose(live[:, 0], live[:, 1])  # the adapter weights differ between checkpoints
+
+
+def test_the_default_reference_run_lasts_one_epoch_and_its_checkpoints_go_once_scored(
+    tmp_path, tiny_tokenizer, calls
+):
+    """16 examples, batch 4: one epoch is 4 steps, although the SFTMix run is 3 epochs (12 steps)."""
+    args = DynamicsConfig(scores_path=str(tmp_path / "dynamics" / "scores.parquet"), num_checkpoints=2)
+    sft = sft_config(tmp_path / "run", per_device_train_batch_size=4, max_steps=-1, num_train_epochs=3)
+    model = build_tiny_llama(len(tiny_tokenizer), seed=0)
+    path = compute_dynamics(model, conversations(16), args, processing_class=tiny_tokenizer, sft_args=sft)
+    assert [c["label"] for c in read_scores(path)[1]["checkpoints"]] == ["checkpoint-2", "checkpoint-4"]
+    assert not list((tmp_path / "dynamics" / "reference").glob("checkpoint-*"))  # deleted once scored
+    # run again: the scores are cached, nothing is retrained although the checkpoints are gone
+    calls["train"].clear(), calls["score"].clear()
+    compute_dynamics(model, conversations(16), args, processing_class=tiny_tokenizer, sft_args=sft)
+    assert calls == {"train": [], "score": []}

@@ -142,6 +142,13 @@ def compute_dynamics(
     else:
         entries = run.reference_run(model, peft_config, restore_model)
 
+    online = None
+    if args.mode == "online":
+        online = {
+            "checkpoint": entries[-1].path,
+            "warmup_steps": run.steps[-1],
+            "total_steps": run.total_steps,
+        }
     if state.is_main_process:
         write_outputs(
             args,
@@ -152,9 +159,27 @@ def compute_dynamics(
             excluded_rows,
             reference_name=run.reference_name,
             data_key=run.data_key,
+            online=online,
         )
+        if not args.checkpoints and not args.keep_reference_checkpoints:
+            # the online run continues from its last warm-up checkpoint: the pipeline deletes that one after training
+            remove_checkpoints([e.path for e in (entries[:-1] if online else entries)])
     state.wait_for_everyone()
     return scores_path
+
+
+def remove_checkpoints(paths) -> None:
+    """Delete scored reference checkpoints (their scores stay cached); a path already gone is fine."""
+    import shutil
+
+    removed = [p for p in paths if Path(p).is_dir()]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    if removed:
+        logger.info(
+            "Deleted the %d scored reference checkpoint(s) (`keep_reference_checkpoints: true` keeps them).",
+            len(removed),
+        )
 
 
 @dataclass
@@ -182,6 +207,8 @@ class _Pass:
     main_decides: Callable
     reference_name: str = ""
     scored: list = field(default_factory=list)
+    steps: list = field(default_factory=list)  # the reference run's scored steps
+    total_steps: int | None = None  # its planned length (online mode: the SFTMix run's)
 
     # Cache -------------------------------------------------------------------------------------------------------
     def is_cached(self, entry: _Entry) -> bool:
@@ -237,14 +264,19 @@ class _Pass:
         args = self.args
         output_dir = Path(args.reference_output_dir or self.scores_path.parent / "reference")
         source = args.reference_model or model
-        config = reference_training_config(self.base, output_dir, args)
+        config = reference_training_config(self.base, output_dir, args, len(self.prepared))
         if isinstance(source, str):
             config.model_init_kwargs = {**self.load_kwargs, **(config.model_init_kwargs or {})}
         self.reference_name = _model_name(source)
+        online = args.mode == "online"
+        num_checkpoints = args.online_checkpoints if online else args.num_checkpoints
         key = {
             **self.data_key,
-            **training_key(config, peft_config, self.reference_name, args.num_checkpoints),
+            **training_key(config, peft_config, self.reference_name, num_checkpoints),
         }
+        if online:
+            key.update(mode="online", online_warmup_ratio=args.online_warmup_ratio)
+        self.total_steps = config.max_steps if config.max_steps and config.max_steps > 0 else None
 
         def entry(position: int, step: int) -> _Entry:
             label = f"{reference.CHECKPOINT_PREFIX}{step}"
@@ -259,12 +291,28 @@ class _Pass:
             plan = reference.read_plan(output_dir) or {"steps": []}
             return step in plan["steps"] and self.is_cached(entry(plan["steps"].index(step), step))
 
+        planned = (
+            None
+            if args.overwrite_cache
+            else self.main_decides(lambda: reference.planned_steps(output_dir, key))
+        )
         reusable = (
             None
             if args.overwrite_cache
             else self.main_decides(lambda: reference.reusable_checkpoints(output_dir, key))
         )
-        if reusable is not None:
+        continues_from = None if not planned else reference.checkpoint_dir(output_dir, planned[-1])
+        if (
+            planned
+            and all(cached_step(step) for step in planned)
+            and (not online or reference.is_complete(continues_from))  # online: the SFTMix run starts there
+        ):
+            # every planned checkpoint is scored already (its checkpoint may be deleted): nothing to train
+            steps = planned
+            logger.info(
+                "The reference run's checkpoints (steps %s) are scored already: reusing their scores.", steps
+            )
+        elif reusable is not None:
             steps = [int(p.name[len(reference.CHECKPOINT_PREFIX) :]) for p in reusable]
             logger.info("Reusing the reference run's checkpoints in %s (steps %s).", output_dir, steps)
         else:
@@ -285,10 +333,11 @@ class _Pass:
                     peft_config=peft_config,
                 )
                 callback = reference.CheckpointCallback(
-                    args.num_checkpoints,
+                    num_checkpoints,
                     key,
                     lambda step, _path: self._score_live(trainer, entry(callback.steps.index(step), step)),
                     self.state.is_main_process,
+                    stop_fraction=args.online_warmup_ratio if online else None,
                 )
                 trainer.add_callback(callback)
                 with reference_tracking(config):
@@ -302,6 +351,9 @@ class _Pass:
                 if snapshot is not None:
                     snapshot.restore()
 
+        self.steps = list(steps)
+        plan = reference.read_plan(output_dir) or {}
+        self.total_steps = plan.get("max_steps", self.total_steps)
         entries = [entry(position, step) for position, step in enumerate(steps)]
         for item in entries:  # checkpoints on disk whose scoring was interrupted
             if not self.is_cached(item):

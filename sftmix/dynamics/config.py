@@ -65,15 +65,53 @@ class DynamicsConfig:
     reference_num_train_epochs: float | None = field(
         default=None,
         metadata={
-            "help": "Epochs of the reference run. Default: those of the SFTMix run (`num_train_epochs`)."
+            "help": "Epochs of the reference run. Default: one epoch, as in the paper's pipeline figure (or the "
+            "SFTMix run's length when that is shorter)."
         },
     )
     reference_max_steps: int | None = field(
         default=None,
+        metadata={"help": "Optimizer steps of the reference run, overriding epochs. Default: one epoch."},
+    )
+    keep_reference_checkpoints: bool = field(
+        default=False,
         metadata={
-            "help": "Optimizer steps of the reference run, overriding epochs. Default: those of the SFTMix run."
+            "help": "Keep the reference run's C checkpoints once the scores file is complete (default: delete them; "
+            "each is a full checkpoint with optimizer state, ~16 bytes per parameter). Their scores stay cached."
         },
     )
+    mode: str = field(
+        default="reference",
+        metadata={
+            "help": "'reference' (the paper's): a separate reference NTP run supplies the confidence. 'online' (beyond "
+            "the paper): the SFTMix run itself starts with plain NTP for `online_warmup_ratio` of its steps, is scored "
+            "at the end of that warm-up, and continues with Mixup from there: no separate reference run.",
+            "choices": ["reference", "online"],
+        },
+    )
+    online_warmup_ratio: float = field(
+        default=0.25,
+        metadata={
+            "help": "Online mode: the fraction of the SFTMix run's optimizer steps trained with plain NTP before the "
+            "split (part of the run's schedule, not extra training)."
+        },
+    )
+    online_checkpoints: int = field(
+        default=1,
+        metadata={
+            "help": "Online mode: scoring points in the warm-up, evenly spaced, the last at its end (each costs one "
+            "forward pass over the data). `num_checkpoints` is for the reference mode."
+        },
+    )
+    split: str = field(
+        default="median",
+        metadata={
+            "help": "'median' (the paper's): the most confident `confident_fraction` of examples form the confident "
+            "group. 'random': a random group of the same size (an ablation: does the confidence matter?).",
+            "choices": ["median", "random"],
+        },
+    )
+    split_seed: int = field(default=0, metadata={"help": "Seed of the random group when `split: random`."})
     confident_fraction: float = field(
         default=0.5,
         metadata={
@@ -106,6 +144,21 @@ class DynamicsConfig:
             raise ValueError(
                 f"`confident_fraction` must lie strictly between 0 and 1 (0.5 = median split), got "
                 f"{self.confident_fraction}."
+            )
+        if self.mode not in ("reference", "online"):
+            raise ValueError(f"`mode` must be 'reference' or 'online', got {self.mode!r}.")
+        if self.split not in ("median", "random"):
+            raise ValueError(f"`split` must be 'median' or 'random', got {self.split!r}.")
+        if not 0.0 < self.online_warmup_ratio < 1.0:
+            raise ValueError(
+                f"`online_warmup_ratio` must lie strictly between 0 and 1, got {self.online_warmup_ratio}."
+            )
+        if self.online_checkpoints < 1:
+            raise ValueError(f"`online_checkpoints` must be >= 1, got {self.online_checkpoints}.")
+        if self.mode == "online" and (self.checkpoints or self.reference_model):
+            raise ValueError(
+                "`mode: online` scores the SFTMix run's own warm-up: it cannot use `checkpoints` or `reference_model`. "
+                "Remove them, or use `mode: reference`."
             )
         if self.scoring_batch_size < 1:
             raise ValueError(f"`scoring_batch_size` must be >= 1, got {self.scoring_batch_size}.")
@@ -190,8 +243,25 @@ def check_per_example(config) -> None:
         )
 
 
-def reference_training_config(base, output_dir: Path, dynamics):
-    """The reference run: the SFTMix run's settings, saving only where the checkpoint callback says."""
+def training_steps(base, num_examples: int, epochs: float | None = None) -> int:
+    """Optimizer steps of a run over `num_examples` under `base`'s batch settings, as the Trainer counts them
+    (SFTMix's pair sampler gives the same number of batches for a median split)."""
+    import math
+
+    if base.max_steps is not None and base.max_steps > 0 and epochs is None:
+        return base.max_steps
+    per_process = math.ceil(num_examples / max(base.world_size, 1))
+    batches = math.ceil(per_process / base.per_device_train_batch_size)
+    per_epoch = max(batches // base.gradient_accumulation_steps, 1)
+    return math.ceil(per_epoch * (base.num_train_epochs if epochs is None else epochs))
+
+
+def reference_training_config(base, output_dir: Path, dynamics, num_examples: int | None = None):
+    """The reference run: the SFTMix run's settings, saving only where the checkpoint callback says.
+
+    Its length: `reference_max_steps`, else `reference_num_train_epochs`, else one epoch (the paper's figure),
+    capped by the SFTMix run's own length. In online mode: the SFTMix run's whole schedule (its optimizer steps
+    are fixed, so both phases share one learning-rate schedule), stopped by the callback at the warm-up's end."""
     overrides = dict(
         output_dir=str(output_dir),
         save_strategy="no",  # `CheckpointCallback` triggers the saves
@@ -202,10 +272,18 @@ def reference_training_config(base, output_dir: Path, dynamics):
         eval_strategy="no",
         push_to_hub=False,
     )
-    if dynamics.reference_num_train_epochs is not None:
-        overrides.update(num_train_epochs=dynamics.reference_num_train_epochs, max_steps=-1)
-    if dynamics.reference_max_steps is not None:
+    if dynamics.mode == "online":
+        overrides["max_steps"] = training_steps(base, num_examples)
+    elif dynamics.reference_max_steps is not None:
         overrides["max_steps"] = dynamics.reference_max_steps
+    elif dynamics.reference_num_train_epochs is not None:
+        overrides.update(num_train_epochs=dynamics.reference_num_train_epochs, max_steps=-1)
+    elif num_examples is not None:  # one epoch, or the SFTMix run's length if shorter
+        overrides["max_steps"] = min(
+            training_steps(base, num_examples, 1.0), training_steps(base, num_examples)
+        )
+    else:
+        overrides["num_train_epochs"] = min(1.0, base.num_train_epochs)
     from sftmix.logs import reference_run_name
 
     overrides["run_name"] = reference_run_name(base.run_name)  # its own run in the trackers, same group

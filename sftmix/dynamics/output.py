@@ -40,11 +40,15 @@ def write_outputs(
     *,
     reference_name: str,
     data_key: dict,
+    online: dict | None = None,
 ) -> Path:
     """Aggregate the per-checkpoint scores, split, and write everything next to `args.scores_path`."""
     from sftmix import __version__
 
-    frame, empty_rows = scores_frame(example_ids, per_checkpoint, labels, args.confident_fraction)
+    random_seed = args.split_seed if args.split == "random" else None
+    frame, empty_rows = scores_frame(
+        example_ids, per_checkpoint, labels, args.confident_fraction, random_seed
+    )
     shifted_out = report_excluded(empty_rows, example_ids, "have no trainable token after the causal shift")
     excluded_ids = list(dict.fromkeys([example_ids[r] for r in excluded_rows] + shifted_out))
     metadata = {
@@ -61,6 +65,7 @@ def write_outputs(
         "dataset_fingerprint": data_key["data"],
         "tokenization": {k: v for k, v in data_key.items() if k != "data"},
         "settings": asdict(args),
+        "online": online,  # online mode: where the SFTMix run continues from (checkpoint, steps)
     }
     path = write_scores(frame, args.scores_path, metadata)
     if args.plots:

@@ -153,6 +153,14 @@ def write_plan(output_dir: str | os.PathLike, plan: dict) -> None:
     os.replace(tmp, directory / PLAN_FILE)
 
 
+def planned_steps(output_dir: str | os.PathLike, key: dict) -> list[int] | None:
+    """The checkpoint steps an earlier run with the same settings planned (None if none did)."""
+    plan = read_plan(output_dir)
+    if plan is None or plan.get("key") != json.loads(json.dumps(key, default=str)):
+        return None
+    return list(plan["steps"])
+
+
 def reusable_checkpoints(output_dir: str | os.PathLike, key: dict) -> list[Path] | None:
     """The planned checkpoints of an earlier run with the same settings, if all of them are complete on disk."""
     plan = read_plan(output_dir)
@@ -182,16 +190,27 @@ class CheckpointCallback(TrainerCallback):
     """Save at C evenly spaced steps and call `on_checkpoint(step, path)` on every process after each save."""
 
     def __init__(
-        self, num_checkpoints: int, key: dict, on_checkpoint: Callable[[int, Path], None], is_main: bool
+        self,
+        num_checkpoints: int,
+        key: dict,
+        on_checkpoint: Callable[[int, Path], None],
+        is_main: bool,
+        stop_fraction: float | None = None,
     ):
         self.num_checkpoints = num_checkpoints
         self.key = key
         self.on_checkpoint = on_checkpoint
         self.is_main = is_main
+        self.stop_fraction = (
+            stop_fraction  # online warm-up: stop after this fraction of the run, at the last save
+        )
         self.steps: list[int] = []
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.steps = checkpoint_steps(state.max_steps, self.num_checkpoints)
+        last = state.max_steps
+        if self.stop_fraction is not None:
+            last = min(max(int(self.stop_fraction * state.max_steps + 0.5), 1), state.max_steps - 1)
+        self.steps = checkpoint_steps(last, self.num_checkpoints)
         if self.is_main:
             write_plan(args.output_dir, {"steps": self.steps, "max_steps": state.max_steps, "key": self.key})
         logger.info("Reference run: %d steps, scoring checkpoints at steps %s", state.max_steps, self.steps)
@@ -199,6 +218,8 @@ class CheckpointCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step in self.steps:
             control.should_save = True
+            if self.stop_fraction is not None and state.global_step == self.steps[-1]:
+                control.should_training_stop = True  # after this save: the SFTMix run continues from here
 
     def on_save(self, args, state, control, **kwargs):
         if state.global_step in self.steps:

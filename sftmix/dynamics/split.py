@@ -49,11 +49,14 @@ def num_confident(num_examples: int, fraction: float) -> int:
     return math.floor(fraction * num_examples + 1e-9)
 
 
-def split_confident(scores: np.ndarray, example_ids: Sequence[str], fraction: float) -> np.ndarray:
+def split_confident(
+    scores: np.ndarray, example_ids: Sequence[str], fraction: float, random_seed: int | None = None
+) -> np.ndarray:
     """True for the top `fraction` of examples by `scores` (the confident subset), False for the rest.
 
     Ties are broken by example id, so the split does not depend on row order. Identical examples (same id) are
     ranked once, by their mean score, and always land in the same group; the quantile is taken over distinct ids.
+    With `random_seed`, the group of the same size is drawn at random instead (the random-split ablation).
     """
     scores = np.asarray(scores, dtype=np.float64)
     ids = np.asarray(example_ids, dtype=object)
@@ -64,6 +67,8 @@ def split_confident(scores: np.ndarray, example_ids: Sequence[str], fraction: fl
     check_splittable(len(unique_ids), fraction)
     # Stable sort of ids (already ascending) by descending score: equal scores keep id order
     ranking = np.argsort(-unique_scores, kind="stable")
+    if random_seed is not None:
+        ranking = np.random.default_rng(random_seed).permutation(len(unique_ids))
     confident_unique = np.zeros(len(unique_ids), dtype=bool)
     confident_unique[ranking[: num_confident(len(unique_ids), fraction)]] = True
     return confident_unique[inverse]
@@ -109,6 +114,7 @@ def scores_frame(
     per_checkpoint: list[CheckpointScores],
     labels: list[str],
     confident_fraction: float,
+    random_seed: int | None = None,
 ):
     """The scores DataFrame and the raw rows scored with no trainable token (left out of it)."""
     import pandas as pd
@@ -138,7 +144,7 @@ def scores_frame(
             "confidence": example_confidence,
             "mean_probability": mean_probability(probabilities),
             "variability": variability(probabilities),
-            "confident": split_confident(example_confidence, ids, confident_fraction),
+            "confident": split_confident(example_confidence, ids, confident_fraction, random_seed),
         }
     )
     return frame, empty_rows
