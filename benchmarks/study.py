@@ -50,7 +50,12 @@ ARMS = {
     "sftmix_online": ["--dynamics.mode", "online"],
     "neftune": ["--mixup_weight", "0", "--neftune_noise_alpha", "5"],
     "sftmix_neftune": ["--dynamics_path", SPLIT, "--neftune_noise_alpha", "5"],
-    "random_split": ["--dynamics.split", "random", "--dynamics.scores_path", "{run_dir}/random_split.parquet"],
+    "random_split": [
+        "--dynamics.split",
+        "random",
+        "--dynamics.scores_path",
+        "{run_dir}/random_split.parquet",
+    ],
     "mixup_weight_0.1": ["--dynamics_path", SPLIT, "--mixup_weight", "0.1"],
     "mixup_weight_0.5": ["--dynamics_path", SPLIT, "--mixup_weight", "0.5"],
 }
@@ -68,13 +73,27 @@ SETTINGS = {
         "sweep_regime": "one_pass",
         "seeds": [0, 1, 2],
         "extra": [
-            "--max_train_samples", "16", "--max_eval_samples", "8", "--max_length", "48", "--bf16", "false",
-            "--per_device_train_batch_size", "4", "--dynamics.scoring_batch_size", "8",
-            "--evaluation.max_examples", "8",
+            "--max_train_samples",
+            "16",
+            "--max_eval_samples",
+            "8",
+            "--max_length",
+            "48",
+            "--bf16",
+            "false",
+            "--per_device_train_batch_size",
+            "4",
+            "--dynamics.scoring_batch_size",
+            "8",
+            "--evaluation.max_examples",
+            "8",
         ],  # fmt: skip
     },
     "gpu": {
-        "regimes": {"one_pass": "recipes/study/gpu_one_pass.yaml", "small_data": "recipes/study/gpu_small_data.yaml"},
+        "regimes": {
+            "one_pass": "recipes/study/gpu_one_pass.yaml",
+            "small_data": "recipes/study/gpu_small_data.yaml",
+        },
         "sweep_regime": "one_pass",
         "seeds": [0, 1, 2],
         "extra": [],
@@ -147,8 +166,18 @@ def run_arm(recipe: str, arm: str, seed: int, out: Path, split: Path, extra: lis
     done = run_dir / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
-    overrides = [*extra, *arm_overrides(arm, split, run_dir), "--seed", str(seed), "--output_dir", str(run_dir)]
-    overrides += ["--overwrite_output_dir", "true"]  # an interrupted run starts over; finished ones are skipped
+    overrides = [
+        *extra,
+        *arm_overrides(arm, split, run_dir),
+        "--seed",
+        str(seed),
+        "--output_dir",
+        str(run_dir),
+    ]
+    overrides += [
+        "--overwrite_output_dir",
+        "true",
+    ]  # an interrupted run starts over; finished ones are skipped
     print(f"[study] {arm} seed {seed}: sftmix run --config {recipe} {' '.join(overrides)}", flush=True)
     started = time.perf_counter()
     summary = run_pipeline(recipe, overrides)
@@ -185,7 +214,11 @@ def render(results: dict, seeds, wall: float) -> str:
                 cells.append("n/a" if mean is None else f"{mean:.4f} +- {std:.4f}")
             seconds = statistics.fmean(r["seconds"] for r in runs)
             lines.append(f"| {arm} | " + " | ".join(cells) + f" | {seconds:.0f} |")
-        lines += ["", f"Paired difference to NTP (same seed), mean +- std; ** = |mean| > 2 std ({regime})", ""]
+        lines += [
+            "",
+            f"Paired difference to NTP (same seed), mean +- std; ** = |mean| > 2 std ({regime})",
+            "",
+        ]
         lines += ["| arm | " + " | ".join(f"{m[0]} ({m[2]} is better)" for m in METRICS) + " |"]
         lines.append("|---" * (len(METRICS) + 1) + "|")
         for arm, runs in arms.items():
@@ -203,7 +236,7 @@ def render(results: dict, seeds, wall: float) -> str:
                     cells.append("n/a")
                     continue
                 mark = " **" if std is not None and abs(mean) > 2 * std and len(diffs) > 1 else ""
-                cells.append(f"{mean:+.4f} +- {std:.4f}{mark}")
+                cells.append(f"{mean:+.2g} +- {std:.2g}{mark}")
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -252,12 +285,16 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--setting", choices=list(SETTINGS), default="cpu")
     parser.add_argument("--output-dir", default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--arms", nargs="+", default=None, help="Run only these arms (default: all).")
-    parser.add_argument("--model", default=None, help="Override the recipes' model (the smoke test's tiny one).")
+    parser.add_argument(
+        "--model", default=None, help="Override the recipes' model (the smoke test's tiny one)."
+    )
     args = parser.parse_args(argv)
     setting = SETTINGS[args.setting]
     seeds = args.seeds or setting["seeds"]

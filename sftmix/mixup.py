@@ -155,12 +155,38 @@ def mixed_cross_entropy(
     return log_z - lam * logit_c - (1 - lam) * logit_u
 
 
+# Elements of each transient tile (logits of a token chunk x vocabulary slice, an fp32 copy of a head slice, the
+# fp32 gradient of that slice): 2**23 is 32 MiB in fp32, whatever the vocabulary
+_TILE_ELEMENTS = 2**23
+# `torch.mm(..., out_dtype=torch.float32)` from bf16/fp16 inputs (CUDA only), as TRL's fused head uses it
+_MM_OUT_DTYPE = hasattr(torch.ops.aten.mm, "dtype")
+
+
+def _vocab_chunk(hidden_size: int, rows: int) -> int:
+    return max(256, _TILE_ELEMENTS // max(hidden_size, rows, 1))
+
+
+def _product(a: torch.Tensor, b: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:
+    """`a @ b` accumulated and returned in `acc_dtype`; `a` is in `acc_dtype`, `b` in the compute dtype.
+
+    On CUDA with bf16/fp16 `b`, `a` is rounded to `b`'s dtype and the GEMM accumulates in fp32 (TRL's fused head
+    does the same with its logits gradient); elsewhere `b` is upcast, so fp32 and fp64 stay exact."""
+    if _MM_OUT_DTYPE and a.device.type == "cuda" and b.dtype in (torch.float16, torch.bfloat16):
+        return torch.mm(a.to(b.dtype), b, out_dtype=torch.float32)
+    return a @ b.to(acc_dtype)
+
+
 class ChunkedMixedCrossEntropy(torch.autograd.Function):
-    """`mixed_cross_entropy(hidden @ weight.T + bias, ...)` per row, `chunk_size` rows of logits at a time.
+    """`mixed_cross_entropy(hidden @ weight.T + bias, ...)` per row, one tile of (`chunk_size` rows x a vocabulary
+    slice) at a time.
+
+    As TRL's fused NTP head: no (tokens x vocabulary) logits and no whole-head copy or fp32 buffer. The forward folds
+    the tiles into an online logsumexp; the backward recomputes each tile, turns it into the logits gradient (in fp32)
+    and accumulates the GEMMs in fp32 (fp64 for fp64 inputs), one vocabulary slice at a time: the head's gradient is
+    allocated once, in the head's dtype, and each slice is written once, after its tokens are summed in fp32.
 
     `gather` is a context-manager factory that makes `weight`/`bias` whole while they are read (DeepSpeed
-    ZeRO-3 partitions them outside `lm_head.forward`); it is entered in forward and again in backward,
-    which recomputes each tile instead of keeping it.
+    ZeRO-3 partitions them outside `lm_head.forward`); it is entered once in forward and once in backward.
     """
 
     @staticmethod
@@ -170,19 +196,38 @@ class ChunkedMixedCrossEntropy(torch.autograd.Function):
             if torch.is_autocast_enabled(hidden.device.type)
             else hidden.dtype
         )
-        losses = torch.empty(hidden.shape[0], device=hidden.device, dtype=torch.float32)
-        log_zs = torch.empty_like(losses)
+        acc_dtype = torch.promote_types(compute_dtype, torch.float32)
+        n_rows = hidden.shape[0]
+        running_max = torch.full((n_rows,), float("-inf"), device=hidden.device, dtype=acc_dtype)
+        sum_exp = torch.zeros_like(running_max)
+        logit_c = torch.zeros_like(running_max)
+        logit_u = torch.zeros_like(running_max)
         with gather(weight, bias):
-            w = weight.to(compute_dtype)
-            b = None if bias is None else bias.to(compute_dtype)
-            for start in range(0, hidden.shape[0], chunk_size):
-                end = min(start + chunk_size, hidden.shape[0])
-                logits = head(torch.nn.functional.linear(hidden[start:end].to(compute_dtype), w, b).float())
-                log_zs[start:end] = torch.logsumexp(logits, dim=-1)
-                lam_chunk = lam[start:end].float()
-                logit_c = logits.gather(-1, targets_c[start:end, None]).squeeze(-1)
-                logit_u = logits.gather(-1, targets_u[start:end, None]).squeeze(-1)
-                losses[start:end] = log_zs[start:end] - lam_chunk * logit_c - (1 - lam_chunk) * logit_u
+            vocab = weight.shape[0]
+            vocab_chunk = _vocab_chunk(weight.shape[1], min(n_rows, chunk_size))
+            for start in range(0, n_rows, chunk_size):
+                end = min(start + chunk_size, n_rows)
+                h = hidden[start:end].to(compute_dtype)
+                m, s = running_max[start:end], sum_exp[start:end]
+                for v_start in range(0, vocab, vocab_chunk):
+                    v_end = min(v_start + vocab_chunk, vocab)
+                    b = None if bias is None else bias[v_start:v_end].to(compute_dtype)
+                    logits = head(
+                        torch.nn.functional.linear(h, weight[v_start:v_end].to(compute_dtype), b).to(
+                            acc_dtype
+                        )
+                    )
+                    for targets, out in ((targets_c, logit_c), (targets_u, logit_u)):
+                        local = targets[start:end] - v_start
+                        inside = (local >= 0) & (local < v_end - v_start)
+                        picked = logits.gather(-1, local.clamp(0, v_end - v_start - 1)[:, None]).squeeze(-1)
+                        out[start:end] = torch.where(inside, picked, out[start:end])
+                    new_m = torch.maximum(m, logits.amax(-1))
+                    s.mul_(torch.exp(m - new_m)).add_(logits.sub_(new_m[:, None]).exp_().sum(-1))
+                    m.copy_(new_m)
+        log_zs = running_max + sum_exp.log()
+        lam_acc = lam.to(acc_dtype)
+        losses = log_zs - lam_acc * logit_c - (1 - lam_acc) * logit_u
         ctx.save_for_backward(hidden, weight, bias, targets_c, targets_u, lam, log_zs)
         ctx.chunk_size = chunk_size
         ctx.gather = gather
@@ -194,37 +239,60 @@ class ChunkedMixedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_losses):
         hidden, weight, bias, targets_c, targets_u, lam, log_zs = ctx.saved_tensors
         need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
-        grad_hidden = torch.zeros_like(hidden, dtype=torch.float32) if need_hidden else None
-        grad_bias = None
+        compute_dtype, chunk_size = ctx.compute_dtype, ctx.chunk_size
+        acc_dtype = log_zs.dtype
+        n_rows = hidden.shape[0]
+        grad_losses = grad_losses.to(acc_dtype)
+        lam = lam.to(acc_dtype)
+        grad_hidden = (
+            torch.zeros(hidden.shape, device=hidden.device, dtype=acc_dtype) if need_hidden else None
+        )
+        grad_weight = grad_bias = None
         with ctx.gather(weight, bias):
-            grad_weight = torch.zeros_like(weight, dtype=torch.float32) if need_weight else None
+            vocab = weight.shape[0]
+            vocab_chunk = _vocab_chunk(weight.shape[1], min(n_rows, chunk_size))
+            if need_weight:  # every row is written once below: no zero fill, no fp32 whole-head buffer
+                grad_weight = torch.empty(weight.shape, device=weight.device, dtype=weight.dtype)
             if need_bias:
-                grad_bias = torch.zeros_like(bias, dtype=torch.float32)
-            w = weight.to(ctx.compute_dtype)
-            b = None if bias is None else bias.to(ctx.compute_dtype)
-            for start in range(0, hidden.shape[0], ctx.chunk_size):
-                end = min(start + ctx.chunk_size, hidden.shape[0])
-                h = hidden[start:end].to(ctx.compute_dtype)
-                raw_logits = torch.nn.functional.linear(h, w, b).float()
-                # d loss / d logits = softmax - lambda * onehot(y_c) - (1 - lambda) * onehot(y_u)
-                grad_logits = torch.exp(ctx.head(raw_logits) - log_zs[start:end, None])
-                rows = torch.arange(end - start, device=hidden.device)
-                lam_chunk = lam[start:end].float()
-                grad_logits[rows, targets_c[start:end]] -= lam_chunk
-                grad_logits[rows, targets_u[start:end]] -= 1 - lam_chunk
-                grad_logits *= grad_losses[start:end, None].float()
-                grad_logits = ctx.head.backward(raw_logits, grad_logits)
-                if grad_hidden is not None:
-                    grad_hidden[start:end] = grad_logits @ w.float()
+                grad_bias = torch.empty(bias.shape, device=bias.device, dtype=bias.dtype)
+            for v_start in range(0, vocab, vocab_chunk):
+                v_end = min(v_start + vocab_chunk, vocab)
+                w = weight[v_start:v_end].to(compute_dtype)
+                w_acc = w.to(acc_dtype) if need_hidden and w.device.type != "cuda" else w
+                b = None if bias is None else bias[v_start:v_end].to(compute_dtype)
+                slice_grad_weight = slice_grad_bias = None
+                for start in range(0, n_rows, chunk_size):
+                    end = min(start + chunk_size, n_rows)
+                    h = hidden[start:end].to(compute_dtype)
+                    raw_logits = torch.nn.functional.linear(h, w, b).to(acc_dtype)
+                    # d loss / d logits = softmax - lambda * onehot(y_c) - (1 - lambda) * onehot(y_u)
+                    grad_logits = (ctx.head(raw_logits) - log_zs[start:end, None]).exp_()
+                    lam_chunk = lam[start:end]
+                    for targets, weight_of in ((targets_c, lam_chunk), (targets_u, 1 - lam_chunk)):
+                        local = targets[start:end] - v_start
+                        rows = ((local >= 0) & (local < v_end - v_start)).nonzero().flatten()
+                        grad_logits[rows, local[rows]] -= weight_of[rows]
+                    grad_logits.mul_(grad_losses[start:end, None])
+                    grad_logits = ctx.head.backward(raw_logits, grad_logits)
+                    del raw_logits
+                    if grad_hidden is not None:
+                        grad_hidden[start:end] += _product(grad_logits, w_acc, acc_dtype)
+                    if grad_weight is not None:
+                        part = _product(grad_logits.t(), h, acc_dtype)
+                        slice_grad_weight = (
+                            part if slice_grad_weight is None else slice_grad_weight.add_(part)
+                        )
+                    if grad_bias is not None:
+                        part = grad_logits.sum(0)
+                        slice_grad_bias = part if slice_grad_bias is None else slice_grad_bias.add_(part)
                 if grad_weight is not None:
-                    grad_weight += grad_logits.t() @ h.float()
+                    grad_weight[v_start:v_end] = slice_grad_weight
                 if grad_bias is not None:
-                    grad_bias += grad_logits.sum(0)
-        cast = lambda g, like: None if g is None else g.to(like.dtype)  # noqa: E731
+                    grad_bias[v_start:v_end] = slice_grad_bias
         return (
-            cast(grad_hidden, hidden),
-            cast(grad_weight, weight),
-            cast(grad_bias, bias) if bias is not None else None,
+            None if grad_hidden is None else grad_hidden.to(hidden.dtype),
+            grad_weight,
+            grad_bias,
             None,
             None,
             None,

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import difflib
 import enum
+import logging
 import os
 import types
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Union
+
+logger = logging.getLogger(__name__)
 
 SECTIONS = ("dynamics", "evaluation")
 
@@ -366,6 +369,18 @@ def _refuse_foreign_keys(raw: dict, where: str) -> None:
         raise ValueError(f"{where} uses keys sftmix does not read. " + "; ".join(found) + ".")
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether bf16 matmuls are native on this CPU (else emulated, ~100x slower than fp32); SFTMIX_CPU_BF16=1 says yes."""
+    if os.environ.get("SFTMIX_CPU_BF16", "").strip().lower() in ("1", "true", "yes"):
+        return True
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # no oneDNN build: assume the user knows their machine
+        return True
+
+
 def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Recipe:
     """Parse a recipe (and command-line overrides) into its dataclasses; nothing heavy is loaded."""
     from transformers import HfArgumentParser
@@ -406,6 +421,12 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
         import torch
 
         raw["use_cpu"] = not torch.cuda.is_available()
+    if raw.get("use_cpu") and raw.get("bf16") and not cpu_has_fast_bf16():
+        logger.warning(
+            "This CPU has no native bf16 (AVX512-BF16 / AMX): bf16 autocast would be about 100x slower than fp32 "
+            "here, so the recipe's `bf16: true` runs in fp32. Set SFTMIX_CPU_BF16=1 to keep bf16."
+        )
+        raw["bf16"] = False
     parser.set_defaults(**raw)
     try:
         data, model, training, rest = parser.parse_args_into_dataclasses(
