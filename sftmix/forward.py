@@ -69,40 +69,42 @@ def install_mixup_forward(model, chunk_size: int, alignment: str = "response", p
         if pending_probe[0]:
             probe_head(self, fused_forward, head, kwargs)
             pending_probe[0] = False
-        captured = {}
+        lm_head = self.get_output_embeddings()
+        device = lm_head.weight.device
+        mixed = {}
 
-        def keep_hidden(_module, _inputs, output):
-            captured["hidden"] = output.last_hidden_state
+        def mixup_from_hidden(_module, _inputs, output):
+            # Computed as soon as the backbone's last hidden states exist, before TRL's head builds its part of the
+            # graph: autograd then runs TRL's head backward first and frees its buffers before the Mixup head's
+            hidden = output.last_hidden_state[:, :-1].to(device)
+            targets = kwargs["input_ids"][:, 1:].to(device)
+            response = sftmix_response_mask[:, 1:].to(device).bool()
+            rows_c, rows_u = pair_rows(sftmix_confident)
+            index = mixup_index(response, rows_c.to(device), rows_u.to(device), alignment)
+            mixed["loss_sum"] = mixup_loss_sum(
+                hidden,
+                targets,
+                index,
+                sftmix_lambdas,
+                lm_head.weight,
+                lm_head.bias,
+                chunk_size=chunk_size,
+                gather=gather_lm_head,
+                head=head,
+            )
+            mixed["num_tokens"] = index.num_tokens
 
-        handle = self.base_model.register_forward_hook(keep_hidden)
+        handle = self.base_model.register_forward_hook(mixup_from_hidden)
         try:
             outputs = fused_forward(*args, **kwargs)
         finally:
             handle.remove()
-
-        lm_head = self.get_output_embeddings()
-        device = lm_head.weight.device
-        targets = kwargs["input_ids"][:, 1:].to(device)
-        hidden = captured["hidden"][:, :-1].to(device)
-        response = sftmix_response_mask[:, 1:].to(device).bool()
-        rows_c, rows_u = pair_rows(sftmix_confident)
-        index = mixup_index(response, rows_c.to(device), rows_u.to(device), alignment)
-        loss_sum = mixup_loss_sum(
-            hidden,
-            targets,
-            index,
-            sftmix_lambdas,
-            lm_head.weight,
-            lm_head.bias,
-            chunk_size=chunk_size,
-            gather=gather_lm_head,
-            head=head,
-        )
+        loss_sum = mixed["loss_sum"]
         fields = {name: getattr(outputs, name) for name in FusedCausalLMOutput.__dataclass_fields__}
         return SFTMixOutput(
             **fields,
             mixup_loss_sum=loss_sum,
-            mixed_tokens=torch.tensor(index.num_tokens, device=device),
+            mixed_tokens=torch.tensor(mixed["num_tokens"], device=device),
         )
 
     model.forward = types.MethodType(forward, model)
