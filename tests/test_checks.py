@@ -254,7 +254,8 @@ def test_sftmix_train_reports_every_problem_at_once_before_loading_a_model(tmp_p
     assert "4 problem(s)" in stderr, stderr
     assert "`mixup_weight: True`" in stderr and "expected a number, got bool" in stderr
     assert "train.jsonl, line 4: message 0 has role 'robot'" in stderr
-    assert "`evaluation.medqa`: medqa (medqa.jsonl), row 1: answer_idx 'F'" in stderr
+    # (recipe paths resolve next to the recipe: the file is named by its full path)
+    assert f"`evaluation.medqa`: medqa ({tmp_path / 'medqa.jsonl'}), row 1: answer_idx 'F'" in stderr
     assert "`model_name_or_path`: ./no-such-model does not exist" in stderr
     assert not (tmp_path / "out").exists()
     assert time.perf_counter() - started < 120  # seconds, not a training run
