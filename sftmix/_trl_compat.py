@@ -89,3 +89,28 @@ def share_deepspeed_state(args) -> None:
 
     if AcceleratorState._shared_state and AcceleratorState().distributed_type == DistributedType.DEEPSPEED:
         args.deepspeed_plugin = None
+
+
+def placeholder_model(vocab_size: int):
+    """A one-layer Llama with the tokenizer's vocabulary: SFTTrainer's dataset preparation needs a model object, not
+    its weights (sftmix prepares data with TRL's own code rather than a copy of it). Built whole even inside a
+    ZeRO-3 launch."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=8,
+        intermediate_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+    )
+    with without_zero3_init():
+        return LlamaForCausalLM(config)
+
+
+def common_prefix_length(ids: list[int], other: list[int]) -> int:
+    """TRL's: how many leading tokens two sequences share."""
+    from trl.data_utils import common_prefix_length as trl_common_prefix_length
+
+    return trl_common_prefix_length(ids, other)

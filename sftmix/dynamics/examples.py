@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sftmix._trl_compat import placeholder_model
 from sftmix.dynamics.config import DynamicsConfig
 from sftmix.response import RESPONSE_MASK
 
@@ -180,21 +181,6 @@ def check_same_examples(target_rows, reference_rows, example_ids: list[str]) -> 
 
 
 # SFTTrainer's preparation -----------------------------------------------------------------------------------
-def _placeholder_model(vocab_size: int):
-    """A one-layer model with the tokenizer's vocabulary: preparation needs a model object, not its weights."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=8,
-        intermediate_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=1,
-        num_key_value_heads=1,
-    )
-    return LlamaForCausalLM(config)
-
-
 def prepare_examples(indexed_dataset, tokenizer, config, text_as_response: bool = False):
     """`indexed_dataset` (with `ROW_INDEX`) prepared by SFTTrainer under `config` and `tokenizer`, with each example's
     response mask (`RESPONSE_MASK`). Examples with no response token to score (a response truncated away while the
@@ -202,7 +188,7 @@ def prepare_examples(indexed_dataset, tokenizer, config, text_as_response: bool 
     from sftmix.dynamics.reference import DynamicsTrainer  # here: reference -> scoring -> this module
 
     trainer = DynamicsTrainer(
-        _placeholder_model(len(tokenizer)),
+        placeholder_model(len(tokenizer)),
         config,
         train_dataset=indexed_dataset,
         processing_class=tokenizer,

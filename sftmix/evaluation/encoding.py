@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import tempfile
 
-from sftmix._trl_compat import without_zero3_init
+from sftmix._trl_compat import placeholder_model
 from sftmix.evaluation.label_settings import LabelSettings
 from sftmix.evaluation.token_scores import IGNORE_INDEX
 
@@ -23,30 +23,6 @@ def require_chat_template(tokenizer, what: str) -> None:
             f"{what} needs a chat template, but the tokenizer has none. Set `chat_template_path` (--chat_template_path), "
             "e.g. to sftmix/templates/chatml_training.jinja, the template the recipes train base models with."
         )
-
-
-def common_prefix_length(ids: list[int], other: list[int]) -> int:
-    length = 0
-    for a, b in zip(ids, other, strict=False):
-        if a != b:
-            break
-        length += 1
-    return length
-
-
-def _placeholder_model(vocab_size: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=8,
-        intermediate_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=1,
-        num_key_value_heads=1,
-    )
-    with without_zero3_init():
-        return LlamaForCausalLM(config)
 
 
 def label_args(settings: LabelSettings, first_example: dict, output_dir: str):
@@ -94,7 +70,7 @@ def prepare_heldout(dataset, tokenizer, settings: LabelSettings | None = None):
             check_marks_assistant(tokenizer)  # sftmix's error and fix, before TRL's
         try:
             trainer = SFTTrainer(
-                _placeholder_model(len(tokenizer)), args, train_dataset=dataset, processing_class=tokenizer
+                placeholder_model(len(tokenizer)), args, train_dataset=dataset, processing_class=tokenizer
             )
         except ValueError as error:
             raise ValueError(

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sftmix.evaluation.encoding import common_prefix_length, require_chat_template
+from sftmix._trl_compat import common_prefix_length
+from sftmix.evaluation.encoding import require_chat_template
 from sftmix.evaluation.prompts import LM_EVAL_TARGET_DELIMITER, MultipleChoiceTemplate, lm_eval_prompt
 from sftmix.evaluation.sharding import Shard
 from sftmix.evaluation.token_scores import (
