@@ -252,7 +252,12 @@ def plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(regimes) + 1, figsize=(5.2 * (len(regimes) + 1), 4))
     for ax, regime in zip(axes, regimes, strict=False):
         for arm, runs in results[regime].items():
-            curves = [r["curve"] for r in runs if r.get("curve")]
+            # a one-pass run evaluates once, at the end: its curve is that point
+            curves = [
+                r.get("curve") or [(1.0, r["heldout_loss"])]
+                for r in runs
+                if r.get("heldout_loss") is not None
+            ]
             if not curves:
                 continue
             length = min(len(c) for c in curves)
