@@ -297,6 +297,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--output-dir", default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--arms", nargs="+", default=None, help="Run only these arms (default: all).")
+    parser.add_argument("--regimes", nargs="+", default=None, help="Run only these regimes (default: both).")
     parser.add_argument(
         "--model", default=None, help="Override the recipes' model (the smoke test's tiny one)."
     )
@@ -308,6 +309,8 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     results: dict = {}
     for regime, recipe in setting["regimes"].items():
+        if args.regimes and regime not in args.regimes:
+            continue
         recipe = str(ROOT / recipe)
         split = make_split(recipe, out / regime, extra)
         results[regime] = {}
