@@ -254,7 +254,7 @@ def plot(results: dict, path: Path) -> None:
         for arm, runs in results[regime].items():
             # a one-pass run evaluates once, at the end: its curve is that point
             curves = [
-                r.get("curve") or [(1.0, r["heldout_loss"])]
+                r["curve"] if r.get("curve") and r["curve"][-1][0] > 1.0 else [(1.0, r["heldout_loss"])]
                 for r in runs
                 if r.get("heldout_loss") is not None
             ]
