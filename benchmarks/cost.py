@@ -11,6 +11,8 @@ times are, so `--repeats` alternates the two trainers and reports the median rat
     python benchmarks/cost.py --model tiny --steps 5   # the tiny test model, seconds
     python benchmarks/cost.py --vocab 128256 --batch-size 2 --seq-len 128 --steps 2
         # a 1-layer Llama (hidden 1024) with a Llama-3-size untied bf16 head, built on the fly (no download)
+    python benchmarks/cost.py --vocab 128256 --hidden 2048 --layers 16 --batch-size 8 --seq-len 512
+        # a Llama-3.2-1B-shaped model (random weights): the speed a GPU user sees
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def parse_args(argv=None):
         help="Build a 1-layer Llama with this vocabulary (untied head, weights in --precision) instead of --model.",
     )
     parser.add_argument("--hidden", type=int, default=1024, help="Hidden size of the --vocab model.")
+    parser.add_argument("--layers", type=int, default=1, help="Decoder layers of the --vocab model.")
     parser.add_argument(
         "--repeats", type=int, default=1, help="Rounds of (SFTTrainer, SFTMixTrainer) runs; medians reported."
     )
@@ -92,7 +95,7 @@ def worker(args) -> dict:
             vocab_size=args.vocab,
             hidden_size=args.hidden,
             intermediate_size=int(args.hidden * 3.5),
-            num_hidden_layers=1,
+            num_hidden_layers=args.layers,
             num_attention_heads=max(1, args.hidden // 128),
             num_key_value_heads=max(1, args.hidden // 512),
             max_position_embeddings=max(512, args.seq_len),
@@ -103,8 +106,9 @@ def worker(args) -> dict:
         dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
         default = torch.get_default_dtype()
         torch.set_default_dtype(dtype)  # built in place in its dtype: no fp32 copy raises the baseline
-        try:
-            model = LlamaForCausalLM(config)
+        try:  # on the GPU where there is one: initialising a 1B model on the CPU takes minutes
+            with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+                model = LlamaForCausalLM(config)
         finally:
             torch.set_default_dtype(default)
     elif args.model == "tiny":
@@ -234,7 +238,9 @@ def main(argv=None):
     cpu = rounds[0]["ntp"]["device"] == "cpu"
     machine = f"{_cpu_name()}, {os.cpu_count()} cores" if cpu else _gpu_name()
     model = (
-        f"1-layer Llama, hidden {args.hidden}, untied {args.vocab}-token head" if args.vocab else args.model
+        f"{args.layers}-layer Llama, hidden {args.hidden}, untied {args.vocab}-token head"
+        if args.vocab
+        else args.model
     )
     memory = "peak RSS" if cpu else "peak CUDA memory"
     print(f"\nSFTMix cost benchmark -- {datetime.date.today()} -- {machine}")
