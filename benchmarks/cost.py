@@ -258,6 +258,12 @@ def main(argv=None):
         f"| **ratio SFTMix/SFT** | **{time_ratio:.3f}x** | **{growth_ratio:.3f}x** | "
         f"**{mix['peak_bytes'] / ntp['peak_bytes']:.3f}x** |"
     )
+    if args.repeats > 1:  # the spread: CPU peak RSS depends on how the allocator's arenas happened to fill
+        per_round = ", ".join(
+            f"{r['sftmix']['step_s'] / r['ntp']['step_s']:.3f}x / {r['sftmix']['growth_bytes'] / r['ntp']['growth_bytes']:.3f}x"
+            for r in rounds
+        )
+        print(f"\nper round (step time / memory growth): {per_round}")
 
 
 def _cpu_name() -> str:
