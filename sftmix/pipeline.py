@@ -131,8 +131,12 @@ def _default_dynamics():
     return DynamicsConfig()
 
 
-def run_train(recipe) -> dict:
-    """Stage 2: SFTMix training; saves the model and its card and returns a summary."""
+def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
+    """Stage 2: SFTMix training; saves the model and its card and returns a summary.
+
+    The summary's `eval_loss` (the held-out split through `trainer.evaluate()`) is left out when the evaluation
+    stage that follows scores the same split (`held_out_evaluated_later`): its `heldout` loss is the same number.
+    """
     from sftmix._trl_compat import share_deepspeed_state
     from sftmix.data import load_sft_data
     from sftmix.logs import group_tracking_runs
@@ -224,7 +228,7 @@ def run_train(recipe) -> dict:
                     for k in ("ntp_loss", "mixup_loss", "ntp_loss_confident", "ntp_loss_unconfident")
                 }
             )
-    if held_out is not None:
+    if held_out is not None and not held_out_evaluated_later:
         summary["eval_loss"] = trainer.evaluate()["eval_loss"]
     if trainer.is_world_process_zero():
         path = Path(args.output_dir, "sftmix_summary.json")
@@ -292,7 +296,9 @@ def run_all(recipe) -> dict:
             finish_tracking_run()  # the reference run's tracker run ends here; training opens its own
             _log_dynamics_outputs(scores)
     logger.info("Stage 2/3: SFTMix training")
-    summary = run_train(recipe)
+    summary = run_train(
+        recipe, held_out_evaluated_later=recipe.evaluation is not None and recipe.evaluation.heldout_split
+    )
     if recipe.evaluation is not None:
         logger.info("Stage 3/3: evaluation")
     evaluation = run_eval(recipe)
