@@ -68,6 +68,59 @@ def check_loss(liger: bool) -> str:
     return f"max relative difference {worst:.2e}; 3 steps, loss {result.training_loss:.4f}; {kernels}"
 
 
+def check_cli(mode: str) -> str:
+    """`sftmix run` as a user types it, from another directory, on a recipe with `bf16: true` (tiny model)."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    from sftmix.testing import build_tiny_model_dir, make_conversations
+
+    work = Path(tempfile.mkdtemp())
+    model_dir = build_tiny_model_dir(work / "model")
+    (work / "train.jsonl").write_text("\n".join(json.dumps(r) for r in make_conversations(40, seed=1)))
+    root = Path(__file__).resolve().parents[1]
+    (work / "recipe.yaml").write_text(
+        "\n".join(
+            [
+                f"model_name_or_path: {model_dir}",
+                "dataset_files: [train.jsonl]",
+                "eval_fraction: 0.2",
+                "bf16: true",
+                "max_length: 64",
+                "per_device_train_batch_size: 4",
+                "num_train_epochs: 1",
+                "learning_rate: 1.0e-3",
+                'save_strategy: "no"',
+                "report_to: none",
+                "dataset_num_proc: null",
+                "output_dir: out",
+                "mixup_weight: 0.2",
+                "dynamics:",
+                f"  mode: {mode}",
+                "  num_checkpoints: 2",
+                "evaluation:",
+                "  heldout_split: true",
+                f"  medqa: {root / 'tests/data/medqa_4options.jsonl'}",
+            ]
+        )
+        + "\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "sftmix", "run", "--config", "recipe.yaml"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode:
+        raise AssertionError(f"sftmix run failed:\n{done.stderr[-3000:]}")
+    summary = json.loads((work / "out" / "sftmix_summary.json").read_text())
+    if not (work / "out" / "dynamics" / "scores.parquet").is_file():
+        raise AssertionError("no scores file")
+    return f"{summary['steps']} steps, train loss {summary['train_loss']:.4f}, mixup loss {summary.get('mixup_loss')}"
+
+
 def main() -> int:
     import torch
 
@@ -79,6 +132,8 @@ def main() -> int:
     for name, run in (
         ("bf16 on CUDA", lambda: check_loss(False)),
         ("bf16 on CUDA with Liger kernels", lambda: check_loss(True)),
+        ("sftmix run, bf16 recipe, reference mode", lambda: check_cli("reference")),
+        ("sftmix run, bf16 recipe, online mode", lambda: check_cli("online")),
     ):
         try:
             print(f"PASS {name}: {run()}", flush=True)
