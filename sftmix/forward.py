@@ -55,7 +55,9 @@ class HeadMismatchError(RuntimeError):
     """The Mixup head does not reproduce the model's own logits."""
 
 
-def install_mixup_forward(model, chunk_size: int, alignment: str = "response", probe: bool = True) -> None:
+def install_mixup_forward(
+    model, chunk_size: int, alignment: str = "response", probe: bool = True, tile_elements: int | None = None
+) -> None:
     """Wrap `model.forward` (already TRL's fused forward) to also return the Mixup loss on request."""
     fused_forward = model.forward
     head = head_transform(model.config)
@@ -91,6 +93,7 @@ def install_mixup_forward(model, chunk_size: int, alignment: str = "response", p
                 chunk_size=chunk_size,
                 gather=gather_lm_head,
                 head=head,
+                tile_elements=tile_elements,
             )
             mixed["num_tokens"] = index.num_tokens
 

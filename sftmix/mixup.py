@@ -156,14 +156,15 @@ def mixed_cross_entropy(
 
 
 # Elements of each transient tile (logits of a token chunk x vocabulary slice, an fp32 copy of a head slice, the
-# fp32 gradient of that slice): 2**23 is 32 MiB in fp32, whatever the vocabulary
+# fp32 gradient of that slice): 2**23 is 32 MiB in fp32, whatever the vocabulary. The default of
+# `SFTMixConfig.mixup_tile_elements`; on GPUs larger tiles are faster (fewer, larger GEMMs) at more transient memory
 _TILE_ELEMENTS = 2**23
 # `torch.mm(..., out_dtype=torch.float32)` from bf16/fp16 inputs (CUDA only), as TRL's fused head uses it
 _MM_OUT_DTYPE = hasattr(torch.ops.aten.mm, "dtype")
 
 
-def _vocab_chunk(hidden_size: int, rows: int) -> int:
-    return max(256, _TILE_ELEMENTS // max(hidden_size, rows, 1))
+def _vocab_chunk(hidden_size: int, rows: int, tile_elements: int | None = None) -> int:
+    return max(256, (tile_elements or _TILE_ELEMENTS) // max(hidden_size, rows, 1))
 
 
 def _product(a: torch.Tensor, b: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:
@@ -190,7 +191,9 @@ class ChunkedMixedCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets_c, targets_u, lam, chunk_size, gather, head):
+    def forward(
+        ctx, hidden, weight, bias, targets_c, targets_u, lam, chunk_size, gather, head, tile_elements=None
+    ):
         compute_dtype = (
             torch.get_autocast_dtype(hidden.device.type)
             if torch.is_autocast_enabled(hidden.device.type)
@@ -204,7 +207,7 @@ class ChunkedMixedCrossEntropy(torch.autograd.Function):
         logit_u = torch.zeros_like(running_max)
         with gather(weight, bias):
             vocab = weight.shape[0]
-            vocab_chunk = _vocab_chunk(weight.shape[1], min(n_rows, chunk_size))
+            vocab_chunk = _vocab_chunk(weight.shape[1], min(n_rows, chunk_size), tile_elements)
             for start in range(0, n_rows, chunk_size):
                 end = min(start + chunk_size, n_rows)
                 h = hidden[start:end].to(compute_dtype)
@@ -233,6 +236,7 @@ class ChunkedMixedCrossEntropy(torch.autograd.Function):
         ctx.gather = gather
         ctx.compute_dtype = compute_dtype
         ctx.head = head
+        ctx.tile_elements = tile_elements
         return losses
 
     @staticmethod
@@ -250,7 +254,7 @@ class ChunkedMixedCrossEntropy(torch.autograd.Function):
         grad_weight = grad_bias = None
         with ctx.gather(weight, bias):
             vocab = weight.shape[0]
-            vocab_chunk = _vocab_chunk(weight.shape[1], min(n_rows, chunk_size))
+            vocab_chunk = _vocab_chunk(weight.shape[1], min(n_rows, chunk_size), ctx.tile_elements)
             if need_weight:  # every row is written once below: no zero fill, no fp32 whole-head buffer
                 grad_weight = torch.empty(weight.shape, device=weight.device, dtype=weight.dtype)
             if need_bias:
@@ -299,6 +303,7 @@ class ChunkedMixedCrossEntropy(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
@@ -312,6 +317,7 @@ def mixup_loss_sum(
     chunk_size: int = 1024,
     gather=None,
     head: HeadTransform | None = None,
+    tile_elements: int | None = None,
 ) -> torch.Tensor:
     """Sum over mixed positions of the mixed cross-entropy (the caller divides by the global count).
 
@@ -328,6 +334,15 @@ def mixup_loss_sum(
     targets_u = labels[index.rows_u, index.positions_u]
     gather = gather or (lambda *params: nullcontext())
     per_token = ChunkedMixedCrossEntropy.apply(
-        mixed, weight, bias, targets_c, targets_u, lam, chunk_size, gather, head or HeadTransform()
+        mixed,
+        weight,
+        bias,
+        targets_c,
+        targets_u,
+        lam,
+        chunk_size,
+        gather,
+        head or HeadTransform(),
+        tile_elements,
     )
     return per_token.sum()

@@ -95,7 +95,12 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
         self._lambda_draw = (-1, 0)  # (global step, draws made in it): seeds the lambda generator
         if args.mixup_enabled:
             _report_groups(train_dataset, self.train_dataset, args.confidence_column)
-            install_mixup_forward(unwrap_peft(self.model), args.mixup_chunk_size, args.mixup_alignment)
+            install_mixup_forward(
+                unwrap_peft(self.model),
+                args.mixup_chunk_size,
+                args.mixup_alignment,
+                tile_elements=args.mixup_tile_elements,
+            )
 
     # Batching ---------------------------------------------------------------------------------------
     def _set_signature_columns_if_needed(self):

@@ -39,7 +39,7 @@ def problem(dtype, n=9, d=6, vocab=23, with_bias=True, seed=0, scale=1.0):
 @pytest.mark.parametrize("chunk_size", [1, 4, 1000])
 @pytest.mark.parametrize("head", [HeadTransform(), HeadTransform(scale=0.5, softcap=2.0)])
 def test_tiles_over_tokens_and_vocabulary_are_exact_in_fp64(monkeypatch, vocab_chunk, chunk_size, head):
-    monkeypatch.setattr(mixup, "_vocab_chunk", lambda hidden_size, rows: vocab_chunk)
+    monkeypatch.setattr(mixup, "_vocab_chunk", lambda hidden_size, rows, tile=None: vocab_chunk)
     hidden, weight, bias, y_c, y_u, lam, upstream = problem(torch.float64)
     ours = ChunkedMixedCrossEntropy.apply(hidden, weight, bias, y_c, y_u, lam, chunk_size, no_gather, head)
     ref = naive(hidden, weight, bias, y_c, y_u, lam.double(), head)
@@ -54,7 +54,7 @@ def test_tiles_over_tokens_and_vocabulary_are_exact_in_fp64(monkeypatch, vocab_c
 
 @pytest.mark.parametrize("vocab_chunk", [5, 1000])
 def test_fp32_matches_fp64_to_fp32_rounding(monkeypatch, vocab_chunk):
-    monkeypatch.setattr(mixup, "_vocab_chunk", lambda hidden_size, rows: vocab_chunk)
+    monkeypatch.setattr(mixup, "_vocab_chunk", lambda hidden_size, rows, tile=None: vocab_chunk)
     hidden, weight, bias, y_c, y_u, lam, upstream = problem(torch.float32)
     ours = ChunkedMixedCrossEntropy.apply(hidden, weight, bias, y_c, y_u, lam, 4, no_gather, HeadTransform())
     assert ours.dtype == torch.float32
@@ -74,7 +74,7 @@ def test_bf16_backward_is_close_to_an_fp32_naive_computation(monkeypatch, vocab_
     """Stated tolerance: every gradient (and the loss) within 2e-2 x its largest magnitude of the fp32 naive
     computation on the same bf16 values -- the rounding of bf16 logits (as the model's own head rounds them) and of
     the bf16 gradient that is returned; the sums themselves run in fp32."""
-    monkeypatch.setattr(mixup, "_vocab_chunk", lambda hidden_size, rows: vocab_chunk)
+    monkeypatch.setattr(mixup, "_vocab_chunk", lambda hidden_size, rows, tile=None: vocab_chunk)
     d = 64
     hidden, weight, bias, y_c, y_u, lam, upstream = problem(
         torch.bfloat16, n=37, d=d, vocab=301, scale=d**-0.25
@@ -142,3 +142,50 @@ def test_bf16_head_has_no_fp32_whole_head_copy_or_gradient(monkeypatch):
     ref = naive(*params32, None, y_c, y_u, lam, HeadTransform())
     ref_grad = torch.autograd.grad((ref * upstream).sum(), params32)[1]
     assert (grad_weight.float() - ref_grad).abs().max() <= 2e-2 * ref_grad.abs().max()
+
+
+def test_tile_elements_sets_the_vocabulary_slices_and_stays_exact(monkeypatch):
+    """`mixup_tile_elements` (passed as `tile_elements`) decides the vocabulary slice; every size is exact."""
+    seen = []
+    original = mixup._vocab_chunk
+
+    def recording(hidden_size, rows, tile=None):
+        seen.append(original(hidden_size, rows, tile))
+        return seen[-1]
+
+    monkeypatch.setattr(mixup, "_vocab_chunk", recording)
+    hidden, weight, bias, y_c, y_u, lam, upstream = problem(torch.float64, n=40, d=8, vocab=3000)
+    ref = naive(hidden, weight, bias, y_c, y_u, lam.double(), HeadTransform())
+    grads_ref = torch.autograd.grad((ref * upstream.double()).sum(), [hidden, weight, bias])
+    for tile in (2**11, 2**13, None):
+        seen.clear()
+        ours = ChunkedMixedCrossEntropy.apply(
+            hidden, weight, bias, y_c, y_u, lam, 16, no_gather, HeadTransform(), tile
+        )
+        torch.testing.assert_close(ours, ref, atol=1e-10, rtol=1e-10)
+        grads = torch.autograd.grad((ours * upstream.double()).sum(), [hidden, weight, bias])
+        for a, b in zip(grads, grads_ref, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+        assert seen == [max(256, (tile or mixup._TILE_ELEMENTS) // 16)] * 2  # forward and backward
+
+
+def test_trainer_passes_mixup_tile_elements(tmp_path, tiny_tokenizer):
+    """Through SFTMixConfig: the same loss with small and default tiles, and the small tile really used."""
+    from helpers import conversations, cpu_args, tiny_model
+
+    from sftmix import SFTMixTrainer
+
+    losses, used = [], []
+    original = mixup._vocab_chunk
+    for tile in (256, 2**23):
+        model = tiny_model(tiny_tokenizer)
+        args = cpu_args(tmp_path / str(tile), mixup_lambda=0.3, mixup_tile_elements=tile)
+        trainer = SFTMixTrainer(model, args, train_dataset=conversations(), processing_class=tiny_tokenizer)
+        batch = next(iter(trainer.get_train_dataloader()))
+        mixup._vocab_chunk = lambda h, r, t=None: used.append(t) or original(h, r, t)
+        try:
+            losses.append(trainer.compute_loss(model, dict(batch)).item())
+        finally:
+            mixup._vocab_chunk = original
+    assert set(used) == {256, 2**23}
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
