@@ -66,7 +66,7 @@ def test_a_finished_run_without_checkpoints_and_the_reference_runs_checkpoints_a
 def test_sftmix_run_resumed_after_the_dynamics_pass_reuses_its_scores_file(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(pipeline, "run_dynamics", lambda recipe: calls.append("dynamics"))
-    monkeypatch.setattr(pipeline, "run_train", lambda recipe: calls.append("train") or {})
+    monkeypatch.setattr(pipeline, "run_train", lambda recipe, **_: calls.append("train") or {})
     monkeypatch.setattr(pipeline, "run_eval", lambda recipe: None)
     monkeypatch.setattr(pipeline, "print_summary", lambda summary: None)
     training = SimpleNamespace(
