@@ -74,40 +74,14 @@ def check_cli(mode: str) -> str:
     import subprocess
     from pathlib import Path
 
-    from sftmix.testing import build_tiny_model_dir, make_conversations
+    from test_cli_end_to_end import write_recipe
+
+    from sftmix.testing import build_tiny_model_dir
 
     work = Path(tempfile.mkdtemp())
-    model_dir = build_tiny_model_dir(work / "model")
-    (work / "train.jsonl").write_text("\n".join(json.dumps(r) for r in make_conversations(40, seed=1)))
-    root = Path(__file__).resolve().parents[1]
-    (work / "recipe.yaml").write_text(
-        "\n".join(
-            [
-                f"model_name_or_path: {model_dir}",
-                "dataset_files: [train.jsonl]",
-                "eval_fraction: 0.2",
-                "bf16: true",
-                "max_length: 64",
-                "per_device_train_batch_size: 4",
-                "num_train_epochs: 1",
-                "learning_rate: 1.0e-3",
-                'save_strategy: "no"',
-                "report_to: none",
-                "dataset_num_proc: null",
-                "output_dir: out",
-                "mixup_weight: 0.2",
-                "dynamics:",
-                f"  mode: {mode}",
-                "  num_checkpoints: 2",
-                "evaluation:",
-                "  heldout_split: true",
-                f"  medqa: {root / 'tests/data/medqa_4options.jsonl'}",
-            ]
-        )
-        + "\n"
-    )
+    recipe, out = write_recipe(work, build_tiny_model_dir(work / "model"), bf16="true")
     done = subprocess.run(
-        [sys.executable, "-m", "sftmix", "run", "--config", "recipe.yaml"],
+        [sys.executable, "-m", "sftmix", "run", "--config", str(recipe), "--dynamics.mode", mode],
         cwd=work,
         capture_output=True,
         text=True,
@@ -115,8 +89,8 @@ def check_cli(mode: str) -> str:
     )
     if done.returncode:
         raise AssertionError(f"sftmix run failed:\n{done.stderr[-3000:]}")
-    summary = json.loads((work / "out" / "sftmix_summary.json").read_text())
-    if not (work / "out" / "dynamics" / "scores.parquet").is_file():
+    summary = json.loads((out / "sftmix_summary.json").read_text())
+    if not (out / "dynamics" / "scores.parquet").is_file():
         raise AssertionError("no scores file")
     return f"{summary['steps']} steps, train loss {summary['train_loss']:.4f}, mixup loss {summary.get('mixup_loss')}"
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
+from sftmix.mixup import TILE_ELEMENTS
+
 LAMBDA_SAMPLING = ("pair", "batch")
 ALIGNMENTS = ("response", "turn")
 
@@ -83,7 +85,7 @@ class SFTMixConfig(SFTConfig):
         },
     )
     mixup_tile_elements: int = field(
-        default=2**23,
+        default=TILE_ELEMENTS,
         metadata={
             "help": "Elements of each transient tile of the Mixup head (positions x vocabulary slice; a slice of "
             "the head and its fp32 gradient): 2**23 (32 MiB in fp32) keeps the Mixup term's memory within "

@@ -158,13 +158,13 @@ def mixed_cross_entropy(
 # Elements of each transient tile (logits of a token chunk x vocabulary slice, an fp32 copy of a head slice, the
 # fp32 gradient of that slice): 2**23 is 32 MiB in fp32, whatever the vocabulary. The default of
 # `SFTMixConfig.mixup_tile_elements`; on GPUs larger tiles are faster (fewer, larger GEMMs) at more transient memory
-_TILE_ELEMENTS = 2**23
+TILE_ELEMENTS = 2**23
 # `torch.mm(..., out_dtype=torch.float32)` from bf16/fp16 inputs (CUDA only), as TRL's fused head uses it
 _MM_OUT_DTYPE = hasattr(torch.ops.aten.mm, "dtype")
 
 
 def _vocab_chunk(hidden_size: int, rows: int, tile_elements: int | None = None) -> int:
-    return max(256, (tile_elements or _TILE_ELEMENTS) // max(hidden_size, rows, 1))
+    return max(256, (tile_elements or TILE_ELEMENTS) // max(hidden_size, rows, 1))
 
 
 def _product(a: torch.Tensor, b: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:

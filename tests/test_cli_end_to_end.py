@@ -16,6 +16,7 @@ ROOT = Path(__file__).parents[1]
 
 
 def write_recipe(tmp_path, model_dir, **extra):
+    """A recipe for the tiny model; `extra` top-level keys replace the defaults below or are added."""
     data = tmp_path / "train.jsonl"
     data.write_text("\n".join(json.dumps(row) for row in make_conversations(40, seed=1)))
     out = tmp_path / "out"
@@ -42,8 +43,9 @@ def write_recipe(tmp_path, model_dir, **extra):
         "evaluation:",
         "  heldout_split: true",
         f"  medqa: {ROOT / 'tests/data/medqa_4options.jsonl'}",
-        *[f"{k}: {v}" for k, v in extra.items()],
     ]
+    lines = [line for line in lines if line.partition(":")[0] not in extra]
+    lines += [f"{k}: {v}" for k, v in extra.items()]
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("\n".join(lines) + "\n")
     return recipe, out

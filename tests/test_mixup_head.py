@@ -119,9 +119,9 @@ class LargestAllocation(TorchDispatchMode):
 def test_bf16_head_has_no_fp32_whole_head_copy_or_gradient(monkeypatch):
     """With a bf16 head, the largest tensor forward and backward create is the head's own bf16 gradient: no fp32 copy
     of the head (formerly `w.float()` per chunk), no fp32 gradient of it (formerly `zeros_like(weight, float32)`), and
-    every fp32 transient is one tile of at most `_TILE_ELEMENTS` values."""
+    every fp32 transient is one tile of at most `TILE_ELEMENTS` values."""
     tile = 2**14
-    monkeypatch.setattr(mixup, "_TILE_ELEMENTS", tile)  # as 2**23 does for a 128k x 4096 head, at test scale
+    monkeypatch.setattr(mixup, "TILE_ELEMENTS", tile)  # as 2**23 does for a 128k x 4096 head, at test scale
     vocab, d, n = 20000, 64, 200
     hidden, weight, _, y_c, y_u, lam, upstream = problem(
         torch.bfloat16, n=n, d=d, vocab=vocab, with_bias=False, scale=0.3
@@ -166,7 +166,7 @@ def test_tile_elements_sets_the_vocabulary_slices_and_stays_exact(monkeypatch):
         grads = torch.autograd.grad((ours * upstream.double()).sum(), [hidden, weight, bias])
         for a, b in zip(grads, grads_ref, strict=True):
             torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
-        assert seen == [max(256, (tile or mixup._TILE_ELEMENTS) // 16)] * 2  # forward and backward
+        assert seen == [max(256, (tile or mixup.TILE_ELEMENTS) // 16)] * 2  # forward and backward
 
 
 def test_trainer_passes_mixup_tile_elements(tmp_path, tiny_tokenizer):
