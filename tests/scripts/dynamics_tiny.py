@@ -43,9 +43,8 @@ def main():
     run(sys.argv[1], **{k: json.loads(v) for k, v in (item.split("=", 1) for item in sys.argv[2:])})
     import torch.distributed as dist
 
-    if (
-        dist.is_available() and dist.is_initialized()
-    ):  # a clean gloo teardown (an abort at exit otherwise, at times)
+    # a clean gloo teardown (an abort at exit otherwise, at times)
+    if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
 
