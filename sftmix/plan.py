@@ -47,14 +47,22 @@ def world_size() -> int:
 
 
 def optimizer_steps(
-    num_examples: int, args, epochs: float | None = None, max_steps: int | None = None
+    num_examples: int, args, epochs: float | None = None, processes: int | None = None
 ) -> int:
-    """Steps of a run over `num_examples` (SFTMix pairs two halves of equal size: the same count of batches)."""
-    if max_steps is not None and max_steps > 0:
-        return max_steps
-    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size()
-    epochs = args.num_train_epochs if epochs is None else epochs
-    return math.ceil(math.ceil(num_examples / per_step) * epochs)
+    """Optimizer steps of a run over `num_examples`, counted exactly as `transformers.Trainer` counts them.
+
+    `args.max_steps` when positive (and `epochs` is not given); otherwise each process gets ceil(N / (batch x
+    processes)) micro-batches an epoch, an epoch is that many / `gradient_accumulation_steps` optimizer steps with
+    a partial last accumulation group rounded *up* (the Trainer's `set_initial_training_values`), and the run is
+    ceil(epochs x that). SFTMix's pair sampler gives the same count of micro-batches for a median split. The one
+    place the dynamics pass, the online mode and `sftmix check` count steps.
+    """
+    if epochs is None and args.max_steps is not None and args.max_steps > 0:
+        return args.max_steps
+    processes = processes or getattr(args, "world_size", None) or world_size()
+    batches = math.ceil(num_examples / (args.per_device_train_batch_size * processes))
+    per_epoch = max(math.ceil(batches / args.gradient_accumulation_steps), 1)
+    return math.ceil(per_epoch * (args.num_train_epochs if epochs is None else epochs))
 
 
 def parameter_count(model_name: str) -> int | None:
@@ -84,7 +92,7 @@ def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
     lines = [
         f"train examples: {num_train}" + (f", held-out examples: {num_held_out}" if num_held_out else "")
     ]
-    steps = optimizer_steps(num_train, args, max_steps=args.max_steps)
+    steps = optimizer_steps(num_train, args)
     params = parameter_count(recipe.model.model_name_or_path or "")
     lora = bool(getattr(recipe.model, "use_peft", False))
     checkpoint_bytes = None
@@ -112,12 +120,9 @@ def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
                 f"{num_checkpoints} point(s) of its NTP warm-up"
             )
         else:
-            # as `sftmix.dynamics.config.reference_training_config` derives the reference run's length
-            epochs = getattr(dynamics, "reference_num_train_epochs", None)
-            ref_max = getattr(dynamics, "reference_max_steps", None)
-            if ref_max is None:
-                ref_max = -1 if epochs is not None else args.max_steps
-            ref_steps = optimizer_steps(num_train, args, epochs, ref_max)
+            from sftmix.dynamics.config import reference_steps
+
+            ref_steps = reference_steps(args, dynamics, num_train)
             disk = (
                 f", {num_checkpoints} checkpoints ~{_gigabytes(num_checkpoints * checkpoint_bytes)}"
                 if checkpoint_bytes

@@ -201,3 +201,29 @@ def test_train_runs_from_another_directory_with_paths_relative_to_the_recipe(tmp
     done = sftmix("train", "--config", str(recipe), "--max_steps", "1", cwd=elsewhere)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "recipe" / "out" / "sftmix_summary.json").is_file()
+
+
+def test_check_and_run_count_steps_as_the_trainer_with_a_partial_accumulation_group(tmp_path, tiny_model_dir):
+    """24 examples in micro-batches of 4 are 6 micro-batches; 4 accumulation steps make 2 optimizer steps an epoch
+    (the Trainer rounds the partial second group up). `sftmix check`, the reference run and the SFTMix run agree."""
+    recipe = tiny_recipe(
+        tmp_path / "recipe",
+        tiny_model_dir,
+        mixup_weight=0.2,
+        max_steps=-1,
+        num_train_epochs=1,
+        gradient_accumulation_steps=4,
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = sftmix("check", "--config", str(recipe), "--dynamics.num_checkpoints", "2", cwd=elsewhere)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1. dynamics: reference NTP run of 2 optimizer steps" in done.stdout
+    assert "2. train: SFTMix (NTP + 0.2 x Mixup), 2 optimizer steps" in done.stdout
+    done = sftmix("run", "--config", str(recipe), "--dynamics.num_checkpoints", "2", cwd=elsewhere)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "recipe" / "out"
+    reference = json.loads((out / "dynamics" / "reference" / "sftmix_dynamics_plan.json").read_text())
+    assert reference["max_steps"] == 2 and reference["steps"] == [1, 2]
+    assert json.loads((out / "trainer_state.json").read_text())["max_steps"] == 2
+    assert json.loads((out / "sftmix_summary.json").read_text())["steps"] == 2

@@ -243,17 +243,20 @@ def check_per_example(config) -> None:
         )
 
 
-def training_steps(base, num_examples: int, epochs: float | None = None) -> int:
-    """Optimizer steps of a run over `num_examples` under `base`'s batch settings, as the Trainer counts them
-    (SFTMix's pair sampler gives the same number of batches for a median split)."""
-    import math
+def reference_steps(base, dynamics, num_examples: int) -> int:
+    """Optimizer steps of the reference run: `reference_max_steps`, else `reference_num_train_epochs`, else one
+    epoch (the paper's figure) capped by the SFTMix run's own length; in online mode the SFTMix run's whole
+    schedule (both phases share one learning-rate schedule). `sftmix check` prints the same number."""
+    from sftmix.plan import optimizer_steps
 
-    if base.max_steps is not None and base.max_steps > 0 and epochs is None:
-        return base.max_steps
-    per_process = math.ceil(num_examples / max(base.world_size, 1))
-    batches = math.ceil(per_process / base.per_device_train_batch_size)
-    per_epoch = max(batches // base.gradient_accumulation_steps, 1)
-    return math.ceil(per_epoch * (base.num_train_epochs if epochs is None else epochs))
+    if getattr(dynamics, "mode", "reference") == "online":
+        return optimizer_steps(num_examples, base)
+    if getattr(dynamics, "reference_max_steps", None) is not None:
+        return dynamics.reference_max_steps
+    epochs = getattr(dynamics, "reference_num_train_epochs", None)
+    if epochs is not None:
+        return optimizer_steps(num_examples, base, epochs)
+    return min(optimizer_steps(num_examples, base, 1.0), optimizer_steps(num_examples, base))
 
 
 def reference_training_config(base, output_dir: Path, dynamics, num_examples: int | None = None):
@@ -272,16 +275,8 @@ def reference_training_config(base, output_dir: Path, dynamics, num_examples: in
         eval_strategy="no",
         push_to_hub=False,
     )
-    if dynamics.mode == "online":
-        overrides["max_steps"] = training_steps(base, num_examples)
-    elif dynamics.reference_max_steps is not None:
-        overrides["max_steps"] = dynamics.reference_max_steps
-    elif dynamics.reference_num_train_epochs is not None:
-        overrides.update(num_train_epochs=dynamics.reference_num_train_epochs, max_steps=-1)
-    elif num_examples is not None:  # one epoch, or the SFTMix run's length if shorter
-        overrides["max_steps"] = min(
-            training_steps(base, num_examples, 1.0), training_steps(base, num_examples)
-        )
+    if num_examples is not None:
+        overrides["max_steps"] = reference_steps(base, dynamics, num_examples)
     else:
         overrides["num_train_epochs"] = min(1.0, base.num_train_epochs)
     from sftmix.logs import reference_run_name
