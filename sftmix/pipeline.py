@@ -194,11 +194,8 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
             tokenizer=trainer.processing_class,
             completion_only_loss=trainer.completion_only_loss,
         )
-    keep = recipe.dynamics is not None and recipe.dynamics.keep_reference_checkpoints
-    if online is not None and not keep and trainer.is_world_process_zero():
-        from sftmix.dynamics.compute import remove_checkpoints
-
-        remove_checkpoints([online["checkpoint"]])
+    if trainer.is_world_process_zero():
+        remove_reference_checkpoints(recipe, online)
     write_model_card(trainer)
     if trainer.is_world_process_zero():
         logger.info("Model saved to %s", args.output_dir)
@@ -235,6 +232,26 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
         path.write_text(json.dumps(summary, indent=2))
         logger.info("Training summary written to %s", path)
     return summary
+
+
+def remove_reference_checkpoints(recipe, online: dict | None = None) -> None:
+    """After training: delete the reference run's (or online warm-up's) checkpoints of this run's own dynamics
+    pass, unless `keep_reference_checkpoints`. The dynamics pass already deletes what it scored; doing it again
+    here, whatever was left, makes a run killed between the scores file and that deletion and then resumed leave
+    what an uninterrupted run leaves. Checkpoints of a scores file from elsewhere are not touched, except the
+    online warm-up checkpoint this run continued from (as before)."""
+    from sftmix.dynamics.compute import remove_checkpoints
+    from sftmix.dynamics.config import reference_dir
+
+    dynamics = recipe.dynamics or _default_dynamics()
+    if dynamics.keep_reference_checkpoints:
+        return
+    leftover = [online["checkpoint"]] if online is not None else []
+    own = Path(dynamics.scores_path or default_scores_path(recipe))
+    dynamics_path = recipe.training.dynamics_path
+    if not dynamics.checkpoints and dynamics_path and Path(dynamics_path).resolve() == own.resolve():
+        leftover += sorted(str(p) for p in reference_dir(dynamics, own).glob("checkpoint-*") if p.is_dir())
+    remove_checkpoints(list(dict.fromkeys(leftover)))
 
 
 def online_continuation(args) -> dict | None:

@@ -131,3 +131,39 @@ def test_a_resumed_train_ends_with_the_weights_of_an_uninterrupted_one(tmp_path,
         check=False,
     )
     assert done.returncode == 1 and "not a complete checkpoint directory" in done.stderr
+
+
+@pytest.mark.slow
+def test_killed_after_the_scores_file_and_resumed_leaves_what_an_uninterrupted_run_leaves(
+    tmp_path, tiny_model_dir
+):
+    """Killed between writing the scores file and deleting the reference checkpoints, then resumed: the finished
+    run holds the same files (no `dynamics/reference/checkpoint-*` left) and the same weights."""
+    recipe = write_recipe(tmp_path, tiny_model_dir)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    options = ["--save_strategy", "no", "--dynamics.num_checkpoints", "2"]
+    sftmix("run", "--config", recipe, "--output_dir", whole, *options)
+    # The state on disk at that kill point: the scores file written, the scored checkpoints still there
+    sftmix(
+        "dynamics",
+        "--config",
+        recipe,
+        "--output_dir",
+        killed,
+        *options,
+        "--dynamics.keep_reference_checkpoints",
+        "true",
+    )
+    assert list((killed / "dynamics" / "reference").glob("checkpoint-*"))
+    sftmix("run", "--config", recipe, "--output_dir", killed, *options, "--resume_from_checkpoint", "true")
+
+    def files(directory):
+        return sorted(
+            str(p.relative_to(directory)) for p in directory.rglob("*") if "scores_checkpoints" not in str(p)
+        )
+
+    assert not list((killed / "dynamics" / "reference").glob("checkpoint-*"))
+    assert files(killed) == files(whole)
+    expected, got = load_file(whole / "model.safetensors"), load_file(killed / "model.safetensors")
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)

@@ -23,6 +23,7 @@ from sftmix.dynamics.config import (
     check_per_example,
     default_sft_config,
     loading_config,
+    reference_dir,
     reference_training_config,
     scoring_config,
     tokenization_key,
@@ -262,7 +263,7 @@ class _Pass:
 
     def reference_run(self, model, peft_config, restore_model: bool = True) -> list[_Entry]:
         args = self.args
-        output_dir = Path(args.reference_output_dir or self.scores_path.parent / "reference")
+        output_dir = reference_dir(args, self.scores_path)
         source = args.reference_model or model
         config = reference_training_config(self.base, output_dir, args, len(self.prepared))
         if isinstance(source, str):

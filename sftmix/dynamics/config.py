@@ -243,6 +243,11 @@ def check_per_example(config) -> None:
         )
 
 
+def reference_dir(dynamics, scores_path) -> Path:
+    """Where the reference run (or the online warm-up) writes its checkpoints."""
+    return Path(dynamics.reference_output_dir or Path(scores_path).parent / "reference")
+
+
 def reference_steps(base, dynamics, num_examples: int) -> int:
     """Optimizer steps of the reference run: `reference_max_steps`, else `reference_num_train_epochs`, else one
     epoch (the paper's figure) capped by the SFTMix run's own length; in online mode the SFTMix run's whole
