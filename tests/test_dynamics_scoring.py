@@ -47,11 +47,20 @@ def two_checkpoints(tmp_path_factory, tiny_tokenizer):
 
 
 def test_given_checkpoints_give_a_scores_file_the_trainer_accepts(tmp_path, tiny_tokenizer, two_checkpoints):
+    import matplotlib
     from transformers import AutoModelForCausalLM
 
     data = conversations(12)
     args = DynamicsConfig(scores_path=str(tmp_path / "scores.parquet"), checkpoints=two_checkpoints)
-    path = compute_dynamics(None, data, args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path))
+    backend = matplotlib.get_backend()
+    matplotlib.use("svg")  # a user's own backend
+    try:
+        path = compute_dynamics(
+            None, data, args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path)
+        )
+        assert matplotlib.get_backend() == "svg"  # the plots leave the caller's backend alone
+    finally:
+        matplotlib.use(backend)
     frame, metadata = read_scores(path)
 
     assert len(frame) == 12 and frame["row_index"].tolist() == list(range(12))

@@ -160,20 +160,21 @@ def _spans_decades(confidence) -> bool:
     return magnitude.min() > 0 and magnitude.max() / magnitude.min() > 10
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    """A figure drawn with the Agg canvas, outside pyplot: the caller's matplotlib backend is left as it is."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    figure = Figure(layout="constrained", **kwargs)
+    FigureCanvasAgg(figure)
+    return figure
 
 
 def draw_data_map(frame, path: Path) -> Path:
     """x = variability, y = mean probability (Cartography's axes) and y = the paper's confidence, one point per
     example, coloured by group."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+    fig = _figure(figsize=(11, 4.5))
+    axes = fig.subplots(1, 2)
     size = max(2.0, min(20.0, 4000.0 / max(len(frame), 1)))
     for ax, column, label in (
         (axes[0], "mean_probability", "mean probability of response tokens"),
@@ -197,14 +198,13 @@ def draw_data_map(frame, path: Path) -> Path:
         axes[1].set_yscale("symlog", linthresh=1.0)
     fig.suptitle(f"Data map: {len(frame)} examples")
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
 def draw_confidence_histogram(frame, path: Path) -> Path:
     """Histogram of confidence by group, with the split threshold."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    fig = _figure(figsize=(6.5, 4))
+    ax = fig.subplots()
     values = frame["confidence"].to_numpy()
     count = min(60, max(10, len(values) // 20))
     if _spans_decades(values):
@@ -226,7 +226,6 @@ def draw_confidence_histogram(frame, path: Path) -> Path:
     ax.set_ylabel("examples")
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

@@ -40,7 +40,7 @@ def markdown_report(results: dict) -> str:
         if len(names) < len(BENCHMARKS):
             lines += [f"The average is over the {len(names)} benchmarks evaluated, not the paper's four.", ""]
         lines += [
-            "| benchmark | questions | acc (summed log-lik.) | acc_norm (per-token mean) | source |",
+            "| benchmark | questions | acc (summed log-lik.) | acc_norm (per character for lm_eval, per answer token for option_text) | source |",
             "|---|---|---|---|---|",
         ]
         for n in names:
