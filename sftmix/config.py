@@ -38,6 +38,18 @@ class SFTMixConfig(SFTConfig):
         },
     )
 
+    # TRL's default (activation checkpointing on) under transformers 5's name (set in __post_init__): SFTConfig's own
+    # default sets the deprecated alias and so warns on every run; `gradient_checkpointing` still works as an alias.
+    activation_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Recompute activations in the backward pass to save memory (was `gradient_checkpointing`)."
+        },
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={"help": "Deprecated alias of `activation_checkpointing` (transformers 5)."},
+    )
     mixup_alpha: float = field(
         default=0.5,
         metadata={
@@ -121,6 +133,8 @@ class SFTMixConfig(SFTConfig):
     )
 
     def __post_init__(self):
+        if self.activation_checkpointing is None and self.gradient_checkpointing is None:
+            self.activation_checkpointing = True  # TRL's default, without its deprecation warning
         super().__post_init__()
         if self.mixup_alpha <= 0:
             raise ValueError(f"`mixup_alpha` must be > 0 (Beta(alpha, alpha)), got {self.mixup_alpha}.")

@@ -228,9 +228,6 @@ def derive(config, **overrides):
     # Field values as set, not `to_dict()`, which masks every `*_token` field (eos_token, pad_token, hub_token)
     names = {f.name for f in dataclasses.fields(SFTConfig) if f.init}
     values = {name: getattr(config, name) for name in names}
-    if "gradient_checkpointing" in overrides and "activation_checkpointing" in names:
-        # transformers >= 5.2x: the new name wins over its deprecated alias
-        overrides = {**overrides, "activation_checkpointing": overrides["gradient_checkpointing"]}
     values.update(overrides)
     return SFTConfig(**values)
 
@@ -299,7 +296,7 @@ def scoring_config(base, output_dir: Path):
         save_strategy="no",
         eval_strategy="no",
         push_to_hub=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         shuffle_dataset=False,
         model_init_kwargs=None,
     )

@@ -44,7 +44,7 @@ def label_args(settings: LabelSettings, first_example: dict, output_dir: str):
         eos_token=settings.eos_token,
         bf16=False,
         fp16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         report_to="none",
         save_strategy="no",
         dataset_num_proc=None,
