@@ -9,10 +9,12 @@ the paper used or from local copies of them in their published formats.
 `<NAME>.{jsonl,json,parquet,csv}`. NAME is a benchmark (medqa, medqa5, pubmedqa, medmcqa) or a MedAlpaca subset
 (`medical_meadow_wikidoc`, with or without the `medalpaca/` prefix).
 
-MedAlpaca: the paper's "MedAlpaca-263K" is the instruction data of MedAlpaca (Han et al., 2023), published as the
+MedAlpaca: the instruction data of MedAlpaca (Han et al., 2023), published as the
 `medalpaca/medical_meadow_*` datasets (instruction / input / output). The paper does not list the subsets; the
 default `MEDALPACA_SUBSETS` below are the Medical Meadow sets on the Hub except `cord19` (a large abstract-to-summary
-set) and the USMLE self-assessment (a test set). `--subsets` chooses others; the count written is printed.
+set) and the USMLE self-assessment (a test set): about 77K rows. The paper's 263K also has Stack Exchange, ChatDoctor,
+OpenAssistant and CORD-19 samples that are not on the Hub under `medalpaca/`. `--subsets` chooses others; the count
+written is printed.
 
 Benchmarks (written in their original release formats, which `sftmix eval` reads and its recipes name):
 - medqa: GBaker/MedQA-USMLE-4-options, test (the MedQA US 4-option test set, 1,273 questions);
