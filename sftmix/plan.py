@@ -120,9 +120,9 @@ def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
                 f"{num_checkpoints} point(s) of its NTP warm-up"
             )
         else:
-            from sftmix.dynamics.config import reference_steps
+            from sftmix.dynamics.config import DynamicsConfig, reference_steps
 
-            ref_steps = reference_steps(args, dynamics, num_train)
+            ref_steps = reference_steps(args, dynamics or DynamicsConfig(), num_train)
             disk = (
                 f", {num_checkpoints} checkpoints ~{_gigabytes(num_checkpoints * checkpoint_bytes)}"
                 if checkpoint_bytes

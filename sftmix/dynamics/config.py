@@ -251,13 +251,12 @@ def reference_steps(base, dynamics, num_examples: int) -> int:
     schedule (both phases share one learning-rate schedule). `sftmix check` prints the same number."""
     from sftmix.plan import optimizer_steps
 
-    if getattr(dynamics, "mode", "reference") == "online":
+    if dynamics.mode == "online":
         return optimizer_steps(num_examples, base)
-    if getattr(dynamics, "reference_max_steps", None) is not None:
+    if dynamics.reference_max_steps is not None:
         return dynamics.reference_max_steps
-    epochs = getattr(dynamics, "reference_num_train_epochs", None)
-    if epochs is not None:
-        return optimizer_steps(num_examples, base, epochs)
+    if dynamics.reference_num_train_epochs is not None:
+        return optimizer_steps(num_examples, base, dynamics.reference_num_train_epochs)
     return min(optimizer_steps(num_examples, base, 1.0), optimizer_steps(num_examples, base))
 
 
