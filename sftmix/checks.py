@@ -131,11 +131,16 @@ def data_problems_and_held_out(data) -> tuple[list[str], bool | None]:
 def evaluation_problems(evaluation, held_out: bool | None) -> list[str]:
     """Parse every local evaluation file completely (Hub benchmarks are loaded when evaluation runs)."""
     from sftmix.data import DataError
-    from sftmix.evaluation.benchmarks import load_benchmark
+    from sftmix.evaluation.benchmarks import is_hub_source, load_benchmark
     from sftmix.evaluation.heldout import load_heldout
-    from sftmix.evaluation.hub import is_hub_source
+    from sftmix.evaluation.lm_eval_tasks import require_lm_eval
 
     problems = []
+    if evaluation.benchmark_sources():
+        try:
+            require_lm_eval()
+        except ImportError as error:
+            problems.append(f"`evaluation`: {error}")
     if evaluation.heldout and evaluation.heldout_split:
         problems.append(
             "`evaluation`: set either `heldout` (a file) or `heldout_split` (the recipe's held-out split)."

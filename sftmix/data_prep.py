@@ -17,11 +17,16 @@ OpenAssistant and CORD-19 samples that are not on the Hub under `medalpaca/`. `-
 written is printed.
 
 Benchmarks (written in their original release formats, which `sftmix eval` reads and its recipes name):
-- medqa: GBaker/MedQA-USMLE-4-options, test (the MedQA US 4-option test set, 1,273 questions);
+- medqa: GBaker/MedQA-USMLE-4-options-hf, test (the MedQA US 4-option test set, 1,273 questions, as lm-eval's
+  `medqa_4options` scores it);
 - medqa5: no maintained Hub copy keeps the 5 options: pass the MedQA release's `data_clean/questions/US/test.jsonl`
   with `--source medqa5=PATH`; skipped otherwise;
-- pubmedqa: qiaojin/PubMedQA pqa_labeled (the 1,000 labelled questions) as `ori_pqal.json`; the official 500-question
-  test split is the PMIDs of the release's `test_ground_truth.json` (`evaluation.pubmedqa_ids`);
+- pubmedqa: qiaojin/PubMedQA pqa_labeled (the 1,000 labelled questions) as `ori_pqal.json`, and beside it
+  `test_ground_truth.json`, the PMIDs of the official 500-question test split that the paper and lm-eval score
+  (`evaluation.pubmedqa_ids`). `--source pubmedqa_ids=PATH` copies the release's own file; without it the split is
+  drawn as the release's `preprocess/split_dataset.py` draws it (seed 0, each label's PMIDs in file order shuffled,
+  the second half of each kept), which gives the official list only if the source keeps ori_pqal.json's order:
+  unverified offline, so pass the release's file where you can;
 - medmcqa: openlifescienceai/medmcqa validation (4,183 questions; the test split has no answers), `cop` written 1-4
   as in the original release.
 """
@@ -31,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -53,6 +59,7 @@ BENCHMARK_FILES = {
     "pubmedqa": "pubmedqa/ori_pqal.json",
     "medmcqa": "medmcqa/dev.json",
 }
+PUBMEDQA_TEST_IDS = "pubmedqa/test_ground_truth.json"
 EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv")
 
 
@@ -142,7 +149,7 @@ def build_medalpaca(out: Path, subsets, named, directories) -> tuple[Path, dict[
 
 
 def _write_benchmark(name: str, questions, target: Path) -> None:
-    from sftmix.evaluation.prompts import LETTERS, PUBMEDQA_CHOICES
+    from sftmix.evaluation.benchmarks import LETTERS, PUBMEDQA_OPTIONS
 
     target.parent.mkdir(parents=True, exist_ok=True)
     if name == "pubmedqa":
@@ -150,12 +157,13 @@ def _write_benchmark(name: str, questions, target: Path) -> None:
             q.id: {
                 "QUESTION": q.question,
                 "CONTEXTS": q.context,
-                "final_decision": PUBMEDQA_CHOICES[q.answer],
+                "final_decision": PUBMEDQA_OPTIONS[q.answer],
             }
             for q in questions
         }
         target.write_text(json.dumps(records, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         return
+
     rows = []
     for q in questions:
         if name == "medmcqa":
@@ -196,7 +204,51 @@ def build_benchmarks(
         _write_benchmark(name, questions, target)
         written[name] = target
         logger.info("%s: %d questions -> %s", name, len(questions), target)
+        ids = name == "pubmedqa" and write_pubmedqa_test_ids(
+            questions, out / PUBMEDQA_TEST_IDS, local_source("pubmedqa_ids", named, directories)
+        )
+        if ids:
+            written["pubmedqa_ids"] = ids
     return written
+
+
+def write_pubmedqa_test_ids(questions, target: Path, release_file: Path | None) -> Path | None:
+    """The official PubMedQA test split (PMID -> answer): the release's file if given, else drawn as the release's
+    split script draws it (see the module docstring)."""
+    import random
+
+    from sftmix.evaluation.benchmarks import PUBMEDQA_OPTIONS, read_pubmedqa_ids
+
+    answers = {q.id: PUBMEDQA_OPTIONS[q.answer] for q in questions}
+    if release_file is not None:
+        ids = read_pubmedqa_ids(release_file)
+        missing = [i for i in ids if i not in answers]
+        if missing:
+            raise SourceError(
+                f"{len(missing)} PMIDs of {release_file} are not among the PubMedQA questions (e.g. {missing[:3]})."
+            )
+    else:
+        if len(answers) != 1000:
+            logger.warning(
+                "pubmedqa_ids not written: the PubMedQA source holds %d questions, not the 1,000 of ori_pqal.json, "
+                "so the official test split cannot be drawn from it. Pass the release's test_ground_truth.json with "
+                "--source pubmedqa_ids=PATH.",
+                len(answers),
+            )
+            return None
+        draw, ids = random.Random(0), []
+        for label in PUBMEDQA_OPTIONS:
+            pmids = [pmid for pmid, answer in answers.items() if answer == label]
+            draw.shuffle(pmids)
+            ids += pmids[math.ceil(len(pmids) / 2) :]
+        logger.warning(
+            "PubMedQA test split drawn as the release's split script draws it (%d PMIDs); pass the release's "
+            "test_ground_truth.json with --source pubmedqa_ids=PATH to use the official file itself.",
+            len(ids),
+        )
+    target.write_text(json.dumps({i: answers[i] for i in ids}, indent=1) + "\n", encoding="utf-8")
+    logger.info("pubmedqa_ids: %d PMIDs (the official test split) -> %s", len(ids), target)
+    return target
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -259,3 +259,27 @@ def test_sftmix_train_reports_every_problem_at_once_before_loading_a_model(tmp_p
     assert "`model_name_or_path`: ./no-such-model does not exist" in stderr
     assert not (tmp_path / "out").exists()
     assert time.perf_counter() - started < 120  # seconds, not a training run
+
+
+def test_benchmarks_without_lm_eval_are_refused_by_sftmix_check_with_the_pip_line(
+    tmp_path, tiny_model_dir, monkeypatch, capsys
+):
+    import importlib.util
+
+    from sftmix.cli import main
+
+    write_jsonl(tmp_path / "train.jsonl", make_conversations(8))
+    write_jsonl(tmp_path / "medqa.jsonl", [MEDQA_ROW])
+    (tmp_path / "recipe.yaml").write_text(
+        f"model_name_or_path: {tiny_model_dir}\ndataset_files: [train.jsonl]\noutput_dir: out\n"
+        "mixup_weight: 0.0\nevaluation:\n  medqa: medqa.jsonl\n"
+    )
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "lm_eval" else find_spec(name, *a)
+    )
+    assert main(["check", "--config", str(tmp_path / "recipe.yaml")]) != 0
+    err = capsys.readouterr().err
+    assert "lm-evaluation-harness, which is not installed" in err and 'pip install "sftmix[eval]"' in err
+    monkeypatch.undo()
+    assert main(["check", "--config", str(tmp_path / "recipe.yaml")]) == 0

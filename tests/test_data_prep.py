@@ -8,7 +8,7 @@ import pytest
 import yaml
 from datasets import Dataset
 
-from sftmix.data_prep import BENCHMARK_FILES, MEDALPACA_FILE, main
+from sftmix.data_prep import BENCHMARK_FILES, MEDALPACA_FILE, PUBMEDQA_TEST_IDS, main
 from sftmix.evaluation.benchmarks import load_benchmark
 
 DATA = Path(__file__).parent / "data"
@@ -86,13 +86,61 @@ def test_mcq_from_local_files_round_trips_through_sftmix_eval_readers(tmp_path):
     assert {
         name: Path(recipe[name]).relative_to("data").as_posix() for name in BENCHMARK_FILES
     } == BENCHMARK_FILES
+    assert recipe["pubmedqa_ids"] == f"data/{PUBMEDQA_TEST_IDS}"
+    assert not (tmp_path / PUBMEDQA_TEST_IDS).exists()  # 3 questions: no official split to draw
+
+
+def test_mcq_writes_the_official_pubmedqa_test_ids_beside_ori_pqal(tmp_path):
+    labels = ["yes"] * 552 + ["no"] * 338 + ["maybe"] * 110  # ori_pqal.json's 1,000 labelled questions
+    records = {
+        str(20000000 + i): {"QUESTION": f"Q{i}?", "CONTEXTS": ["c"], "final_decision": label}
+        for i, label in enumerate(labels)
+    }
+    (tmp_path / "ori_pqal.json").write_text(json.dumps(records))
+    assert (
+        main(
+            [
+                "mcq",
+                "--out",
+                str(tmp_path / "a"),
+                "--benchmarks",
+                "pubmedqa",
+                f"--source=pubmedqa={tmp_path / 'ori_pqal.json'}",
+            ]
+        )
+        == 0
+    )
+    drawn = json.loads((tmp_path / "a" / PUBMEDQA_TEST_IDS).read_text())
+    assert len(drawn) == 500 and all(
+        records[pmid]["final_decision"] == answer for pmid, answer in drawn.items()
+    )
+    counts = {label: list(drawn.values()).count(label) for label in ("yes", "no", "maybe")}
+    assert counts == {"yes": 276, "no": 169, "maybe": 55}  # half of each label, as the release's split
+    kept = load_benchmark(
+        "pubmedqa",
+        str(tmp_path / "a" / BENCHMARK_FILES["pubmedqa"]),
+        pubmedqa_ids=str(tmp_path / "a" / PUBMEDQA_TEST_IDS),
+    )
+    assert sorted(q.id for q in kept) == sorted(drawn)
+    release = {pmid: records[pmid]["final_decision"] for pmid in list(records)[:7]}
+    (tmp_path / "test_ground_truth.json").write_text(json.dumps(release))
+    argv = [
+        "mcq",
+        "--out",
+        str(tmp_path / "b"),
+        "--benchmarks",
+        "pubmedqa",
+        f"--source=pubmedqa={tmp_path / 'ori_pqal.json'}",
+    ]
+    assert main([*argv, f"--source=pubmedqa_ids={tmp_path / 'test_ground_truth.json'}"]) == 0
+    assert json.loads((tmp_path / "b" / PUBMEDQA_TEST_IDS).read_text()) == release  # the release's own file
 
 
 def test_mcq_from_the_hub_skips_medqa5_and_names_the_fix_when_offline(tmp_path, monkeypatch, caplog):
     import datasets
 
     hub_rows = {
-        "GBaker/MedQA-USMLE-4-options": DATA / "medqa_4options.jsonl",
+        "GBaker/MedQA-USMLE-4-options-hf": DATA / "medqa_4options.jsonl",
         "openlifescienceai/medmcqa": DATA / "medmcqa_hf.jsonl",
         "qiaojin/PubMedQA": DATA / "pubmedqa_pqa_labeled.jsonl",
     }

@@ -1,4 +1,4 @@
-"""Benchmark readers on small hand-written files in the published formats, prompt templates, the Hub fallback."""
+"""Benchmark readers on small hand-written files in the published formats, the settings' checks, the Hub fallback."""
 
 import json
 from pathlib import Path
@@ -13,7 +13,6 @@ from sftmix.evaluation.benchmarks import (
     read_pubmedqa,
 )
 from sftmix.evaluation.config import EvalConfig
-from sftmix.evaluation.prompts import MultipleChoiceTemplate
 
 DATA = Path(__file__).parent / "data"
 
@@ -108,6 +107,27 @@ def test_pubmedqa_test_ids_and_context_switch():
         load_benchmark("pubmedqa", str(DATA / "pubmedqa_test_ground_truth.json"))
 
 
+def test_pubmedqa_ids_on_bigbio_rows_without_pmids_are_refused_with_the_fix(tmp_path):
+    bigbio = write_jsonl(
+        tmp_path / "bigbio.jsonl",
+        [{"QUESTION": "Q?", "CONTEXTS": ["c"], "final_decision": "yes", "LONG_ANSWER": "l"}] * 2,
+    )
+    assert [q.id for q in load_benchmark("pubmedqa", str(bigbio))] == ["0", "1"]  # no filter: fine
+    with pytest.raises(BenchmarkFormatError, match="carry no PMID.*Pass ori_pqal.json"):
+        load_benchmark("pubmedqa", str(bigbio), pubmedqa_ids=str(DATA / "pubmedqa_test_ground_truth.json"))
+    with_ids = write_jsonl(
+        tmp_path / "bigbio_ids.jsonl",
+        [
+            {"PUBMED_ID": pmid, "QUESTION": "Q?", "CONTEXTS": ["c"], "final_decision": "no"}
+            for pmid in (10000001, 7, 10000003)
+        ],
+    )
+    kept = load_benchmark(
+        "pubmedqa", str(with_ids), pubmedqa_ids=str(DATA / "pubmedqa_test_ground_truth.json")
+    )
+    assert [q.id for q in kept] == ["10000001", "10000003"]
+
+
 def test_max_examples_and_parquet(tmp_path):
     import pandas as pd
 
@@ -123,28 +143,14 @@ def test_hub_source_offline_fails_with_the_local_file_hint(monkeypatch):
     with pytest.raises(RuntimeError) as error:
         load_benchmark("medqa", "hub")
     message = str(error.value)
-    assert "GBaker/MedQA-USMLE-4-options" in message and "offline" in message and "--medqa FILE" in message
+    assert "GBaker/MedQA-USMLE-4-options-hf" in message and "offline" in message and "--medqa FILE" in message
     with pytest.raises(ValueError, match="no default Hub dataset"):
         load_benchmark("medqa5", "hub")
 
 
-def test_default_prompt_and_answer():
-    question = read_pubmedqa(DATA / "pubmedqa_ori_pqal.json")[1]
-    template = MultipleChoiceTemplate()
-    user = template.user_message(question)
-    assert user.startswith("Context:\nWe followed 200 runners for one winter season.\nThe incidence")
-    assert "Question: Is vitamin C supplementation" in user and "(A) yes\n(B) no\n(C) maybe" in user
-    assert template.answer_message(question, 1) == "The answer is (B) no"
-    chat = MultipleChoiceTemplate(system="Be brief.").conversation(question, 2)
-    assert [m["role"] for m in chat] == ["system", "user", "assistant"]
-    assert chat[-1]["content"] == "The answer is (C) maybe"
-
-
-def test_bad_templates_are_refused_naming_the_setting():
-    with pytest.raises(ValueError, match=r"`prompt_template` .* uses the fields \['question'\].*must use"):
-        EvalConfig(prompt_template="{question}")
-    with pytest.raises(ValueError, match=r"`answer_template` .*\['answer'\]"):
-        EvalConfig(answer_template="The answer is {answer}")
+def test_bad_settings_are_refused_naming_the_setting():
+    with pytest.raises(ValueError, match="`benchmark_style` must be one of"):
+        EvalConfig(benchmark_style="letters")
     with pytest.raises(ValueError, match="`headline` must be one of"):
         EvalConfig(headline="f1")
     with pytest.raises(ValueError, match="`batch_size` must be at least 1"):

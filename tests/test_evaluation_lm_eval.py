@@ -1,117 +1,164 @@
-"""The default benchmark scoring is lm-evaluation-harness's: the same requests as its `medqa_4options`, `medmcqa`
-and `pubmedqa` tasks build (their own task configs, run offline on local copies of the fixtures in the Hub
-datasets' schemas), the same per-choice log-likelihoods as its `HFLM` on a tiny model saved to disk, and the same
-`acc` / `acc_norm`."""
+"""`sftmix eval` reports what lm-evaluation-harness's own `simple_evaluate` reports on the same tasks: lm-eval's
+`medqa_4options`, `medmcqa` and `pubmedqa` (their own YAML, the dataset replaced by the test fixtures written here
+in each Hub dataset's schema), on a tiny model saved to disk, question by question."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-lm_eval = pytest.importorskip("lm_eval", reason="the `test` extra installs lm_eval")
-
-from sftmix.evaluation.benchmarks import load_benchmark  # noqa: E402
-from sftmix.evaluation.loading import load_model_for_eval  # noqa: E402
-from sftmix.evaluation.multiple_choice import (  # noqa: E402
-    accuracy_summary,
-    lm_eval_requests,
-    score_questions,
-)
-from sftmix.evaluation.prompts import medmcqa_doc, medqa_doc, pubmedqa_doc  # noqa: E402
+lm_eval = pytest.importorskip("lm_eval", reason="the `eval` extra installs lm_eval")
 
 DATA = Path(__file__).parent / "data"
-# benchmark -> (fixture, lm-eval task directory, task yaml, our question -> the task dataset's row)
+
+
+def rows(name):
+    return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
+
+
+def medqa_hub_rows():  # the MedQA US release -> GBaker/MedQA-USMLE-4-options-hf
+    out = []
+    for row in rows("medqa_4options.jsonl"):
+        keys = sorted(row["options"])
+        doc = {"sent1": row["question"], "label": keys.index(row["answer_idx"])}
+        doc.update({f"ending{i}": row["options"][k] for i, k in enumerate(keys)})
+        out.append(doc)
+    return out
+
+
+def pubmedqa_bigbio_rows():  # qiaojin/PubMedQA pqa_labeled -> bigbio/pubmed_qa source schema
+    return [
+        {
+            "QUESTION": r["question"],
+            "CONTEXTS": r["context"]["contexts"],
+            "final_decision": r["final_decision"],
+        }
+        for r in rows("pubmedqa_pqa_labeled.jsonl")
+    ]
+
+
+# sftmix benchmark -> (fixture passed to sftmix, lm-eval task yaml, the same questions in the task's schema)
 TASKS = {
-    "medqa": ("medqa_4options.jsonl", "medqa", "medqa.yaml", medqa_doc),
-    "medmcqa": ("medmcqa_hf.jsonl", "medmcqa", "medmcqa.yaml", medmcqa_doc),
-    "pubmedqa": ("pubmedqa_pqa_labeled.jsonl", "pubmedqa", "pubmedqa.yaml", pubmedqa_doc),
+    "medqa": ("medqa_4options.jsonl", "medqa/medqa.yaml", medqa_hub_rows),
+    "medmcqa": ("medmcqa_hf.jsonl", "medmcqa/medmcqa.yaml", lambda: rows("medmcqa_hf.jsonl")),
+    "pubmedqa": ("pubmedqa_pqa_labeled.jsonl", "pubmedqa/pubmedqa.yaml", pubmedqa_bigbio_rows),
 }
 
 
-@pytest.fixture(scope="module")
-def hflm(tiny_model_dir):
-    from lm_eval.models.huggingface import HFLM
-
-    return HFLM(pretrained=str(tiny_model_dir), device="cpu", batch_size=1, dtype="float32")
-
-
-@pytest.fixture(scope="module")
-def ours(tiny_model_dir):
-    return load_model_for_eval(str(tiny_model_dir), "float32", "cpu")
-
-
-def lm_eval_task(name, questions, tmp_path):
-    """lm-eval's own task for `name`, its dataset replaced by a local file of `questions` in the task's schema."""
+def harness(model_dir, tmp_path, chat):
+    """lm-eval's own tasks and HFLM, as a user of lm-eval would run them on local copies of the data."""
     import lm_eval.tasks
+    from lm_eval import simple_evaluate
     from lm_eval.api.task import ConfigurableTask
+    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    _, directory, config_file, to_doc = TASKS[name]
-    rows = tmp_path / f"{name}.jsonl"
-    rows.write_text("".join(json.dumps(to_doc(q)) + "\n" for q in questions))
-    config = load_yaml(Path(lm_eval.tasks.__file__).parent / directory / config_file, resolve_func=True)
-    config.update(
-        dataset_path="json",
-        dataset_name=None,
-        dataset_kwargs={"data_files": {"test": str(rows)}},
-        training_split=None,
-        validation_split=None,
-        test_split="test",
-    )
-    return ConfigurableTask(config=config)
+    tasks = {}
+    for name, (_, yaml_file, to_rows) in TASKS.items():
+        data = tmp_path / f"harness_{name}.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in to_rows()))
+        config = load_yaml(Path(lm_eval.tasks.__file__).parent / yaml_file, resolve_func=True)
+        config.update(
+            dataset_path="json",
+            dataset_name=None,
+            dataset_kwargs={"data_files": {"test": str(data)}},
+            training_split=None,
+            validation_split=None,
+            test_split="test",
+        )
+        tasks[name] = ConfigurableTask(config=config)
+    lm = HFLM(pretrained=str(model_dir), device="cpu", batch_size=1, dtype="float32")
+    return simple_evaluate(
+        model=lm, tasks=list(tasks.values()), apply_chat_template=chat, log_samples=True
+    ), tasks
 
 
 @pytest.mark.parametrize("chat", [False, True], ids=["plain", "chat_template"])
-@pytest.mark.parametrize("name", list(TASKS))
-def test_loglikelihoods_and_accuracies_match_lm_eval(tmp_path, hflm, ours, name, chat):
-    model, tokenizer = ours
-    questions = load_benchmark(name, str(DATA / TASKS[name][0]))
-    task = lm_eval_task(name, questions, tmp_path)
-    docs = list(task.test_docs())
-    options = {"apply_chat_template": chat, "chat_template": hflm.apply_chat_template if chat else None}
-    requests = []
-    for i, doc in enumerate(docs):
-        context = task.fewshot_context(doc, num_fewshot=0, **options)
-        doc_requests = task.construct_requests(doc, context, metadata=(name, i, 1), apply_chat_template=chat)
-        pairs, _ = lm_eval_requests(name, questions[i], tokenizer, chat_template=chat)
-        assert pairs == [r.args for r in doc_requests]  # lm-eval's prompt text, choices and delimiter
-        requests.append(doc_requests)
-    flat = hflm.loglikelihood([r for doc_requests in requests for r in doc_requests], disable_tqdm=True)
-    scored = score_questions(
-        model, tokenizer, questions, benchmark=name, chat_template=chat, batch_size=3, show_progress=False
-    )
-    start, harness = 0, {"acc": [], "acc_norm": []}
-    for doc, doc_requests, result in zip(docs, requests, scored, strict=True):
-        lls = [ll for ll, _ in flat[start : start + len(doc_requests)]]
-        start += len(doc_requests)
-        assert result.sum_logprobs == pytest.approx(lls, abs=1e-5)
-        metrics = task.process_results(doc, [(ll, False) for ll in lls])
-        for key in harness:
-            harness[key].append(metrics.get(key, metrics["acc"]))
-        assert float(result.predicted == result.answer) == metrics["acc"]
-        if "acc_norm" in metrics:
-            assert float(result.predicted_norm == result.answer) == metrics["acc_norm"]
-    summary = accuracy_summary(scored)
-    assert summary["acc"] == sum(harness["acc"]) / len(docs)
-    if name != "pubmedqa":  # lm-eval's pubmedqa reports acc only
-        assert summary["acc_norm"] == sum(harness["acc_norm"]) / len(docs)
+def test_sftmix_eval_reports_lm_evals_own_accuracies(tmp_path, tiny_model_dir, chat):
+    from sftmix.cli import main
+
+    out = tmp_path / "eval"
+    argv = ["eval", "--model", str(tiny_model_dir), "--output_dir", str(out), "--dtype", "float32"]
+    argv += ["--batch_size", "3", "--show_progress", "false", "--benchmark_chat_template", str(chat).lower()]
+    for name, (fixture, _, _) in TASKS.items():
+        argv += [f"--{name}", str(DATA / fixture)]
+    assert main(argv) == 0
+    ours = json.loads((out / "results.json").read_text())
+    expected, tasks = harness(tiny_model_dir, tmp_path, chat)
+    for name, task in tasks.items():
+        metrics = expected["results"][task.config.task]
+        assert ours["benchmarks"][name]["acc"] == metrics["acc,none"]
+        assert ours["benchmarks"][name]["acc_norm"] == metrics.get("acc_norm,none")
+        predictions = [
+            json.loads(line) for line in (out / "predictions" / f"{name}.jsonl").read_text().splitlines()
+        ]
+        samples = sorted(expected["samples"][task.config.task], key=lambda s: s["doc_id"])
+        assert len(predictions) == len(samples) == 3
+        for prediction, sample in zip(predictions, samples, strict=True):
+            lls = [float(ll) for ll, _ in sample["filtered_resps"]]
+            assert prediction["sum_logprobs"] == pytest.approx(lls, abs=1e-5)
+            assert float(prediction["predicted"] == prediction["answer"]) == sample["acc"]
 
 
-def test_medqa5_is_the_4_option_prompt_with_option_e_and_scores_like_hflm(hflm, ours):
-    """lm-eval has no 5-option MedQA task: `medqa5` is `medqa_4options`'s prompt with "E. ..." and choice E."""
+def test_medqa5_is_the_4_option_prompt_with_option_e(tmp_path, tiny_model_dir):
+    """lm-eval has no 5-option MedQA task: `medqa5` is `medqa_4options`'s prompt with "E. ..." and choice E, and
+    its log-likelihoods are HFLM's on those requests."""
     from lm_eval.api.instance import Instance
+    from lm_eval.api.task import ConfigurableTask
+    from lm_eval.models.huggingface import HFLM
 
-    model, tokenizer = ours
+    from sftmix.evaluation.benchmarks import load_benchmark
+    from sftmix.evaluation.lm_eval_tasks import task_config, task_doc
+
     questions = load_benchmark("medqa5", str(DATA / "medqa_5options.jsonl"))
-    pairs, choices = lm_eval_requests("medqa5", questions[0], tokenizer)
-    assert choices == ["A", "B", "C", "D", "E"]
-    context = pairs[0][0]
-    assert context.startswith("Question: ") and context.endswith(f"\nE. {questions[0].options[4]}\nAnswer:")
+    data = tmp_path / "medqa5.jsonl"
+    data.write_text("".join(json.dumps(task_doc("medqa5", q)) + "\n" for q in questions))
+    task = ConfigurableTask(config=task_config("medqa5", data))
+    docs = list(task.test_docs())
+    q = questions[0]
+    options = "".join(f"{letter}. {text}\n" for letter, text in zip("ABCDE", q.options, strict=True))
+    assert task.doc_to_text(docs[0]) == f"Question: {q.question}\n{options}Answer:"
+    assert (
+        task.doc_to_choice(docs[0]) == ["A", "B", "C", "D", "E"] and task.doc_to_target(docs[0]) == q.answer
+    )
+    lm = HFLM(pretrained=str(tiny_model_dir), device="cpu", batch_size=1, dtype="float32")
     requests = [
-        Instance("loglikelihood", {}, pair, i)
-        for q in questions
-        for i, pair in enumerate(lm_eval_requests("medqa5", q, tokenizer)[0])
+        Instance("loglikelihood", {}, (task.doc_to_text(doc), " " + letter), i)
+        for doc in docs
+        for i, letter in enumerate("ABCDE")
     ]
-    expected = [ll for ll, _ in hflm.loglikelihood(requests, disable_tqdm=True)]
-    scored = score_questions(model, tokenizer, questions, benchmark="medqa5", show_progress=False)
-    assert [s for r in scored for s in r.sum_logprobs] == pytest.approx(expected, abs=1e-5)
+    expected = [ll for ll, _ in lm.loglikelihood(requests, disable_tqdm=True)]
+    from sftmix.evaluation import EvalConfig, evaluate_from_config
+
+    config = EvalConfig(
+        medqa5=str(DATA / "medqa_5options.jsonl"),
+        output_dir=str(tmp_path / "e"),
+        dtype="float32",
+        show_progress=False,
+    )
+    evaluate_from_config(str(tiny_model_dir), config)
+    scored = [
+        json.loads(line)
+        for line in (tmp_path / "e" / "predictions" / "medqa5.jsonl").read_text().splitlines()
+    ]
+    assert [s for row in scored for s in row["sum_logprobs"]] == pytest.approx(expected, abs=1e-5)
+
+
+def test_option_text_variant_scores_the_options_texts(tmp_path, tiny_model_dir):
+    from lm_eval.api.task import ConfigurableTask
+
+    from sftmix.evaluation.benchmarks import load_benchmark
+    from sftmix.evaluation.lm_eval_tasks import task_config, task_doc
+
+    for name, fixture in (("medqa", "medqa_4options.jsonl"), ("medmcqa", "medmcqa_hf.jsonl")):
+        questions = load_benchmark(name, str(DATA / fixture))
+        data = tmp_path / f"{name}.jsonl"
+        data.write_text("".join(json.dumps(task_doc(name, q)) + "\n" for q in questions))
+        letters = ConfigurableTask(config=task_config(name, data))
+        texts = ConfigurableTask(config=task_config(name, data, "option_text"))
+        for doc, question in zip(texts.test_docs(), questions, strict=True):
+            assert texts.doc_to_text(doc) == letters.doc_to_text(doc)  # lm-eval's prompt, unchanged
+            assert (
+                texts.doc_to_choice(doc) == question.options and texts.doc_to_target(doc) == question.answer
+            )
+        assert texts.config.task.endswith("_option_text")

@@ -7,10 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sftmix.evaluation import EvalConfig, evaluate, evaluate_from_config, heldout_metrics
-from sftmix.evaluation.benchmarks import load_benchmark
-from sftmix.evaluation.loading import load_model_for_eval
-from sftmix.evaluation.multiple_choice import accuracy_summary, score_questions
+from sftmix.evaluation import EvalConfig, evaluate, evaluate_from_config, heldout_metrics, load_lm
 from sftmix.testing import build_tiny_llama, make_conversations
 
 DATA = Path(__file__).parent / "data"
@@ -46,11 +43,9 @@ def test_evaluate_writes_json_markdown_diagram_and_predictions(tmp_path, tiny_to
     )
     # Every benchmark's numbers are those of scoring it on its own.
     for name, path in BENCHMARK_FILES.items():
-        direct = accuracy_summary(
-            score_questions(
-                tiny_model, tiny_tokenizer, load_benchmark(name, path), benchmark=name, show_progress=False
-            )
-        )
+        direct = evaluate(tiny_model, tiny_tokenizer, benchmarks={name: path}, config=quiet())["benchmarks"][
+            name
+        ]
         assert results["benchmarks"][name]["acc_norm"] == direct["acc_norm"]
         assert (
             results["benchmarks"][name]["accuracy"] == direct["acc"]
@@ -142,10 +137,10 @@ def test_sftmix_eval_command_on_a_saved_model(tmp_path, tiny_model_dir, capsys):
     saved = json.loads((out / "results.json").read_text())
     assert saved["benchmarks"]["medqa"]["questions"] == 2 and saved["heldout"]["examples"] == 2
 
-    model, tokenizer = load_model_for_eval(str(tiny_model_dir), dtype="float32")
+    lm = load_lm(str(tiny_model_dir), EvalConfig(dtype="float32"))
     direct = evaluate(
-        model,
-        tokenizer,
+        lm.model,
+        lm.tokenizer,
         heldout=[
             {
                 "messages": [
@@ -175,7 +170,7 @@ def test_sftmix_eval_errors_name_the_fix(tmp_path, tiny_model_dir, capsys):
         run_eval_cli(["--help"])
     assert exit_info.value.code == 0 and "--max-examples" in capsys.readouterr().out
     with pytest.raises(RuntimeError, match="Could not load a model from .*PEFT adapter directory"):
-        load_model_for_eval(str(tmp_path))
+        load_lm(str(tmp_path), EvalConfig())
 
 
 def test_peft_adapter_directory_loads_with_its_base_model(tmp_path, tiny_model_dir, tiny_tokenizer):
@@ -197,7 +192,8 @@ def test_peft_adapter_directory_loads_with_its_base_model(tmp_path, tiny_model_d
         expected, abs=1e-6
     )  # scoring the base model's modules includes the LoRA layers
 
-    model, tokenizer = load_model_for_eval(str(tmp_path / "adapter"), dtype="float32")
+    lm = load_lm(str(tmp_path / "adapter"), EvalConfig(dtype="float32"))
+    model, tokenizer = lm.model, lm.tokenizer
     assert type(model).__name__.startswith("Peft") and tokenizer.chat_template == tiny_tokenizer.chat_template
     assert heldout_metrics(model, tokenizer, rows, show_progress=False).loss == pytest.approx(
         expected, abs=1e-5

@@ -1,4 +1,4 @@
-"""Scoring on a tiny model against naive full-logit computations: per-token scores, held-out metrics, options;
+"""Scoring on a tiny model against naive full-logit computations: per-token scores, held-out metrics; benchmark accuracy of a model fitted to the answers;
 and held-out preparation against the labels TRL's SFTTrainer builds for training."""
 
 import math
@@ -14,8 +14,6 @@ from sftmix.evaluation.calibration import expected_calibration_error
 from sftmix.evaluation.encoding import prepare_heldout
 from sftmix.evaluation.heldout import heldout_metrics
 from sftmix.evaluation.label_settings import LabelSettings
-from sftmix.evaluation.multiple_choice import accuracy_summary, score_questions
-from sftmix.evaluation.prompts import MultipleChoiceTemplate
 from sftmix.evaluation.token_scores import check_head, pad_batch, score_label_tokens
 from sftmix.testing import build_tiny_llama, make_conversations
 
@@ -167,69 +165,20 @@ def test_heldout_skips_examples_without_trainable_tokens_and_refuses_none(tiny_t
         )
 
 
-def naive_option_scores(model, tokenizer, question, template):
-    """Each option alone: its own tokenisation, full logits, summed log-probs after the shared prefix."""
-    sequences = [
-        tokenizer.apply_chat_template(
-            template.conversation(question, i), continue_final_message=True, tokenize=False
-        )
-        for i in range(len(question.options))
-    ]
-    ids = [tokenizer(text=s, add_special_tokens=False)["input_ids"] for s in sequences]
-    shared = 0
-    while all(len(x) > shared for x in ids) and len({x[shared] for x in ids}) == 1:
-        shared += 1
-    out = []
-    for x in ids:
-        scores = naive_token_scores(model, x, [-100] * shared + x[shared:])
-        out.append((sum(s[0] for s in scores), len(scores), tokenizer.decode(x[shared:])))
-    return out
-
-
-@pytest.mark.parametrize(
-    "name,path",
-    [
-        ("medqa", "medqa_4options.jsonl"),
-        ("medqa5", "medqa_5options.jsonl"),
-        ("pubmedqa", "pubmedqa_ori_pqal.json"),
-    ],
-)
-def test_option_scores_match_naive_full_logits(tiny_tokenizer, tiny_model, name, path):
-    questions = load_benchmark(name, str(DATA / path))
-    template = MultipleChoiceTemplate()
-    results = score_questions(
-        tiny_model,
-        tiny_tokenizer,
-        questions,
-        template,
-        style="option_text",
-        batch_size=3,
-        show_progress=False,
-    )
-    for question, result in zip(questions, results, strict=True):
-        naive = naive_option_scores(tiny_model, tiny_tokenizer, question, template)
-        assert result.token_counts == [n[1] for n in naive]
-        assert np.allclose(result.sum_logprobs, [n[0] for n in naive], atol=1e-4)
-        for letter, text, (_, _, continuation) in zip(question.letters, question.options, naive, strict=True):
-            assert continuation.endswith(f"{letter}) {text}")  # the scored part is the option, not the prompt
-        sums = [n[0] for n in naive]
-        means = [n[0] / n[1] for n in naive]
-        assert result.predicted == int(np.argmax(sums)) and result.predicted_norm == int(np.argmax(means))
-    summary = accuracy_summary(results)
-    assert summary["questions"] == 3
-    assert summary["acc"] == pytest.approx(
-        np.mean([r.predicted == q.answer for r, q in zip(results, questions, strict=True)])
-    )
-
-
 def test_a_model_that_knows_the_answers_scores_full_marks(tiny_tokenizer):
-    """Fit the tiny model on the correct answer turns; both accuracies must then reach 100%."""
+    """Fit the tiny model on each MedQA prompt followed by its correct option's text (the prompt written here by
+    hand, as lm-eval's medqa_4options shows it); the option_text tasks must then score 100%, letters need not."""
+    from sftmix.evaluation import EvalConfig, evaluate
+
     questions = load_benchmark("medqa", str(DATA / "medqa_4options.jsonl"))
-    template = MultipleChoiceTemplate()
     model = build_tiny_llama(len(tiny_tokenizer), seed=2)
-    rows = [{"messages": template.conversation(q, q.answer)} for q in questions]
-    encoded = list(prepare_heldout(Dataset.from_list(rows), tiny_tokenizer, LabelSettings(max_length=None)))
-    batch = pad_batch([e["input_ids"] for e in encoded], [e["labels"] for e in encoded], 0, "cpu")
+    rows = []
+    for q in questions:
+        options = "".join(f"{letter}. {text}\n" for letter, text in zip("ABCD", q.options, strict=True))
+        prompt = tiny_tokenizer.encode(f"Question: {q.question}\n{options}Answer:")
+        answer = tiny_tokenizer.encode(f"Answer: {q.options[q.answer]}", add_special_tokens=False)[2:]
+        rows.append((prompt + answer, [-100] * len(prompt) + answer))
+    batch = pad_batch([r[0] for r in rows], [r[1] for r in rows], 0, "cpu")
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     model.train()
     for _ in range(40):
@@ -238,8 +187,10 @@ def test_a_model_that_knows_the_answers_scores_full_marks(tiny_tokenizer):
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
         ).loss.backward()
         optimizer.step()
-    summary = accuracy_summary(
-        score_questions(model, tiny_tokenizer, questions, template, style="option_text", show_progress=False)
+    model.eval()
+    config = EvalConfig(benchmark_style="option_text", show_progress=False)
+    results = evaluate(
+        model, tiny_tokenizer, benchmarks={"medqa": str(DATA / "medqa_4options.jsonl")}, config=config
     )
-    assert summary == {"acc": 1.0, "acc_norm": 1.0, "questions": 3}
-    assert model.training  # the training mode is restored
+    medqa = results["benchmarks"]["medqa"]
+    assert (medqa["acc"], medqa["acc_norm"], medqa["questions"]) == (1.0, 1.0, 3)

@@ -6,9 +6,10 @@
 
 Modules, one idea each: `config` (EvalConfig), `calibration` (ECE math), `reliability_plot`, `token_scores`
 (chunked LM-head scoring), `label_settings` (how training labelled its data, saved with the model), `encoding`
-(SFTTrainer's own preparation of held-out data), `heldout`, `benchmarks` (readers of the published formats), `hub`,
-`prompts` (lm-eval's and the option-text prompts), `multiple_choice` (choice log-likelihoods), `sharding` (work
-split over processes), `report`, `loading`, `runner` (evaluate, evaluate_from_config), `cli` (`sftmix eval`). Imports are lazy: `EvalConfig` loads without torch.
+(SFTTrainer's own preparation of held-out data), `heldout`, `sharding` (held-out batches over processes),
+`benchmarks` (readers of the published formats, local or on the Hub), `lm_eval_tasks` (the benchmarks as
+lm-evaluation-harness tasks, scored by lm-eval), `report`, `runner` (evaluate, evaluate_from_config, load_lm), `cli`
+(`sftmix eval`). Imports are lazy: `EvalConfig` loads without torch.
 """
 
 from __future__ import annotations
@@ -38,11 +39,10 @@ _LAZY = {
     "read_medqa": "sftmix.evaluation.benchmarks",
     "read_medmcqa": "sftmix.evaluation.benchmarks",
     "read_pubmedqa": "sftmix.evaluation.benchmarks",
-    "MultipleChoiceTemplate": "sftmix.evaluation.prompts",
-    "score_questions": "sftmix.evaluation.multiple_choice",
-    "accuracy_summary": "sftmix.evaluation.multiple_choice",
+    "task_config": "sftmix.evaluation.lm_eval_tasks",
+    "score_benchmarks": "sftmix.evaluation.lm_eval_tasks",
     "write_report": "sftmix.evaluation.report",
-    "load_model_for_eval": "sftmix.evaluation.loading",
+    "load_lm": "sftmix.evaluation.runner",
 }
 
 __all__ = list(_LAZY)

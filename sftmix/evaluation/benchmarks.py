@@ -23,13 +23,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sftmix.data import excerpt
-from sftmix.evaluation.prompts import LETTERS
 
 logger = logging.getLogger(__name__)
+
+LETTERS = "ABCDEFGHIJ"
+# A benchmark source is a local file, `hub` (the dataset below) or `hub:ID[:CONFIG[:SPLIT]]`, in the published format.
+# name -> (dataset id, configuration, split); MedQA-5 has none: no maintained Hub copy keeps the 5-option format.
+HUB_DEFAULTS = {
+    "medqa": ("GBaker/MedQA-USMLE-4-options-hf", None, "test"),  # what lm-eval's medqa_4options scores
+    "medmcqa": ("openlifescienceai/medmcqa", None, "validation"),  # the test split has no answers
+    "pubmedqa": ("qiaojin/PubMedQA", "pqa_labeled", "train"),  # the 1,000 labelled questions
+}
 
 PUBMEDQA_OPTIONS = ("yes", "no", "maybe")
 MEDMCQA_COLUMNS = ("opa", "opb", "opc", "opd")
@@ -282,7 +291,7 @@ def _pubmedqa_question(qid, question, contexts, decision, at: str) -> MultipleCh
     )
 
 
-def parse_pubmedqa_records(records, where: str) -> list[MultipleChoiceQuestion]:
+def parse_pubmedqa_records(records, where: str, ids_wanted: bool = False) -> list[MultipleChoiceQuestion]:
     if isinstance(records, dict):  # ori_pqal.json: PMID -> record
         questions = []
         for pmid, row in records.items():
@@ -302,7 +311,14 @@ def parse_pubmedqa_records(records, where: str) -> list[MultipleChoiceQuestion]:
         at = f"{where}, row {index}"
         if isinstance(row, dict) and "QUESTION" in row:  # BigBio pubmed_qa source rows (lm-eval's dataset)
             _require(row, ("QUESTION", "CONTEXTS", "final_decision"), at, "pubmedqa")
-            qid = row.get("PUBMED_ID", row.get("pubid", index))
+            qid = row.get("PUBMED_ID", row.get("pubid"))
+            if qid is None and ids_wanted:
+                raise BenchmarkFormatError(
+                    f"{at}: BigBio pubmed_qa rows carry no PMID, so `pubmedqa_ids` cannot select from them. Pass "
+                    "ori_pqal.json (or qiaojin/PubMedQA pqa_labeled rows), whose questions are keyed by PMID, or "
+                    "a file that holds only the questions to score and no `pubmedqa_ids`."
+                )
+            qid = index if qid is None else qid
             questions.append(
                 _pubmedqa_question(qid, row["QUESTION"], row["CONTEXTS"], row["final_decision"], at)
             )
@@ -356,8 +372,6 @@ def load_benchmark(
     pubmedqa_context: bool = True,
 ) -> list[MultipleChoiceQuestion]:
     """The questions of benchmark `name` (medqa, medqa5, medmcqa, pubmedqa) from a local file or the Hub."""
-    from sftmix.evaluation.hub import is_hub_source, load_hub_rows
-
     if name not in ("medqa", "medqa5", "medmcqa", "pubmedqa"):
         raise ValueError(
             f"Unknown benchmark {name!r}; the benchmarks are medqa, medqa5, medmcqa and pubmedqa."
@@ -371,7 +385,7 @@ def load_benchmark(
         rows = _rows(records, where, "medmcqa")
         questions = parse_medmcqa_rows(rows, where, medmcqa_answer_base, default_base=0 if hub else 1)
     else:
-        questions = parse_pubmedqa_records(records, where)
+        questions = parse_pubmedqa_records(records, where, ids_wanted=bool(pubmedqa_ids))
         if pubmedqa_ids:
             keep = set(read_pubmedqa_ids(pubmedqa_ids))
             missing = keep - {q.id for q in questions}
@@ -387,3 +401,38 @@ def load_benchmark(
     if not questions:
         raise BenchmarkFormatError(f"{where} holds no questions.")
     return questions[:max_examples] if max_examples is not None else questions
+
+
+def is_hub_source(source) -> bool:
+    return isinstance(source, str) and (source == "hub" or source.startswith("hub:"))
+
+
+def parse_hub_source(name: str, source: str) -> tuple[str, str | None, str]:
+    if source == "hub":
+        if name not in HUB_DEFAULTS:
+            raise ValueError(
+                f"{name} has no default Hub dataset; pass a local file (the MedQA US release's US/test.jsonl) or "
+                "'hub:ID[:CONFIG[:SPLIT]]' naming a dataset in the MedQA format."
+            )
+        return HUB_DEFAULTS[name]
+    parts = source[len("hub:") :].split(":")
+    if not parts[0] or len(parts) > 3:
+        raise ValueError(f"Hub source {source!r} is not of the form 'hub:ID[:CONFIG[:SPLIT]]'.")
+    repo, config, split = (parts + [None, None])[:3]
+    return repo, config or None, split or HUB_DEFAULTS.get(name, (None, None, "test"))[2]
+
+
+def load_hub_rows(name: str, source: str) -> list[dict]:
+    import datasets
+
+    repo, config, split = parse_hub_source(name, source)
+    try:
+        return datasets.load_dataset(repo, config, split=split).to_list()
+    except Exception as error:  # offline, gated, renamed: say what to do instead
+        offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise RuntimeError(
+            f"Could not load {name} from the Hugging Face Hub ({repo}"
+            + (f", config {config}" if config else "")
+            + f", split {split}){' with offline mode on' if offline else ''}: {error}. Download it where the Hub is "
+            f"reachable and pass the local file instead (`{name}: FILE` in a recipe, --{name} FILE on the command line)."
+        ) from error

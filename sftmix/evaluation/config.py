@@ -6,18 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sftmix.evaluation.prompts import (
-    BENCHMARK_STYLES,
-    DEFAULT_ANSWER_TEMPLATE,
-    DEFAULT_CONTEXT_TEMPLATE,
-    DEFAULT_OPTION_TEMPLATE,
-    DEFAULT_PROMPT_TEMPLATE,
-    MultipleChoiceTemplate,
-)
-
 # The paper's table order (MedQA, MedQA-5, PubMedQA, MedMCQA) and the names its table uses.
 BENCHMARKS = ("medqa", "medqa5", "pubmedqa", "medmcqa")
 BENCHMARK_TITLES = {"medqa": "MedQA", "medqa5": "MedQA-5", "pubmedqa": "PubMedQA", "medmcqa": "MedMCQA"}
+BENCHMARK_STYLES = ("lm_eval", "option_text")
 HEADLINES = ("acc_norm", "acc")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 SOURCE_HELP = (
@@ -122,59 +114,32 @@ class EvalConfig:
     benchmark_style: str = field(
         default="lm_eval",
         metadata={
-            "help": "How benchmarks are scored. 'lm_eval': as lm-evaluation-harness's medqa_4options, medmcqa and "
-            "pubmedqa tasks (their plain-text prompts, letters or yes/no/maybe as choices, acc_norm per character; "
-            "medqa5 adds option E to the 4-option prompt). 'option_text': a chat turn per option, 'The answer is "
-            "(X) <text>', through the chat template.",
+            "help": "Which lm-evaluation-harness tasks score the benchmarks. 'lm_eval': lm-eval's own medqa_4options, "
+            "medmcqa and pubmedqa (letters, or yes/no/maybe, as the choices; medqa5 adds option E to medqa_4options). "
+            "'option_text': the same prompts with the options' texts as the choices (the cloze form), which says "
+            "more about a small model than letters do.",
             "choices": list(BENCHMARK_STYLES),
         },
     )
     benchmark_chat_template: bool = field(
         default=False,
         metadata={
-            "help": "lm_eval style: put the prompt through the chat template as a user turn (lm-eval's "
-            "--apply_chat_template); off, as lm-eval's default, the prompt is plain text."
+            "help": "Put each prompt through the chat template as a user turn (lm-eval's --apply_chat_template); "
+            "off, as lm-eval's default, the prompt is plain text."
         },
     )
     headline: str | None = field(
         default=None,
         metadata={
             "help": "Benchmark accuracy reported as the headline: 'acc' (highest summed log-likelihood) or "
-            "'acc_norm' (highest log-likelihood per character of the choice for lm_eval, per answer token for "
-            "option_text). Unset: 'acc' for lm_eval (lm-eval's pubmedqa reports acc only; on letter choices the two "
-            "agree), 'acc_norm' for option_text. Both are always reported.",
+            "'acc_norm' (highest log-likelihood per character of the choice, lm-eval's). Unset: 'acc' for lm_eval "
+            "(lm-eval's pubmedqa reports acc only; on letter choices the two agree), 'acc_norm' for option_text.",
             "choices": list(HEADLINES),
         },
     )
     system_prompt: str | None = field(
         default=None,
-        metadata={
-            "help": "Optional system message before every benchmark question (option_text, or lm_eval with "
-            "benchmark_chat_template)."
-        },
-    )
-    prompt_template: str = field(
-        default=DEFAULT_PROMPT_TEMPLATE,
-        metadata={
-            "help": "option_text style: user turn of a benchmark question; fields {context}, {question}, {options}."
-        },
-    )
-    option_template: str = field(
-        default=DEFAULT_OPTION_TEMPLATE,
-        metadata={"help": "option_text style: one line of the option list; fields {letter}, {text}."},
-    )
-    context_template: str = field(
-        default=DEFAULT_CONTEXT_TEMPLATE,
-        metadata={
-            "help": "option_text style: fills {context} when a question has one (PubMedQA's abstract); field {context}."
-        },
-    )
-    answer_template: str = field(
-        default=DEFAULT_ANSWER_TEMPLATE,
-        metadata={
-            "help": "option_text style: assistant turn scored for each option; fields {letter}, {text}. Only the tokens after the "
-            "part shared by all options are scored."
-        },
+        metadata={"help": "System message before every benchmark prompt (lm-eval's --system_instruction)."},
     )
     pubmedqa_context: bool = field(
         default=True,
@@ -210,16 +175,6 @@ class EvalConfig:
             if value not in allowed:
                 raise ValueError(f"`{name}` must be one of {list(allowed)}, got {getattr(self, name)!r}.")
             setattr(self, name, value)
-        self.template()  # checks the template fields now, not after the model has loaded
-
-    def template(self) -> MultipleChoiceTemplate:
-        return MultipleChoiceTemplate(
-            prompt=self.prompt_template,
-            option=self.option_template,
-            context=self.context_template,
-            answer=self.answer_template,
-            system=self.system_prompt,
-        )
 
     def benchmark_sources(self) -> dict[str, str]:
         """The benchmarks asked for, in the paper's order: name -> file path or Hub source."""
@@ -227,7 +182,7 @@ class EvalConfig:
 
     def check_sources(self) -> None:
         """Cheap checks before any model loads: every local file named exists."""
-        from sftmix.evaluation.hub import is_hub_source
+        from sftmix.evaluation.benchmarks import is_hub_source
 
         named = {
             "heldout": self.heldout,

@@ -10,8 +10,8 @@ from pathlib import Path
 from sftmix.evaluation.config import BENCHMARK_TITLES, BENCHMARKS
 
 HEADLINE_NAMES = {
-    "acc_norm": "length-normalised log-likelihood (mean per answer token)",
-    "acc": "summed log-likelihood",
+    "acc_norm": "log-likelihood per character (lm-eval's acc_norm)",
+    "acc": "summed log-likelihood (lm-eval's acc)",
 }
 
 
@@ -28,7 +28,8 @@ def markdown_report(results: dict) -> str:
         lines += [
             "## Healthcare benchmarks",
             "",
-            f"Accuracy (%), each option scored by its {HEADLINE_NAMES[headline]} (`{headline}`).",
+            f"Accuracy (%) by lm-evaluation-harness (`{results.get('benchmark_style')}` tasks), each choice scored by "
+            f"its {HEADLINE_NAMES[headline]}.",
             "",
             "| model | " + " | ".join(BENCHMARK_TITLES[n] for n in names) + " | Average |",
             "|---" * (len(names) + 2) + "|",
@@ -40,13 +41,14 @@ def markdown_report(results: dict) -> str:
         if len(names) < len(BENCHMARKS):
             lines += [f"The average is over the {len(names)} benchmarks evaluated, not the paper's four.", ""]
         lines += [
-            "| benchmark | questions | acc (summed log-lik.) | acc_norm (per character for lm_eval, per answer token for option_text) | source |",
-            "|---|---|---|---|---|",
+            "| benchmark | lm-eval task | questions | acc | acc_norm | source |",
+            "|---|---|---|---|---|---|",
         ]
         for n in names:
             b = benchmarks[n]
             lines.append(
-                f"| {BENCHMARK_TITLES[n]} | {b['questions']} | {_percent(b['acc'])} | {_percent(b['acc_norm'])} "
+                f"| {BENCHMARK_TITLES[n]} | {b.get('task', '')} | {b['questions']} | {_percent(b['acc'])} "
+                f"| {_percent(b['acc_norm'])} "
                 f"| {b.get('source', '')} |"
             )
         lines.append("")

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from sftmix.evaluation.config import BENCHMARKS, EvalConfig
@@ -24,6 +23,7 @@ def evaluate(
     model_name: str | None = None,
     label_settings=None,
     shard=None,
+    lm=None,
 ) -> dict:
     """Evaluate `model` and return the results (also written to `output_dir` when given).
 
@@ -34,11 +34,11 @@ def evaluate(
     defaults with response-only loss on conversations, and `config.max_length` when set).
     shard: this process's share of the work under a multi-process launch (sftmix.evaluation.sharding); every
     process returns the same results, and only the main one writes the report.
+    lm: the lm-evaluation-harness model that scores the benchmarks (default: an HFLM around `model`).
     """
     from sftmix.evaluation.benchmarks import load_benchmark
     from sftmix.evaluation.heldout import heldout_metrics, load_heldout
     from sftmix.evaluation.label_settings import resolve_label_settings
-    from sftmix.evaluation.multiple_choice import accuracy_summary, score_questions
     from sftmix.evaluation.sharding import Shard
 
     config = config or EvalConfig()
@@ -51,6 +51,10 @@ def evaluate(
     unknown = [name for name in benchmarks if name not in BENCHMARKS]
     if unknown:
         raise ValueError(f"Unknown benchmark(s) {unknown}; the benchmarks are {list(BENCHMARKS)}.")
+    if benchmarks:
+        from sftmix.evaluation.lm_eval_tasks import require_lm_eval
+
+        require_lm_eval()
     # Read everything before the first forward pass, so that a bad file fails fast.
     if isinstance(heldout, (str, Path)):
         heldout = load_heldout(heldout, config.heldout_format)
@@ -95,34 +99,32 @@ def evaluate(
         )
     predictions = {}
     if questions:
-        template = config.template()
+        import tempfile
+
+        from sftmix.evaluation.lm_eval_tasks import score_benchmarks
+
+        if lm is None:
+            from lm_eval.models.huggingface import HFLM
+
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        with tempfile.TemporaryDirectory(prefix="sftmix-eval-") as work_dir:
+            summaries, predictions = score_benchmarks(lm, questions, config, work_dir)
         results["benchmarks"] = {}
         results["benchmark_style"] = config.benchmark_style
-        for name, items in questions.items():
-            scored = score_questions(
-                model,
-                tokenizer,
-                items,
-                template,
-                style=config.benchmark_style,
-                benchmark=name,
-                chat_template=config.benchmark_chat_template,
-                batch_size=batch_size,
-                chunk_size=config.chunk_size,
-                show_progress=config.show_progress,
-                desc=f"Scoring {name}",
-                shard=shard,
-            )
-            summary = accuracy_summary(scored)
+        for name, summary in summaries.items():
             summary["accuracy"] = summary[config.headline]
             summary["source"] = str(benchmarks[name])
             results["benchmarks"][name] = summary
-            predictions[name] = [r.to_dict() for r in scored]
             logger.info(
-                "%s: accuracy %.4f over %d questions", name, summary["accuracy"], summary["questions"]
+                "%s: accuracy %.4f over %d questions (lm-eval task %s)",
+                name,
+                summary["accuracy"],
+                summary["questions"],
+                summary["task"],
             )
         accuracies = [b["accuracy"] for b in results["benchmarks"].values()]
-        results["average_accuracy"] = sum(accuracies) / len(accuracies)
+        if accuracies:  # none on the processes of lm-eval's data-parallel run other than its first
+            results["average_accuracy"] = sum(accuracies) / len(accuracies)
     if output_dir is not None and shard.is_main:
         if reliability is not None:
             from sftmix.evaluation.reliability_plot import plot_reliability_diagram
@@ -173,19 +175,15 @@ def evaluate_from_config(model_path: str, config: EvalConfig, data_args=None) ->
                 "`heldout_split: true` but the recipe has no held-out split: set `dataset_test_split` or "
                 "`eval_fraction` (e.g. 0.01)."
             )
-    import torch
-
     from sftmix.evaluation.label_settings import resolve_label_settings
-    from sftmix.evaluation.loading import load_model_for_eval
     from sftmix.evaluation.sharding import current_shard
 
     shard = current_shard()
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
-    model, tokenizer = load_model_for_eval(model_path, config.dtype, device, config.chat_template_path)
+    lm = load_lm(model_path, config)
     output_dir = config.output_dir or str(Path(model_path) / "eval")
     results = evaluate(
-        model,
-        tokenizer,
+        lm.model,
+        lm.tokenizer,
         heldout=heldout,
         benchmarks=config.benchmark_sources(),
         output_dir=output_dir,
@@ -193,5 +191,75 @@ def evaluate_from_config(model_path: str, config: EvalConfig, data_args=None) ->
         model_name=str(model_path),
         label_settings=resolve_label_settings(model_path, config),
         shard=shard,
+        lm=lm,
     )
     return results if shard.is_main else None
+
+
+def load_lm(model_path: str, config: EvalConfig):
+    """lm-eval's HFLM on the saved model (a full model, or a PEFT adapter with its base model), in eval mode.
+
+    Loaded from its path, so that under `accelerate launch` on GPUs lm-eval runs data-parallel.
+    """
+    import importlib.util
+    import json
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from sftmix._trl_compat import without_zero3_init
+    from sftmix.modeling import resolve_model_path
+
+    path = resolve_model_path(str(model_path))
+    adapter = Path(path, "adapter_config.json")
+    failure = (
+        f"Could not load a model from {path}: {{}}. Pass a local directory holding a trained model (config.json "
+        "and weights, as `sftmix train` saves to its output_dir) or a PEFT adapter directory (adapter_config.json)."
+    )
+    if Path(path).is_dir() and not (adapter.is_file() or Path(path, "config.json").is_file()):
+        raise RuntimeError(failure.format("it holds neither config.json nor adapter_config.json"))
+    if (
+        importlib.util.find_spec("lm_eval") is None
+    ):  # held-out metrics only: benchmarks were refused without it
+        from types import SimpleNamespace
+
+        from peft import AutoPeftModelForCausalLM
+        from transformers import AutoModelForCausalLM
+
+        loader = AutoPeftModelForCausalLM if adapter.is_file() else AutoModelForCausalLM
+        with without_zero3_init():
+            model = loader.from_pretrained(
+                path, dtype=config.dtype if config.dtype == "auto" else getattr(torch, config.dtype)
+            )
+        tokenizer = AutoTokenizer.from_pretrained(
+            path if not adapter.is_file() else model.peft_config["default"].base_model_name_or_path
+        )
+        return SimpleNamespace(
+            model=model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), tokenizer=tokenizer
+        )
+    kwargs = {"pretrained": path}
+    tokenizer_path = path
+    try:
+        if adapter.is_file():
+            base = json.loads(adapter.read_text())["base_model_name_or_path"]
+            kwargs = {"pretrained": resolve_model_path(base), "peft": path}
+            if not any(Path(path, f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+                logger.info("No tokenizer in adapter directory %s; using the base model's (%s)", path, base)
+                tokenizer_path = kwargs["pretrained"]
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        if config.chat_template_path:
+            tokenizer.chat_template = Path(config.chat_template_path).read_text()
+        from lm_eval.models.huggingface import HFLM
+
+        with without_zero3_init():
+            lm = HFLM(
+                **kwargs,
+                tokenizer=tokenizer,
+                dtype=config.dtype,
+                batch_size=config.batch_size,
+                device="cuda" if torch.cuda.is_available() else "cpu",
+            )
+    except (OSError, ValueError, KeyError) as error:
+        raise RuntimeError(failure.format(error)) from error
+    lm.model.eval()
+    return lm
