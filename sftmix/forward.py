@@ -133,17 +133,26 @@ def probe_head(model, fused_forward, head: HeadTransform, kwargs: dict) -> None:
         weight = lm_head.weight.to(hidden.dtype)
         bias = None if lm_head.bias is None else lm_head.bias.to(hidden.dtype)
         ours = head(torch.nn.functional.linear(hidden, weight, bias).float())
-    own = own.to(ours.device)
+    check_head_logits(
+        own, ours, head, model.config, low_precision=hidden.dtype in (torch.float16, torch.bfloat16)
+    )
+
+
+def check_head_logits(
+    own: torch.Tensor, ours: torch.Tensor, head: HeadTransform, config, low_precision: bool
+) -> None:
+    """Raise `HeadMismatchError` unless `ours` (hidden states through the LM head and `head`) are the model's own
+    logits `own`: the one check of the head transform, for training's Mixup head and evaluation's scores alike."""
+    own = own.float().to(ours.device)
     if not (torch.isfinite(own).all() and torch.isfinite(ours).all()):
         return  # non-finite weights: the loss check names the step
-    low_precision = hidden.dtype in (torch.float16, torch.bfloat16) or own.dtype != torch.float32
     tolerance = (3e-2 if low_precision else 1e-4) * (1.0 + own.abs().max().item())
     difference = (ours - own).abs().max().item()
     if not difference <= tolerance:
         raise HeadMismatchError(
-            f"The Mixup head does not reproduce the model's own logits (largest difference {difference:.4g} on "
-            f"{input_ids.shape[1]} probe positions, tolerance {tolerance:.2g}; transform read from the config: "
+            f"sftmix's LM head (the Mixup head, and evaluation's scores) does not reproduce the model's own logits (largest difference {difference:.4g} on "
+            f"{own.shape[-2]} probe positions, tolerance {tolerance:.2g}; transform read from the config: "
             f"scale {head.scale}, soft-cap {head.softcap}). The model's LM head applies a transform sftmix does not "
-            "know. Set `mixup_weight: 0` for plain SFT, or report the model type "
-            f"({model.config.get_text_config().model_type})."
+            "know. Set `mixup_weight: 0` to train with plain SFT, or report the model type "
+            f"({config.get_text_config().model_type})."
         )

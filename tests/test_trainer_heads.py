@@ -112,3 +112,23 @@ def test_an_unknown_head_transform_is_refused_by_the_probe(tmp_path, tiny_tokeni
     with pytest.raises(HeadMismatchError, match="does not reproduce the model's own logits"):
         trainer.train()
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # nothing trained
+
+
+@pytest.mark.parametrize("build", [gemma2, granite, falcon_h1], ids=["gemma2", "granite", "falcon_h1"])
+def test_evaluation_scores_the_heads_that_training_mixes(tiny_tokenizer, build):
+    """One head transform for training and evaluation: held-out token log-probabilities equal the model's own
+    log-softmax (a Falcon-H1 model, whose `lm_head_multiplier` evaluation once ignored, included)."""
+    from sftmix.evaluation.token_scores import check_head, score_label_tokens
+
+    torch.manual_seed(0)
+    model, _ = build(len(tiny_tokenizer))
+    model.eval()
+    ids = torch.randint(3, len(tiny_tokenizer), (2, 9))
+    labels = ids.clone()
+    labels[:, :4] = -100
+    check_head(model, ids)
+    scores = score_label_tokens(model, ids, torch.ones_like(ids), labels)
+    with torch.no_grad():
+        naive = torch.log_softmax(model(input_ids=ids).logits.double(), dim=-1)
+    expected = torch.stack([naive[r, t - 1, ids[r, t]] for r in range(2) for t in range(4, 9)])
+    assert torch.allclose(scores.logprob.double(), expected, atol=1e-4)

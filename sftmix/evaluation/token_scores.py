@@ -2,7 +2,8 @@
 
 The backbone (`model.get_decoder()`) runs once; only the hidden states of positions whose next token has a label
 (labels != -100, HF convention: `labels[t + 1]` is predicted at position t) go through the LM head
-(`model.get_output_embeddings()`), `chunk_size` positions at a time, in float32 for the softmax. A PEFT model works
+(`model.get_output_embeddings()`), `chunk_size` positions at a time, then the head's logit transform as training reads
+it (`sftmix.forward.head_transform`), in float32 for the softmax. A PEFT model works
 the same way: its decoder and head are the base model's modules with the adapters injected.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from sftmix.forward import head_transform
 
 IGNORE_INDEX = -100
 
@@ -40,46 +43,20 @@ def decoder_and_head(model):
     return decoder, head
 
 
-def _logit_transform(model):
-    """Final-logit scaling and soft-capping that some heads apply after the projection (Cohere, Granite, Gemma 2+).
-
-    `check_head` verifies the result against the model's own forward, so an architecture with another
-    transformation fails loudly instead of scoring wrongly.
-    """
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    scale = getattr(config, "logit_scale", None)
-    divide = getattr(config, "logits_scaling", None)
-    softcap = getattr(config, "final_logit_softcapping", None)
-
-    def transform(logits: torch.Tensor) -> torch.Tensor:
-        if scale is not None:
-            logits = logits * scale
-        if divide is not None:
-            logits = logits / divide
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        return logits
-
-    return transform
-
-
 @torch.no_grad()
 def check_head(model, input_ids: torch.Tensor, length: int = 16) -> None:
-    """Raise if backbone + head (as `score_label_tokens` uses them) disagree with the model's own logits."""
+    """Raise if backbone + head (as `score_label_tokens` uses them) disagree with the model's own logits: the
+    training probe's check (sftmix.forward) on the model being evaluated."""
+    from sftmix.forward import check_head_logits
+
     ids = input_ids[:1, :length]
-    reference = torch.log_softmax(model(input_ids=ids, use_cache=False).logits.float(), dim=-1)[0]
-    decoder, head = decoder_and_head(model)
+    own = model(input_ids=ids, use_cache=False).logits
+    decoder, lm_head = decoder_and_head(model)
     output = decoder(input_ids=ids, use_cache=False)
     hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
-    ours = torch.log_softmax(_logit_transform(model)(head(hidden[0]).float()), dim=-1)
-    tolerance = 1e-3 if hidden.dtype == torch.float32 else 5e-2
-    difference = (ours - reference).abs().max().item()
-    if difference > tolerance:
-        raise RuntimeError(
-            f"{type(model).__name__}: log-probabilities from the backbone + LM head differ from the model's own "
-            f"forward by {difference:.3g}; its head applies a transformation sftmix.evaluation does not know. "
-            "Add it to `_logit_transform` in sftmix/evaluation/token_scores.py."
-        )
+    transform = head_transform(model.config)
+    low_precision = hidden.dtype in (torch.float16, torch.bfloat16)
+    check_head_logits(own, transform(lm_head(hidden).float()), transform, model.config, low_precision)
 
 
 def pad_batch(sequences: list[list[int]], labels: list[list[int]], pad_token_id: int, device) -> dict:
@@ -113,7 +90,7 @@ def score_label_tokens(model, input_ids, attention_mask, labels, chunk_size: int
     keep = targets != IGNORE_INDEX
     rows = keep.nonzero(as_tuple=True)[0]
     selected, targets = hidden[:, :-1][keep], targets[keep]
-    transform = _logit_transform(model)
+    transform = head_transform(model.config)
     logprob, confidence, correct = [], [], []
     for start in range(0, len(targets), chunk_size):
         logits = transform(head(selected[start : start + chunk_size]).float())
