@@ -475,19 +475,17 @@ def _alpaca_to_messages(row):
     }
 
 
+# ShareGPT role names as chat templates name them (user, assistant and system are the same in both)
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}
+
+
 def _sharegpt_to_messages(row):
-    roles = {
-        "human": "user",
-        "user": "user",
-        "gpt": "assistant",
-        "assistant": "assistant",
-        "system": "system",
-    }
+    """TRL's own ShareGPT conversion (`maybe_convert_to_chatml`: from/value -> role/content), then ShareGPT's role
+    names (human, gpt) as chat templates name them."""
+    from trl import maybe_convert_to_chatml
+
     turns = row.get("conversations")
     if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
         return {"messages": []}  # reported by the row check
-    return {
-        "messages": [
-            {"role": roles.get(t.get("from"), t.get("from")), "content": t.get("value")} for t in turns
-        ]
-    }
+    messages = maybe_convert_to_chatml({"conversations": [dict(t) for t in turns]})["messages"]
+    return {"messages": [{**m, "role": SHAREGPT_ROLES.get(m.get("role"), m.get("role"))} for m in messages]}
