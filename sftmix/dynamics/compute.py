@@ -17,6 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from sftmix._trl_compat import complete_checkpoints
 from sftmix.dynamics import reference
 from sftmix.dynamics.config import (
     DynamicsConfig,
@@ -280,10 +283,10 @@ class _Pass:
         self.total_steps = config.max_steps if config.max_steps and config.max_steps > 0 else None
 
         def entry(position: int, step: int) -> _Entry:
-            label = f"{reference.CHECKPOINT_PREFIX}{step}"
+            label = f"{PREFIX_CHECKPOINT_DIR}-{step}"
             return _Entry(
                 label=label,
-                path=str(reference.checkpoint_dir(output_dir, step)),
+                path=str(output_dir / label),
                 cache_file=cache_file(cache_dir(self.scores_path), position, label),
                 key={**key, "checkpoint": label},
             )
@@ -297,24 +300,19 @@ class _Pass:
             if args.overwrite_cache
             else self.main_decides(lambda: reference.planned_steps(output_dir, key))
         )
-        reusable = (
-            None
-            if args.overwrite_cache
-            else self.main_decides(lambda: reference.reusable_checkpoints(output_dir, key))
-        )
-        continues_from = None if not planned else reference.checkpoint_dir(output_dir, planned[-1])
+        complete = self.main_decides(lambda: list(complete_checkpoints(output_dir))) if planned else []
         if (
             planned
             and all(cached_step(step) for step in planned)
-            and (not online or reference.is_complete(continues_from))  # online: the SFTMix run starts there
+            and (not online or planned[-1] in complete)  # online: the SFTMix run starts there
         ):
             # every planned checkpoint is scored already (its checkpoint may be deleted): nothing to train
             steps = planned
             logger.info(
                 "The reference run's checkpoints (steps %s) are scored already: reusing their scores.", steps
             )
-        elif reusable is not None:
-            steps = [int(p.name[len(reference.CHECKPOINT_PREFIX) :]) for p in reusable]
+        elif planned and set(planned) <= set(complete):
+            steps = planned
             logger.info("Reusing the reference run's checkpoints in %s (steps %s).", output_dir, steps)
         else:
             resume = (

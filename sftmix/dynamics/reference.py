@@ -24,16 +24,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTTrainer
 
-from sftmix._trl_compat import prepare_inference_engine, share_deepspeed_state
+from sftmix._trl_compat import complete_checkpoints, prepare_inference_engine, share_deepspeed_state
 from sftmix.dynamics.scoring import CheckpointScores, score_dataset
 from sftmix.response import ResponseMaskMixin
 
 logger = logging.getLogger(__name__)
 
 PLAN_FILE = "sftmix_dynamics_plan.json"
-CHECKPOINT_PREFIX = "checkpoint-"
 
 
 # The trainer ------------------------------------------------------------------------------------------------
@@ -120,15 +120,6 @@ def checkpoint_steps(max_steps: int, num_checkpoints: int) -> list[int]:
     return [int(k * max_steps / num_checkpoints + 0.5) for k in range(1, num_checkpoints + 1)]
 
 
-def checkpoint_dir(output_dir: str | os.PathLike, step: int) -> Path:
-    return Path(output_dir) / f"{CHECKPOINT_PREFIX}{step}"
-
-
-def is_complete(path: Path) -> bool:
-    """The Trainer writes `trainer_state.json` last, after the weights."""
-    return (path / "trainer_state.json").is_file()
-
-
 def is_resumable(path: Path) -> bool:
     """Holds the optimizer state too (`save_only_model=False`), so training can continue from it."""
     return (path / "optimizer.pt").is_file() or any(path.glob("global_step*"))
@@ -161,25 +152,13 @@ def planned_steps(output_dir: str | os.PathLike, key: dict) -> list[int] | None:
     return list(plan["steps"])
 
 
-def reusable_checkpoints(output_dir: str | os.PathLike, key: dict) -> list[Path] | None:
-    """The planned checkpoints of an earlier run with the same settings, if all of them are complete on disk."""
-    plan = read_plan(output_dir)
-    if plan is None or plan.get("key") != json.loads(json.dumps(key, default=str)):
-        return None
-    paths = [checkpoint_dir(output_dir, step) for step in plan["steps"]]
-    return paths if all(is_complete(p) for p in paths) else None
-
-
 def resume_point(output_dir: str | os.PathLike, key: dict, is_cached: Callable[[int], bool]) -> str | None:
     """The latest planned checkpoint of an interrupted run with the same settings that training can resume from,
     provided every planned checkpoint up to it is already scored (those steps will not run again)."""
-    plan = read_plan(output_dir)
-    if plan is None or plan.get("key") != json.loads(json.dumps(key, default=str)):
-        return None
-    best = None
-    for step in plan["steps"]:
-        path = checkpoint_dir(output_dir, step)
-        if not (is_complete(path) and is_cached(step)):
+    best, complete = None, complete_checkpoints(output_dir)
+    for step in planned_steps(output_dir, key) or []:
+        path = complete.get(step)
+        if path is None or not is_cached(step):
             break
         if is_resumable(path):
             best = str(path)
@@ -223,4 +202,6 @@ class CheckpointCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if state.global_step in self.steps:
-            self.on_checkpoint(state.global_step, checkpoint_dir(args.output_dir, state.global_step))
+            self.on_checkpoint(
+                state.global_step, Path(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+            )
