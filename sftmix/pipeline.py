@@ -29,7 +29,7 @@ def wants_resume(args) -> bool:
 def resume_checkpoint(args) -> str | None:
     """The checkpoint `resume_from_checkpoint` names: its path, the latest complete checkpoint in `output_dir` for
     `true`, or None (start at step 0; also for `true` when no checkpoint was saved yet, e.g. a run pre-empted in
-    its dynamics pass or before its first save). The reference run's checkpoints, in `dynamics/`, are not these."""
+    its dynamics pass or before its first save). The reference run's checkpoints (in `dynamics/`) are not these."""
     from sftmix._trl_compat import complete_checkpoints
 
     if not wants_resume(args):

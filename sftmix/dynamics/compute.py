@@ -35,10 +35,8 @@ from sftmix.dynamics.config import (
 from sftmix.dynamics.examples import (
     ROW_INDEX,
     check_inputs,
-    check_reference_tokenizer,
     dataset_fingerprint,
     missing_rows,
-    prepare_examples,
     report_excluded,
     resolve_tokenizers,
     with_row_index,
@@ -50,7 +48,13 @@ from sftmix.dynamics.output import (
     write_checkpoint_scores,
     write_outputs,
 )
-from sftmix.dynamics.reference import DynamicsTrainer, checkpoint_model, detach_adapter
+from sftmix.dynamics.reference import (
+    DynamicsTrainer,
+    check_reference_tokenizer,
+    checkpoint_model,
+    detach_adapter,
+    prepare_examples,
+)
 from sftmix.dynamics.split import check_finite, check_splittable
 from sftmix.logs import reference_tracking
 

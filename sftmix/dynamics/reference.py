@@ -1,10 +1,10 @@
 """The reference run: plain NTP training that keeps C evenly spaced checkpoints and scores each one as it is saved.
 
 `DynamicsTrainer` is TRL's `SFTTrainer` (plain NTP) that can also score its own prepared train dataset. The same
-class trains the reference model, prepares the examples and scores checkpoints, so all of them see exactly the
-examples, tokenization, chat template, label masking and truncation the SFTMix run will train on. Its preparation
-also marks each example's response (`sftmix.response`): the reference run trains on the NTP labels, scoring
-measures the response.
+class trains the reference model, prepares the examples (`prepare_examples`) and scores checkpoints, so all of
+them see exactly the examples, tokenization, chat template, label masking and truncation the SFTMix run will
+train on. Its preparation also marks each example's response (`sftmix.response`): the reference run trains on
+the NTP labels, scoring measures the response.
 
 `CheckpointCallback` decides the checkpoint steps when training starts (from the run's real number of optimizer
 steps), makes the Trainer save at exactly those steps, and hands each saved checkpoint to a scoring function while
@@ -27,9 +27,15 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTTrainer
 
-from sftmix._trl_compat import complete_checkpoints, prepare_inference_engine, share_deepspeed_state
+from sftmix._trl_compat import (
+    complete_checkpoints,
+    placeholder_model,
+    prepare_inference_engine,
+    share_deepspeed_state,
+)
+from sftmix.dynamics.examples import ROW_INDEX, check_same_examples, same_token_ids
 from sftmix.dynamics.scoring import CheckpointScores, score_dataset
-from sftmix.response import ResponseMaskMixin
+from sftmix.response import RESPONSE_MASK, ResponseMaskMixin
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +112,51 @@ def _empty_device_cache() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+# SFTTrainer's preparation -----------------------------------------------------------------------------------
+def prepare_examples(indexed_dataset, tokenizer, config, text_as_response: bool = False):
+    """`indexed_dataset` (with `ROW_INDEX`) prepared by SFTTrainer under `config` and `tokenizer`, with each example's
+    response mask (`RESPONSE_MASK`). Examples with no response token to score (a response truncated away while the
+    NTP labels keep the prompt) are left out, like those SFTTrainer drops."""
+    trainer = DynamicsTrainer(
+        placeholder_model(len(tokenizer)),
+        config,
+        train_dataset=indexed_dataset,
+        processing_class=tokenizer,
+        text_as_response=text_as_response,
+    )
+    prepared = trainer.train_dataset
+    del trainer
+    return prepared.filter(
+        lambda example: any(example[RESPONSE_MASK][1:]), desc="Keeping examples with a response"
+    )
+
+
+def check_reference_tokenizer(
+    indexed_dataset,
+    prepared,
+    target_tokenizer,
+    reference_tokenizer,
+    config,
+    example_ids,
+    text_as_response=False,
+):
+    """The reference scores the data with its own tokenizer; if it differs from the target's, it must keep the
+    same examples (compared on the data, not just the vocabularies)."""
+    if target_tokenizer is None or target_tokenizer is reference_tokenizer:
+        return
+    prepared_target = prepare_examples(indexed_dataset, target_tokenizer, config, text_as_response)
+    if same_token_ids(prepared_target, prepared):
+        return
+    logger.warning(
+        "The reference model's tokenizer tokenizes the training data differently from the target's (vocabulary "
+        "sizes %d and %d). Scores come from the reference's tokenization and transfer to the target by example "
+        "content, as in the paper's smaller-reference experiment.",
+        len(reference_tokenizer),
+        len(target_tokenizer),
+    )
+    check_same_examples(prepared_target[ROW_INDEX], prepared[ROW_INDEX], example_ids)
 
 
 # Checkpoint plan and callback -------------------------------------------------------------------------------
