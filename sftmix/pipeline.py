@@ -129,7 +129,7 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
     from sftmix._trl_compat import share_deepspeed_state
     from sftmix.data import load_sft_data
     from sftmix.logs import group_tracking_runs
-    from sftmix.model_card import skipping_run_caches, write_model_card
+    from sftmix.model_card import write_model_card
     from sftmix.modeling import load_model_and_tokenizer
     from sftmix.trainer import SFTMixTrainer
 
@@ -168,21 +168,19 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
         peft_config=peft_config,
     )
     started = time.perf_counter()
-    with (
-        skipping_run_caches()
-    ):  # Hub pushes (`push_to_hub: true`) upload the model, not dynamics/ or checkpoints
-        result = trainer.train(resume_from_checkpoint=resume)
-        seconds = time.perf_counter() - started
-        trainer.save_model(args.output_dir)
-        trainer.save_state()  # trainer_state.json: the log history (learning curves) beside the model
-        from sftmix.evaluation.label_settings import save_label_settings
+    # Hub pushes (`push_to_hub: true`) skip dynamics/ and checkpoints: SFTMixTrainer's (sftmix.model_card)
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+    trainer.save_model(args.output_dir)
+    trainer.save_state()  # trainer_state.json: the log history (learning curves) beside the model
+    from sftmix.evaluation.label_settings import save_label_settings
 
-        save_label_settings(
-            trainer.args,
-            args.output_dir,
-            tokenizer=trainer.processing_class,
-            completion_only_loss=trainer.completion_only_loss,
-        )
+    save_label_settings(
+        trainer.args,
+        args.output_dir,
+        tokenizer=trainer.processing_class,
+        completion_only_loss=trainer.completion_only_loss,
+    )
     if trainer.is_world_process_zero():
         remove_reference_checkpoints(recipe, online)
     write_model_card(trainer)
