@@ -92,16 +92,14 @@ def compute_dynamics(
     """
     from accelerate.utils import broadcast_object_list
 
-    from sftmix.response import resolve_ntp_masking
+    from sftmix.response import assistant_only_loss_for
     from sftmix.scores import dataset_example_ids
 
     scores_path = check_inputs(model, train_dataset, args)
     base = sft_args if sft_args is not None else default_sft_config(str(scores_path.parent / "reference"))
     check_per_example(base)
-    if (
-        len(train_dataset) > 0
-    ):  # `assistant_only_loss=None` (SFTMixConfig): response-only NTP on conversations
-        resolve_ntp_masking(base, train_dataset[0])
+    if len(train_dataset) > 0:  # `assistant_only_loss=None`: response-only NTP on conversations
+        base.assistant_only_loss = assistant_only_loss_for(base.assistant_only_loss, train_dataset[0])
     text_as_response = bool(getattr(base, "mixup_text_as_response", False))
     state = base.distributed_state
 
