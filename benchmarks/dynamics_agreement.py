@@ -85,8 +85,8 @@ def reference_order(out: Path) -> dict[str, int]:
     dataloader (same seed, same preparation) by matching token sequences."""
     from sftmix.data import load_sft_data
     from sftmix.dynamics.config import reference_training_config, scoring_config
-    from sftmix.dynamics.examples import prepare_examples, with_row_index
-    from sftmix.dynamics.reference import DynamicsTrainer
+    from sftmix.dynamics.examples import with_row_index
+    from sftmix.dynamics.reference import DynamicsTrainer, prepare_examples
     from sftmix.modeling import load_model_and_tokenizer
     from sftmix.recipe import load_recipe
     from sftmix.scores import dataset_example_ids

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
 try:  # TRL 1.x
     from trl.trainer.utils import maybe_gather_lm_head_ctx as _gather
@@ -114,3 +115,18 @@ def common_prefix_length(ids: list[int], other: list[int]) -> int:
     from trl.data_utils import common_prefix_length as trl_common_prefix_length
 
     return trl_common_prefix_length(ids, other)
+
+
+def complete_checkpoints(output_dir) -> dict[int, Path]:
+    """The Trainer's complete checkpoints directly under `output_dir` (`checkpoint-N`, named by transformers'
+    `PREFIX_CHECKPOINT_DIR`), by step N, oldest first. `trainer_state.json` is written last, after the weights:
+    a checkpoint without it was saved only in part (transformers' `get_last_checkpoint` does not check this)."""
+    from transformers.trainer import TRAINER_STATE_NAME
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    found = {}
+    for path in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        step = path.name[len(PREFIX_CHECKPOINT_DIR) + 1 :]
+        if step.isdigit() and (path / TRAINER_STATE_NAME).is_file():
+            found[int(step)] = path
+    return dict(sorted(found.items()))

@@ -14,7 +14,6 @@ def default_scores_path(recipe) -> Path:
     return Path(recipe.training.output_dir) / "dynamics" / "scores.parquet"
 
 
-CHECKPOINT_PREFIX = "checkpoint-"
 _TRUE = ("true", "yes", "1", "latest")
 _FALSE = ("false", "no", "0", "none", "")
 
@@ -27,29 +26,17 @@ def wants_resume(args) -> bool:
     return str(value).strip().lower() not in _FALSE
 
 
-def training_checkpoints(output_dir) -> list[Path]:
-    """The Trainer's complete checkpoints directly under `output_dir`, oldest first (`trainer_state.json` is
-    written last). The reference run's checkpoints under `dynamics/` are not among them."""
-    directory = Path(output_dir)
-    if not directory.is_dir():
-        return []
-    found = []
-    for path in directory.glob(f"{CHECKPOINT_PREFIX}*"):
-        step = path.name[len(CHECKPOINT_PREFIX) :]
-        if path.is_dir() and step.isdigit() and (path / "trainer_state.json").is_file():
-            found.append((int(step), path))
-    return [path for _, path in sorted(found)]
-
-
 def resume_checkpoint(args) -> str | None:
     """The checkpoint `resume_from_checkpoint` names: its path, the latest complete checkpoint in `output_dir` for
     `true`, or None (start at step 0; also for `true` when no checkpoint was saved yet, e.g. a run pre-empted in
-    its dynamics pass or before its first save)."""
+    its dynamics pass or before its first save). The reference run's checkpoints (in `dynamics/`) are not these."""
+    from sftmix._trl_compat import complete_checkpoints
+
     if not wants_resume(args):
         return None
     value = args.resume_from_checkpoint
     if isinstance(value, bool) or str(value).strip().lower() in _TRUE:
-        found = training_checkpoints(args.output_dir)
+        found = list(complete_checkpoints(args.output_dir).values())
         if not found:
             logger.warning(
                 "`resume_from_checkpoint` is set but %s holds no complete checkpoint yet: training starts at step 0.",
@@ -62,7 +49,7 @@ def resume_checkpoint(args) -> str | None:
     if not (path / "trainer_state.json").is_file():
         raise FileNotFoundError(
             f"`resume_from_checkpoint={value}` is not a complete checkpoint directory (no trainer_state.json "
-            f"in it). Give a `{CHECKPOINT_PREFIX}N` directory of an earlier run, or `true` for the latest one "
+            "in it). Give a `checkpoint-N` directory of an earlier run, or `true` for the latest one "
             "in `output_dir`."
         )
     return str(path)
@@ -75,9 +62,11 @@ def check_output_dir(args) -> None:
     (`resume_from_checkpoint`) or opts out (`overwrite_output_dir: true`). A finished run that kept no
     checkpoint (only the final model, `save_strategy: "no"`) is overwritten: it has nothing to resume from.
     """
+    from sftmix._trl_compat import complete_checkpoints
+
     if wants_resume(args) or getattr(args, "overwrite_output_dir", False):
         return
-    found = training_checkpoints(args.output_dir)
+    found = list(complete_checkpoints(args.output_dir).values())
     if found:
         names = ", ".join(p.name for p in found[-3:])
         raise FileExistsError(
@@ -140,7 +129,7 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
     from sftmix._trl_compat import share_deepspeed_state
     from sftmix.data import load_sft_data
     from sftmix.logs import group_tracking_runs
-    from sftmix.model_card import skipping_run_caches, write_model_card
+    from sftmix.model_card import write_model_card
     from sftmix.modeling import load_model_and_tokenizer
     from sftmix.trainer import SFTMixTrainer
 
@@ -179,21 +168,19 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
         peft_config=peft_config,
     )
     started = time.perf_counter()
-    with (
-        skipping_run_caches()
-    ):  # Hub pushes (`push_to_hub: true`) upload the model, not dynamics/ or checkpoints
-        result = trainer.train(resume_from_checkpoint=resume)
-        seconds = time.perf_counter() - started
-        trainer.save_model(args.output_dir)
-        trainer.save_state()  # trainer_state.json: the log history (learning curves) beside the model
-        from sftmix.evaluation.label_settings import save_label_settings
+    # Hub pushes (`push_to_hub: true`) skip dynamics/ and checkpoints: SFTMixTrainer's (sftmix.model_card)
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+    trainer.save_model(args.output_dir)
+    trainer.save_state()  # trainer_state.json: the log history (learning curves) beside the model
+    from sftmix.evaluation.label_settings import save_label_settings
 
-        save_label_settings(
-            trainer.args,
-            args.output_dir,
-            tokenizer=trainer.processing_class,
-            completion_only_loss=trainer.completion_only_loss,
-        )
+    save_label_settings(
+        trainer.args,
+        args.output_dir,
+        tokenizer=trainer.processing_class,
+        completion_only_loss=trainer.completion_only_loss,
+    )
     if trainer.is_world_process_zero():
         remove_reference_checkpoints(recipe, online)
     write_model_card(trainer)
@@ -240,6 +227,8 @@ def remove_reference_checkpoints(recipe, online: dict | None = None) -> None:
     here, whatever was left, makes a run killed between the scores file and that deletion and then resumed leave
     what an uninterrupted run leaves. Checkpoints of a scores file from elsewhere are not touched, except the
     online warm-up checkpoint this run continued from (as before)."""
+    from transformers.trainer_utils import sort_checkpoints
+
     from sftmix.dynamics.compute import remove_checkpoints
     from sftmix.dynamics.config import reference_dir
 
@@ -250,7 +239,7 @@ def remove_reference_checkpoints(recipe, online: dict | None = None) -> None:
     own = Path(dynamics.scores_path or default_scores_path(recipe))
     dynamics_path = recipe.training.dynamics_path
     if not dynamics.checkpoints and dynamics_path and Path(dynamics_path).resolve() == own.resolve():
-        leftover += sorted(str(p) for p in reference_dir(dynamics, own).glob("checkpoint-*") if p.is_dir())
+        leftover += sort_checkpoints(str(reference_dir(dynamics, own)))
     remove_checkpoints(list(dict.fromkeys(leftover)))
 
 

@@ -49,10 +49,12 @@ def data_format(example: dict) -> str:
     return "text"
 
 
-def resolve_ntp_masking(args, example: dict) -> None:
-    """`assistant_only_loss=None` (SFTMixConfig's default) becomes True for conversations, False otherwise."""
-    if getattr(args, "assistant_only_loss", False) is None:
-        args.assistant_only_loss = data_format(example) == "conversation"
+def assistant_only_loss_for(assistant_only_loss: bool | None, first_example: dict | None) -> bool:
+    """The `assistant_only_loss` SFTTrainer gets: None (SFTMixConfig's default) is True for conversational data
+    (`first_example`: its first raw row), False for other data or none; True / False as given."""
+    if assistant_only_loss is None:
+        return first_example is not None and data_format(first_example) == "conversation"
+    return assistant_only_loss
 
 
 class ResponseMaskMixin:

@@ -29,9 +29,9 @@ from sftmix.model_card import SFTMixHubMixin
 from sftmix.response import (
     RESPONSE_MASK,
     ResponseMaskMixin,
+    assistant_only_loss_for,
     check_marks_assistant,
     data_format,
-    resolve_ntp_masking,
 )
 from sftmix.sampler import ConfidencePairSampler
 from sftmix.scores import attach_confidence
@@ -75,18 +75,16 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
             train_dataset = _with_confidence(train_dataset, args)
             self._response_mask_for = frozenset({"train"})
             self._text_as_response = args.mixup_text_as_response
-        if train_dataset is not None and len(train_dataset) > 0:
-            first = next(iter(train_dataset))
-            resolve_ntp_masking(args, first)
-            # (a `chat_template_path` is applied by SFTTrainer itself; the response pass checks that one)
-            if (
-                data_format(first) == "conversation"
-                and processing_class is not None
-                and not args.chat_template_path
-            ):
-                check_marks_assistant(processing_class)  # sftmix's error and fix, before TRL's
-        elif args.assistant_only_loss is None:
-            args.assistant_only_loss = False
+        first = next(iter(train_dataset)) if train_dataset is not None and len(train_dataset) > 0 else None
+        args.assistant_only_loss = assistant_only_loss_for(args.assistant_only_loss, first)
+        # (a `chat_template_path` is applied by SFTTrainer itself; the response pass checks that one)
+        if (
+            first is not None
+            and data_format(first) == "conversation"
+            and processing_class is not None
+            and not args.chat_template_path
+        ):
+            check_marks_assistant(processing_class)  # sftmix's error and fix, before TRL's
         super().__init__(model, args, data_collator, train_dataset, eval_dataset, processing_class, **kwargs)
 
         self.data_collator = ConfidenceCollator(self.data_collator, args.confidence_column)

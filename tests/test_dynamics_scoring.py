@@ -10,8 +10,8 @@ from dynamics_helpers import byte_level_tokenizer, conversations, save_checkpoin
 
 from sftmix.dynamics import DynamicsConfig, compute_dynamics
 from sftmix.dynamics.config import scoring_config
-from sftmix.dynamics.examples import ROW_INDEX, prepare_examples, with_row_index
-from sftmix.dynamics.reference import DynamicsTrainer
+from sftmix.dynamics.examples import ROW_INDEX, with_row_index
+from sftmix.dynamics.reference import DynamicsTrainer, prepare_examples
 from sftmix.scores import attach_confidence, read_scores
 from sftmix.testing import build_tiny_llama, make_conversations
 

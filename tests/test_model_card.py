@@ -101,6 +101,31 @@ def test_push_to_hub_uploads_the_model_but_not_the_dynamics_pass_or_checkpoints(
     assert "## SFTMix" in (out / "README.md").read_text()  # the card pushed is the SFTMix one
 
 
+def test_pushes_at_each_save_skip_the_dynamics_pass_and_checkpoints(tmp_path, tiny_tokenizer, monkeypatch):
+    from concurrent.futures import Future
+
+    import huggingface_hub
+
+    out = tmp_path / "out"
+    fake_scores(out)
+    calls, done = [], Future()
+    done.set_result(None)
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "create_repo", lambda self, *a, **k: huggingface_hub.RepoUrl("someone/m")
+    )
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, **kw: calls.append(kw) or done)
+    args = cpu_args(out, mixup_weight=0.0, max_steps=1, save_strategy="steps", save_steps=1, push_to_hub=True)
+    trainer = trainer_class()(
+        tiny_model(tiny_tokenizer), args, train_dataset=conversations(8), processing_class=tiny_tokenizer
+    )
+    trainer.train()  # saves checkpoint-1 and pushes output_dir from it
+    (call,) = calls
+    files = [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()]
+    uploaded = set(filter_repo_objects(files, ignore_patterns=call["ignore_patterns"]))
+    assert "model.safetensors" in uploaded and (out / "checkpoint-1").is_dir()
+    assert not [f for f in uploaded if f.startswith(("dynamics", "checkpoint-"))], uploaded
+
+
 def test_sftmix_trainer_writes_the_sftmix_card_and_skips_the_caches_on_push():
     assert issubclass(SFTMixTrainer, SFTMixHubMixin)
 

@@ -242,3 +242,12 @@ def test_sampler_settings_sftmix_overrides_are_refused(tmp_path, setting, messag
         SFTMixConfig(str(tmp_path), **cpu_settings(**setting))
     if "mixup_alignment" not in setting:  # plain SFT keeps the Trainer's sampler, so the setting is honoured
         assert SFTMixConfig(str(tmp_path), **cpu_settings(mixup_weight=0.0, **setting)) is not None
+
+
+def test_assistant_only_loss_none_is_response_only_ntp_on_conversations_only():
+    from sftmix.response import assistant_only_loss_for
+
+    chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    assert assistant_only_loss_for(None, chat) is True and assistant_only_loss_for(False, chat) is False
+    assert assistant_only_loss_for(None, {"prompt": "a", "completion": "b"}) is False
+    assert assistant_only_loss_for(None, None) is False and assistant_only_loss_for(True, None) is True

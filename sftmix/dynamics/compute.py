@@ -17,6 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from sftmix._trl_compat import complete_checkpoints
 from sftmix.dynamics import reference
 from sftmix.dynamics.config import (
     DynamicsConfig,
@@ -32,10 +35,8 @@ from sftmix.dynamics.config import (
 from sftmix.dynamics.examples import (
     ROW_INDEX,
     check_inputs,
-    check_reference_tokenizer,
     dataset_fingerprint,
     missing_rows,
-    prepare_examples,
     report_excluded,
     resolve_tokenizers,
     with_row_index,
@@ -47,7 +48,13 @@ from sftmix.dynamics.output import (
     write_checkpoint_scores,
     write_outputs,
 )
-from sftmix.dynamics.reference import DynamicsTrainer, checkpoint_model, detach_adapter
+from sftmix.dynamics.reference import (
+    DynamicsTrainer,
+    check_reference_tokenizer,
+    checkpoint_model,
+    detach_adapter,
+    prepare_examples,
+)
 from sftmix.dynamics.split import check_finite, check_splittable
 from sftmix.logs import reference_tracking
 
@@ -85,16 +92,14 @@ def compute_dynamics(
     """
     from accelerate.utils import broadcast_object_list
 
-    from sftmix.response import resolve_ntp_masking
+    from sftmix.response import assistant_only_loss_for
     from sftmix.scores import dataset_example_ids
 
     scores_path = check_inputs(model, train_dataset, args)
     base = sft_args if sft_args is not None else default_sft_config(str(scores_path.parent / "reference"))
     check_per_example(base)
-    if (
-        len(train_dataset) > 0
-    ):  # `assistant_only_loss=None` (SFTMixConfig): response-only NTP on conversations
-        resolve_ntp_masking(base, train_dataset[0])
+    if len(train_dataset) > 0:  # `assistant_only_loss=None`: response-only NTP on conversations
+        base.assistant_only_loss = assistant_only_loss_for(base.assistant_only_loss, train_dataset[0])
     text_as_response = bool(getattr(base, "mixup_text_as_response", False))
     state = base.distributed_state
 
@@ -280,10 +285,10 @@ class _Pass:
         self.total_steps = config.max_steps if config.max_steps and config.max_steps > 0 else None
 
         def entry(position: int, step: int) -> _Entry:
-            label = f"{reference.CHECKPOINT_PREFIX}{step}"
+            label = f"{PREFIX_CHECKPOINT_DIR}-{step}"
             return _Entry(
                 label=label,
-                path=str(reference.checkpoint_dir(output_dir, step)),
+                path=str(output_dir / label),
                 cache_file=cache_file(cache_dir(self.scores_path), position, label),
                 key={**key, "checkpoint": label},
             )
@@ -297,24 +302,19 @@ class _Pass:
             if args.overwrite_cache
             else self.main_decides(lambda: reference.planned_steps(output_dir, key))
         )
-        reusable = (
-            None
-            if args.overwrite_cache
-            else self.main_decides(lambda: reference.reusable_checkpoints(output_dir, key))
-        )
-        continues_from = None if not planned else reference.checkpoint_dir(output_dir, planned[-1])
+        complete = self.main_decides(lambda: list(complete_checkpoints(output_dir))) if planned else []
         if (
             planned
             and all(cached_step(step) for step in planned)
-            and (not online or reference.is_complete(continues_from))  # online: the SFTMix run starts there
+            and (not online or planned[-1] in complete)  # online: the SFTMix run starts there
         ):
             # every planned checkpoint is scored already (its checkpoint may be deleted): nothing to train
             steps = planned
             logger.info(
                 "The reference run's checkpoints (steps %s) are scored already: reusing their scores.", steps
             )
-        elif reusable is not None:
-            steps = [int(p.name[len(reference.CHECKPOINT_PREFIX) :]) for p in reusable]
+        elif planned and set(planned) <= set(complete):
+            steps = planned
             logger.info("Reusing the reference run's checkpoints in %s (steps %s).", output_dir, steps)
         else:
             resume = (

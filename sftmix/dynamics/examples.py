@@ -1,9 +1,9 @@
-"""The examples the dynamics pass scores: the raw rows, checked before any work, prepared by SFTTrainer and
-tracked through that preparation by a row index.
+"""The examples the dynamics pass scores: the raw rows, checked before any work, and tracked by a row index
+through SFTTrainer's preparation (`sftmix.dynamics.reference.prepare_examples`).
 
 Before any work: the settings, the paths of models and checkpoints, the tokenizers (`check_inputs`,
-`resolve_tokenizers`). Then SFTTrainer's own preparation (tokenize with the chat template, build labels, truncate,
-drop examples with no trainable token), run once and reused by every trainer of the pass, so the scored token
+`resolve_tokenizers`). SFTTrainer's own preparation (tokenize with the chat template, build labels, truncate,
+drop examples with no trainable token) runs once and is reused by every trainer of the pass, so the scored token
 sequences are exactly the trained ones; the explicit row index column maps each prepared row back to the raw
 dataset (preparation keeps extra columns, but may drop rows). Rows dropped are reported and excluded.
 """
@@ -18,9 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sftmix._trl_compat import placeholder_model
 from sftmix.dynamics.config import DynamicsConfig
-from sftmix.response import RESPONSE_MASK
 
 logger = logging.getLogger(__name__)
 
@@ -178,50 +176,3 @@ def check_same_examples(target_rows, reference_rows, example_ids: list[str]) -> 
         "target trains on: use a reference model that shares the target's tokenizer, raise `max_length`, or remove "
         "these rows from the data."
     )
-
-
-# SFTTrainer's preparation -----------------------------------------------------------------------------------
-def prepare_examples(indexed_dataset, tokenizer, config, text_as_response: bool = False):
-    """`indexed_dataset` (with `ROW_INDEX`) prepared by SFTTrainer under `config` and `tokenizer`, with each example's
-    response mask (`RESPONSE_MASK`). Examples with no response token to score (a response truncated away while the
-    NTP labels keep the prompt) are left out, like those SFTTrainer drops."""
-    from sftmix.dynamics.reference import DynamicsTrainer  # here: reference -> scoring -> this module
-
-    trainer = DynamicsTrainer(
-        placeholder_model(len(tokenizer)),
-        config,
-        train_dataset=indexed_dataset,
-        processing_class=tokenizer,
-        text_as_response=text_as_response,
-    )
-    prepared = trainer.train_dataset
-    del trainer
-    return prepared.filter(
-        lambda example: any(example[RESPONSE_MASK][1:]), desc="Keeping examples with a response"
-    )
-
-
-def check_reference_tokenizer(
-    indexed_dataset,
-    prepared,
-    target_tokenizer,
-    reference_tokenizer,
-    config,
-    example_ids,
-    text_as_response=False,
-):
-    """The reference scores the data with its own tokenizer; if it differs from the target's, it must keep the
-    same examples (compared on the data, not just the vocabularies)."""
-    if target_tokenizer is None or target_tokenizer is reference_tokenizer:
-        return
-    prepared_target = prepare_examples(indexed_dataset, target_tokenizer, config, text_as_response)
-    if same_token_ids(prepared_target, prepared):
-        return
-    logger.warning(
-        "The reference model's tokenizer tokenizes the training data differently from the target's (vocabulary "
-        "sizes %d and %d). Scores come from the reference's tokenization and transfer to the target by example "
-        "content, as in the paper's smaller-reference experiment.",
-        len(reference_tokenizer),
-        len(target_tokenizer),
-    )
-    check_same_examples(prepared_target[ROW_INDEX], prepared[ROW_INDEX], example_ids)

@@ -1,10 +1,10 @@
 """The reference run: plain NTP training that keeps C evenly spaced checkpoints and scores each one as it is saved.
 
 `DynamicsTrainer` is TRL's `SFTTrainer` (plain NTP) that can also score its own prepared train dataset. The same
-class trains the reference model, prepares the examples and scores checkpoints, so all of them see exactly the
-examples, tokenization, chat template, label masking and truncation the SFTMix run will train on. Its preparation
-also marks each example's response (`sftmix.response`): the reference run trains on the NTP labels, scoring
-measures the response.
+class trains the reference model, prepares the examples (`prepare_examples`) and scores checkpoints, so all of
+them see exactly the examples, tokenization, chat template, label masking and truncation the SFTMix run will
+train on. Its preparation also marks each example's response (`sftmix.response`): the reference run trains on
+the NTP labels, scoring measures the response.
 
 `CheckpointCallback` decides the checkpoint steps when training starts (from the run's real number of optimizer
 steps), makes the Trainer save at exactly those steps, and hands each saved checkpoint to a scoring function while
@@ -24,16 +24,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTTrainer
 
-from sftmix._trl_compat import prepare_inference_engine, share_deepspeed_state
+from sftmix._trl_compat import (
+    complete_checkpoints,
+    placeholder_model,
+    prepare_inference_engine,
+    share_deepspeed_state,
+)
+from sftmix.dynamics.examples import ROW_INDEX, check_same_examples, same_token_ids
 from sftmix.dynamics.scoring import CheckpointScores, score_dataset
-from sftmix.response import ResponseMaskMixin
+from sftmix.response import RESPONSE_MASK, ResponseMaskMixin
 
 logger = logging.getLogger(__name__)
 
 PLAN_FILE = "sftmix_dynamics_plan.json"
-CHECKPOINT_PREFIX = "checkpoint-"
 
 
 # The trainer ------------------------------------------------------------------------------------------------
@@ -108,6 +114,51 @@ def _empty_device_cache() -> None:
         torch.cuda.empty_cache()
 
 
+# SFTTrainer's preparation -----------------------------------------------------------------------------------
+def prepare_examples(indexed_dataset, tokenizer, config, text_as_response: bool = False):
+    """`indexed_dataset` (with `ROW_INDEX`) prepared by SFTTrainer under `config` and `tokenizer`, with each example's
+    response mask (`RESPONSE_MASK`). Examples with no response token to score (a response truncated away while the
+    NTP labels keep the prompt) are left out, like those SFTTrainer drops."""
+    trainer = DynamicsTrainer(
+        placeholder_model(len(tokenizer)),
+        config,
+        train_dataset=indexed_dataset,
+        processing_class=tokenizer,
+        text_as_response=text_as_response,
+    )
+    prepared = trainer.train_dataset
+    del trainer
+    return prepared.filter(
+        lambda example: any(example[RESPONSE_MASK][1:]), desc="Keeping examples with a response"
+    )
+
+
+def check_reference_tokenizer(
+    indexed_dataset,
+    prepared,
+    target_tokenizer,
+    reference_tokenizer,
+    config,
+    example_ids,
+    text_as_response=False,
+):
+    """The reference scores the data with its own tokenizer; if it differs from the target's, it must keep the
+    same examples (compared on the data, not just the vocabularies)."""
+    if target_tokenizer is None or target_tokenizer is reference_tokenizer:
+        return
+    prepared_target = prepare_examples(indexed_dataset, target_tokenizer, config, text_as_response)
+    if same_token_ids(prepared_target, prepared):
+        return
+    logger.warning(
+        "The reference model's tokenizer tokenizes the training data differently from the target's (vocabulary "
+        "sizes %d and %d). Scores come from the reference's tokenization and transfer to the target by example "
+        "content, as in the paper's smaller-reference experiment.",
+        len(reference_tokenizer),
+        len(target_tokenizer),
+    )
+    check_same_examples(prepared_target[ROW_INDEX], prepared[ROW_INDEX], example_ids)
+
+
 # Checkpoint plan and callback -------------------------------------------------------------------------------
 def checkpoint_steps(max_steps: int, num_checkpoints: int) -> list[int]:
     """C optimizer steps evenly spaced over a run of `max_steps`, the last at its end: round(k x S / C), k = 1..C."""
@@ -118,15 +169,6 @@ def checkpoint_steps(max_steps: int, num_checkpoints: int) -> list[int]:
             "smaller batch)."
         )
     return [int(k * max_steps / num_checkpoints + 0.5) for k in range(1, num_checkpoints + 1)]
-
-
-def checkpoint_dir(output_dir: str | os.PathLike, step: int) -> Path:
-    return Path(output_dir) / f"{CHECKPOINT_PREFIX}{step}"
-
-
-def is_complete(path: Path) -> bool:
-    """The Trainer writes `trainer_state.json` last, after the weights."""
-    return (path / "trainer_state.json").is_file()
 
 
 def is_resumable(path: Path) -> bool:
@@ -161,25 +203,13 @@ def planned_steps(output_dir: str | os.PathLike, key: dict) -> list[int] | None:
     return list(plan["steps"])
 
 
-def reusable_checkpoints(output_dir: str | os.PathLike, key: dict) -> list[Path] | None:
-    """The planned checkpoints of an earlier run with the same settings, if all of them are complete on disk."""
-    plan = read_plan(output_dir)
-    if plan is None or plan.get("key") != json.loads(json.dumps(key, default=str)):
-        return None
-    paths = [checkpoint_dir(output_dir, step) for step in plan["steps"]]
-    return paths if all(is_complete(p) for p in paths) else None
-
-
 def resume_point(output_dir: str | os.PathLike, key: dict, is_cached: Callable[[int], bool]) -> str | None:
     """The latest planned checkpoint of an interrupted run with the same settings that training can resume from,
     provided every planned checkpoint up to it is already scored (those steps will not run again)."""
-    plan = read_plan(output_dir)
-    if plan is None or plan.get("key") != json.loads(json.dumps(key, default=str)):
-        return None
-    best = None
-    for step in plan["steps"]:
-        path = checkpoint_dir(output_dir, step)
-        if not (is_complete(path) and is_cached(step)):
+    best, complete = None, complete_checkpoints(output_dir)
+    for step in planned_steps(output_dir, key) or []:
+        path = complete.get(step)
+        if path is None or not is_cached(step):
             break
         if is_resumable(path):
             best = str(path)
@@ -223,4 +253,6 @@ class CheckpointCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if state.global_step in self.steps:
-            self.on_checkpoint(state.global_step, checkpoint_dir(args.output_dir, state.global_step))
+            self.on_checkpoint(
+                state.global_step, Path(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+            )
