@@ -28,10 +28,12 @@ def run_in_process(output_dir, **settings):
     return read_scores(module.run(str(output_dir), **settings))
 
 
-def launch(launcher, output_dir, *overrides, timeout=300):
+def launch(launcher, output_dir, *overrides, timeout=300, check=True):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     cmd = [*launcher, str(SCRIPTS / "dynamics_tiny.py"), str(output_dir), *overrides]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if not check:
+        return done
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return read_scores(Path(output_dir) / "scores.parquet"), done.stdout
 
@@ -87,3 +89,17 @@ def test_two_processes_run_and_score_the_reference_like_one_process(tmp_path, on
     assert "world size 2" in stdout
     assert [c["label"] for c in distributed[1]["checkpoints"]] == ["checkpoint-2", "checkpoint-4"]
     assert_same_scores(distributed, one_process_reference)
+
+
+@pytest.mark.slow
+def test_two_processes_resume_an_interrupted_reference_run_like_one_process(tmp_path, one_process_reference):
+    """Killed after the first checkpoint is scored (before the second exists), then relaunched: the processes
+    agree on where to resume (the main process decides alone, with no collective call inside its decision)."""
+    launcher = [*LAUNCH, *BACKENDS["ddp"], "--num_processes", "2"]
+    killed = launch(launcher, tmp_path, "interrupt_after_scoring=1", check=False)
+    assert killed.returncode != 0 and "interrupted after scoring ['checkpoint-2']" in killed.stderr
+    assert (tmp_path / "reference" / "checkpoint-2").is_dir() and not (
+        tmp_path / "reference" / "checkpoint-4"
+    ).exists()
+    resumed, _ = launch(launcher, tmp_path, timeout=240)
+    assert_same_scores(resumed, one_process_reference)

@@ -217,12 +217,13 @@ class _Pass:
     total_steps: int | None = None  # its planned length (online mode: the SFTMix run's)
 
     # Cache -------------------------------------------------------------------------------------------------------
-    def is_cached(self, entry: _Entry) -> bool:
+    def is_cached(self, entry: _Entry, collective: bool = True) -> bool:
+        """Whether `entry`'s scores are cached: decided by the main process for all (`collective`, every process
+        calls it), or read here (`collective=False`: inside a decision the main process makes alone)."""
         if self.args.overwrite_cache and entry.label not in self.scored:
             return False
-        return bool(
-            self.main_decides(lambda: read_checkpoint_scores(entry.cache_file, entry.key) is not None)
-        )
+        cached = lambda: read_checkpoint_scores(entry.cache_file, entry.key) is not None  # noqa: E731
+        return bool(self.main_decides(cached) if collective else cached())
 
     def score_into_cache(self, trainer, entry: _Entry) -> None:
         """Score with `trainer`'s current weights (every process) and cache the result (main process)."""
@@ -293,9 +294,11 @@ class _Pass:
                 key={**key, "checkpoint": label},
             )
 
-        def cached_step(step: int) -> bool:
+        def cached_step(step: int, collective: bool = True) -> bool:
             plan = reference.read_plan(output_dir) or {"steps": []}
-            return step in plan["steps"] and self.is_cached(entry(plan["steps"].index(step), step))
+            return step in plan["steps"] and self.is_cached(
+                entry(plan["steps"].index(step), step), collective
+            )
 
         planned = (
             None
@@ -320,7 +323,9 @@ class _Pass:
             resume = (
                 None
                 if args.overwrite_cache
-                else self.main_decides(lambda: reference.resume_point(output_dir, key, cached_step))
+                else self.main_decides(
+                    lambda: reference.resume_point(output_dir, key, lambda step: cached_step(step, False))
+                )
             )
             # The caller's model object comes back as it was given (before SFTTrainer patches or wraps it)
             snapshot = _Snapshot(source) if restore_model and not isinstance(source, str) else None

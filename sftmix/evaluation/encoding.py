@@ -29,11 +29,9 @@ def label_args(settings: LabelSettings, first_example: dict, output_dir: str):
     """The `SFTConfig` whose preparation builds training's labels; `assistant_only_loss=None` resolved on the data."""
     from trl import SFTConfig
 
-    from sftmix.response import data_format
+    from sftmix.response import assistant_only_loss_for
 
-    assistant_only = settings.assistant_only_loss
-    if assistant_only is None:
-        assistant_only = data_format(first_example) == "conversation"
+    assistant_only = assistant_only_loss_for(settings.assistant_only_loss, first_example)
     return SFTConfig(
         output_dir,
         max_length=settings.max_length,

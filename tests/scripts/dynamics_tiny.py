@@ -1,7 +1,8 @@
 """Run the dynamics pass on tiny data; the distributed tests compare its scores file across launches.
 
 Usage: [accelerate launch ...] dynamics_tiny.py OUTPUT_DIR [key=value ...]
-Keys: checkpoints=["dir", ...] (score them; otherwise a reference run of the tiny model), examples=N, and any
+Keys: checkpoints=["dir", ...] (score them; otherwise a reference run of the tiny model), examples=N,
+interrupt_after_scoring=N (every process stops, as a killed job, once N checkpoints are scored), and any
 SFTConfig field (JSON values).
 """
 
@@ -24,6 +25,19 @@ def run(output_dir, **settings):
     overrides.update(settings)
     checkpoints = overrides.pop("checkpoints", None)
     examples = overrides.pop("examples", 21)
+    interrupt = overrides.pop("interrupt_after_scoring", None)
+    if interrupt is not None:
+        from sftmix.dynamics import compute
+
+        score_into_cache, scored = compute._Pass.score_into_cache, []
+
+        def stop_after(self, trainer, entry):
+            score_into_cache(self, trainer, entry)
+            scored.append(entry.label)
+            if len(scored) == interrupt:
+                raise SystemExit(f"interrupted after scoring {scored}")
+
+        compute._Pass.score_into_cache = stop_after
     tokenizer = build_tiny_tokenizer()
     model = None if checkpoints else build_tiny_llama(len(tokenizer), seed=0)
     args = DynamicsConfig(
