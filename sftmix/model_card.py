@@ -58,13 +58,16 @@ def split_statistics(scores_path) -> dict:
 
     frame, metadata = read_scores(scores_path)
     confident = int(frame["confident"].sum())
-    quantiles = frame["confidence"].quantile(list(QUANTILES))
+    scored = frame["confidence"].notna().any()  # nothing is scored for a random split
+    quantiles = frame["confidence"].quantile(list(QUANTILES)) if scored else [None] * len(QUANTILES)
     return {
         "scored": len(frame),
         "confident": confident,
         "unconfident": len(frame) - confident,
         "excluded": len(metadata.get("excluded_ids", [])),
-        "confidence_quantiles": {f"{q:g}": float(v) for q, v in zip(QUANTILES, quantiles, strict=True)},
+        "confidence_quantiles": {
+            f"{q:g}": None if v is None else float(v) for q, v in zip(QUANTILES, quantiles, strict=True)
+        },
         "reference_model": metadata.get("reference_model"),
         "checkpoints": [c.get("label") for c in metadata.get("checkpoints", [])],
         "dynamics_settings": metadata.get("settings") or {},
@@ -104,14 +107,21 @@ def sftmix_section(args, scores_path=None, data_map: str | None = None) -> str:
         "",
         "### Split",
         "",
-        f"{stats['scored']} examples scored: {stats['confident']} confident, {stats['unconfident']} unconfident"
+        f"{stats['scored']} examples{'' if None in stats['confidence_quantiles'].values() else ' scored'}: "
+        f"{stats['confident']} confident, {stats['unconfident']} unconfident"
         + (f", {stats['excluded']} excluded (no trainable token)." if stats["excluded"] else "."),
-        "Confidence is minus the response perplexity averaged over the reference checkpoints.",
-        "",
-        "| quantile | " + " | ".join(stats["confidence_quantiles"]) + " |",
-        "|---" * (len(QUANTILES) + 1) + "|",
-        "| confidence | " + " | ".join(f"{v:.4g}" for v in stats["confidence_quantiles"].values()) + " |",
     ]
+    quantiles = stats["confidence_quantiles"]
+    if None in quantiles.values():
+        lines.append("A random split (`split: random`, the ablation): nothing was scored.")
+    else:
+        lines += [
+            "Confidence is minus the response perplexity averaged over the reference checkpoints.",
+            "",
+            "| quantile | " + " | ".join(quantiles) + " |",
+            "|---" * (len(QUANTILES) + 1) + "|",
+            "| confidence | " + " | ".join(f"{v:.4g}" for v in quantiles.values()) + " |",
+        ]
     if data_map:
         lines += ["", "### Data map", "", f"![Data map: confidence and variability per example]({data_map})"]
     return "\n".join(lines) + "\n"

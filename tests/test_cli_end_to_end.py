@@ -96,3 +96,27 @@ def test_sftmix_run_with_the_shipped_zero3_config_on_two_processes(tmp_path, tin
     ]
     run([*launch, "--num_processes", "2", "-m", "sftmix", "run", "--config", str(recipe)])
     check_outputs(out)
+
+
+@pytest.mark.slow
+def test_the_random_split_ablation_runs_no_reference_and_no_scoring(tmp_path, tiny_model_dir):
+    """`--dynamics.split random` from another directory: a seeded permutation, no reference run (no reference
+    checkpoints, no scored checkpoints), then SFTMix training on that split; the same seed draws the same split."""
+    recipe, out = write_recipe(tmp_path, tiny_model_dir)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cmd = [sys.executable, "-m", "sftmix", "run", "--config", str(recipe), "--dynamics.split", "random"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    done = subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-6000:]
+    assert "Random split (split_seed 0)" in done.stderr and "Reference run" not in done.stderr
+    assert not (out / "dynamics" / "reference").exists()  # no reference run
+    assert not list((out / "dynamics").rglob("*checkpoint-*"))  # nothing scored
+    scores = pd.read_parquet(out / "dynamics" / "scores.parquet")
+    assert scores["confident"].sum() == len(scores) // 2 and scores["confidence"].isna().all()
+    assert (out / "model.safetensors").is_file()
+    from sftmix.dynamics.split import split_confident
+
+    ids = scores["example_id"].tolist()
+    assert scores["confident"].tolist() == list(split_confident([0.0] * len(ids), ids, 0.5, 0))

@@ -47,6 +47,7 @@ from sftmix.dynamics.output import (
     read_checkpoint_scores,
     write_checkpoint_scores,
     write_outputs,
+    write_random_split,
 )
 from sftmix.dynamics.reference import (
     DynamicsTrainer,
@@ -120,6 +121,15 @@ def compute_dynamics(
             excluded_rows, example_ids, "have no trainable token after tokenization and truncation"
         )
     check_splittable(len({example_ids[r] for r in kept_rows}), args.confident_fraction)
+    data_key = {
+        "data": dataset_fingerprint(example_ids),
+        **tokenization_key(scoring_args, reference_tokenizer, text_as_response),
+    }
+    if args.split == "random" and not args.checkpoints:  # a seeded permutation: no reference run, no scoring
+        if state.is_main_process:
+            write_random_split(args, example_ids, kept_rows, excluded_rows, data_key)
+        state.wait_for_everyone()
+        return scores_path
 
     def main_decides(decide: Callable[[], object]):
         value = [decide() if state.is_main_process else None]
@@ -136,10 +146,7 @@ def compute_dynamics(
         load_kwargs=load_kwargs,
         prepared=prepared,
         reference_tokenizer=reference_tokenizer,
-        data_key={
-            "data": dataset_fingerprint(example_ids),
-            **tokenization_key(scoring_args, reference_tokenizer, text_as_response),
-        },
+        data_key=data_key,
         state=state,
         main_decides=main_decides,
     )

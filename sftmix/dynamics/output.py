@@ -23,7 +23,7 @@ import numpy as np
 from sftmix.dynamics.config import DynamicsConfig
 from sftmix.dynamics.examples import report_excluded
 from sftmix.dynamics.scoring import CheckpointScores
-from sftmix.dynamics.split import scores_frame
+from sftmix.dynamics.split import scores_frame, split_confident
 from sftmix.scores import write_parquet_atomic, write_scores
 
 logger = logging.getLogger(__name__)
@@ -43,15 +43,66 @@ def write_outputs(
     online: dict | None = None,
 ) -> Path:
     """Aggregate the per-checkpoint scores, split, and write everything next to `args.scores_path`."""
-    from sftmix import __version__
-
     random_seed = args.split_seed if args.split == "random" else None
     frame, empty_rows = scores_frame(
         example_ids, per_checkpoint, labels, args.confident_fraction, random_seed
     )
     shifted_out = report_excluded(empty_rows, example_ids, "have no trainable token after the causal shift")
     excluded_ids = list(dict.fromkeys([example_ids[r] for r in excluded_rows] + shifted_out))
-    metadata = {
+    metadata = scores_metadata(
+        args, frame, labels, paths, example_ids, excluded_ids, reference_name, data_key, online
+    )
+    path = write_scores(frame, args.scores_path, metadata)
+    if args.plots:
+        draw_pictures(frame, path)
+    logger.info(
+        "Dynamics pass: %d examples scored at %d checkpoints (%d confident, %d unconfident, %d excluded) -> %s",
+        len(frame),
+        len(labels),
+        int(frame["confident"].sum()),
+        int((~frame["confident"]).sum()),
+        len(excluded_rows) + len(empty_rows),
+        path,
+    )
+    return path
+
+
+def write_random_split(args: DynamicsConfig, example_ids, kept_rows, excluded_rows, data_key: dict) -> Path:
+    """The random-split ablation's scores file (`split: random`): its confident group is drawn by a seeded permutation,
+    the group `scores_frame` would draw, so no reference run or scoring pass is needed. `confidence` is NaN (nothing
+    was scored) and no data map is drawn."""
+    import pandas as pd
+
+    ids = [example_ids[r] for r in kept_rows]
+    frame = pd.DataFrame(
+        {
+            "example_id": ids,
+            "row_index": np.asarray(kept_rows, dtype=np.int64),
+            "confidence": np.full(len(ids), np.nan),
+            "confident": split_confident(np.zeros(len(ids)), ids, args.confident_fraction, args.split_seed),
+        }
+    )
+    excluded_ids = list(dict.fromkeys(example_ids[r] for r in excluded_rows))
+    metadata = scores_metadata(
+        args, frame, [], [], example_ids, excluded_ids, "none (random split)", data_key
+    )
+    path = write_scores(frame, args.scores_path, metadata)
+    logger.info(
+        "Random split (split_seed %d): %d confident, %d unconfident examples, no reference run -> %s",
+        args.split_seed,
+        int(frame["confident"].sum()),
+        int((~frame["confident"]).sum()),
+        path,
+    )
+    return path
+
+
+def scores_metadata(
+    args, frame, labels, paths, example_ids, excluded_ids, reference_name, data_key, online=None
+) -> dict:
+    from sftmix import __version__
+
+    return {
         "sftmix_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "reference_model": reference_name,
@@ -67,19 +118,6 @@ def write_outputs(
         "settings": asdict(args),
         "online": online,  # online mode: where the SFTMix run continues from (checkpoint, steps)
     }
-    path = write_scores(frame, args.scores_path, metadata)
-    if args.plots:
-        draw_pictures(frame, path)
-    logger.info(
-        "Dynamics pass: %d examples scored at %d checkpoints (%d confident, %d unconfident, %d excluded) -> %s",
-        len(frame),
-        len(labels),
-        int(frame["confident"].sum()),
-        int((~frame["confident"]).sum()),
-        len(excluded_rows) + len(empty_rows),
-        path,
-    )
-    return path
 
 
 # Per-checkpoint scores cache ------------------------------------------------------------------------------
