@@ -188,6 +188,8 @@ def test_check_prints_settings_and_plan_or_every_problem(tmp_path, tiny_model_di
     )
     assert "2. train: SFTMix" in done.stdout
     assert not (tmp_path / "recipe" / "out").exists()  # nothing trained, nothing written
+    done = sftmix("check", "--config", str(recipe), "--dynamics.split", "random", cwd=elsewhere)
+    assert "1. dynamics: a random split of 24 examples (seeded; no reference run)" in done.stdout, done.stdout
     bad = tiny_recipe(tmp_path / "bad", tmp_path / "no-such-model", mixup_weight="yes")
     done = sftmix("check", "--config", str(bad), "--evaluation.medqa", "missing.jsonl", cwd=elsewhere)
     assert done.returncode == 1
