@@ -115,7 +115,9 @@ def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
         if given:
             lines.append(f"{stage}. dynamics: score {num_train} examples at {len(given)} given checkpoint(s)")
         elif getattr(dynamics, "split", "median") == "random":
-            lines.append(f"{stage}. dynamics: a random split of {num_train} examples (seeded; no reference run)")
+            lines.append(
+                f"{stage}. dynamics: a random split of {num_train} examples (seeded; no reference run)"
+            )
         elif mode == "online":
             lines.append(
                 f"{stage}. dynamics (online): inside the SFTMix run, scoring {num_train} examples at "
