@@ -68,6 +68,7 @@ def check_outputs(out: Path):
     scores = pd.read_parquet(out / "dynamics" / "scores.parquet")
     assert len(scores) > 0 and scores["confident"].sum() == len(scores) // 2
     assert (out / "dynamics" / "data_map.png").is_file()
+    assert "least confident training examples" in (out / "dynamics" / "review.md").read_text()
     assert (out / "model.safetensors").is_file()
     summary = json.loads((out / "sftmix_summary.json").read_text())
     assert summary["confident_examples"] > 0 and summary["unconfident_examples"] > 0

@@ -214,3 +214,36 @@ def test_confidence_is_response_perplexity_when_ntp_trains_on_every_token(
         assert scored["confidence"] == pytest.approx(-np.mean(perplexities), rel=1e-5)
         assert scored["num_tokens"] == len(positions)
         assert abs(everything - perplexities[0]) > 1e-3  # the whole sequence would score differently
+
+
+def test_the_least_confident_examples_are_listed_for_review(tmp_path, tiny_tokenizer, two_checkpoints):
+    import pandas as pd
+
+    from sftmix.data import set_error_excerpts
+
+    data = conversations(12)
+    args = DynamicsConfig(
+        scores_path=str(tmp_path / "scores.parquet"), checkpoints=two_checkpoints, review_size=4
+    )
+    path = compute_dynamics(None, data, args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path))
+    frame, _ = read_scores(path)
+    review = pd.read_csv(tmp_path / "review.csv")
+    lowest = sorted(zip(frame["confidence"], frame["example_id"], frame["row_index"], strict=True))[:4]
+    assert review["example_id"].tolist() == [i for _, i, _ in lowest]
+    assert review["confidence"].tolist() == pytest.approx([c for c, _, _ in lowest])
+    first = data[int(lowest[0][2])]["messages"][-1]["content"]  # the response of the least confident example
+    assert first[:20] in review["response"][0]
+    markdown = (tmp_path / "review.md").read_text()
+    assert "| 1 | `" + str(lowest[0][1]) + "` |" in markdown and first[:20] in markdown
+    set_error_excerpts(False)
+    try:
+        args = DynamicsConfig(scores_path=str(tmp_path / "b" / "scores.parquet"), checkpoints=two_checkpoints)
+        compute_dynamics(None, data, args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path))
+    finally:
+        set_error_excerpts(True)
+    hidden = pd.read_csv(tmp_path / "b" / "review.csv")
+    assert (
+        len(hidden) == 12 and hidden["response"].str.contains("excerpt hidden").all()
+    )  # default 20 > 12 rows
+    with pytest.raises(ValueError, match="`review_size` must be >= 0"):
+        DynamicsConfig(review_size=-1)

@@ -48,6 +48,7 @@ from sftmix.dynamics.output import (
     write_checkpoint_scores,
     write_outputs,
     write_random_split,
+    write_review,
 )
 from sftmix.dynamics.reference import (
     DynamicsTrainer,
@@ -174,6 +175,7 @@ def compute_dynamics(
             data_key=run.data_key,
             online=online,
         )
+        write_review(scores_path, train_dataset, args.review_size)
         if not args.checkpoints and not args.keep_reference_checkpoints:
             # the online run continues from its last warm-up checkpoint: the pipeline deletes that one after training
             remove_checkpoints([e.path for e in (entries[:-1] if online else entries)])

@@ -136,8 +136,18 @@ class DynamicsConfig:
         default=True,
         metadata={"help": "Draw the data map and the confidence histogram (PNG) next to the scores file."},
     )
+    review_size: int = field(
+        default=20,
+        metadata={
+            "help": "The least confident examples listed for review (review.md and review.csv next to the scores "
+            "file: example id, row, confidence, variability, a short excerpt of the response, none with "
+            "`error_excerpts: false`), where mislabelled or truncated responses tend to be. 0: none."
+        },
+    )
 
     def __post_init__(self):
+        if self.review_size < 0:
+            raise ValueError(f"`review_size` must be >= 0, got {self.review_size}.")
         if self.num_checkpoints < 1:
             raise ValueError(f"`num_checkpoints` must be >= 1, got {self.num_checkpoints}.")
         if not 0.0 < self.confident_fraction < 1.0:

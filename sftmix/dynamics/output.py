@@ -189,7 +189,56 @@ def picture_paths(scores_path: str | Path) -> dict[str, Path]:
     return {
         "data_map": scores_path.with_name(f"{prefix}data_map.png"),
         "confidence_histogram": scores_path.with_name(f"{prefix}confidence_histogram.png"),
+        "review_md": scores_path.with_name(f"{prefix}review.md"),
+        "review_csv": scores_path.with_name(f"{prefix}review.csv"),
     }
+
+
+def response_text(row: dict) -> str:
+    """What an example trains to answer: its last assistant turn, its completion, or its text."""
+    if row.get("messages"):
+        turns = [m.get("content") or "" for m in row["messages"] if m.get("role") == "assistant"]
+        return turns[-1] if turns else ""
+    completion = row.get("completion")
+    if isinstance(completion, list):
+        return " ".join(m.get("content") or "" for m in completion)
+    return str(completion if completion is not None else row.get("text") or "")
+
+
+def write_review(scores_path, train_dataset, size: int) -> dict[str, Path] | None:
+    """The `size` least confident examples as review.md and review.csv next to the scores file (Cartography's
+    use for finding mislabelled examples); excerpts follow `error_excerpts` (sftmix.data.excerpt)."""
+    from sftmix.data import excerpt
+    from sftmix.scores import read_scores
+
+    frame, _ = read_scores(scores_path)
+    if size == 0 or not frame["confidence"].notna().any():  # nothing scored: a random split
+        return None
+    least = frame.nsmallest(size, "confidence")
+    review = least[["example_id", "row_index", "confidence"]].assign(
+        variability=least["variability"] if "variability" in least else np.nan,
+        response=[excerpt(response_text(train_dataset[int(r)])) for r in least["row_index"]],
+    )
+    paths = picture_paths(scores_path)
+    review.to_csv(paths["review_csv"], index=False)
+    lines = [
+        f"# The {len(review)} least confident training examples",
+        "",
+        "Confidence is minus the mean response perplexity over the reference checkpoints (lowest first); "
+        "variability is the spread of the response's mean token probability over them. Mislabelled, mismatched and "
+        "truncated responses tend to gather here: check these rows of your data.",
+        "",
+        "| # | example id | row | confidence | variability | response |",
+        "|---|---|---|---|---|---|",
+    ]
+    for rank, row in enumerate(review.itertuples(index=False), start=1):
+        text = str(row.response).replace("|", "\\|").replace("\n", " ")
+        lines.append(
+            f"| {rank} | `{row.example_id}` | {row.row_index} | {row.confidence:.4g} | {row.variability:.3g} | {text} |"
+        )
+    paths["review_md"].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    logger.info("Review list of the %d least confident examples: %s", len(review), paths["review_md"])
+    return {"md": paths["review_md"], "csv": paths["review_csv"]}
 
 
 def _spans_decades(confidence) -> bool:
