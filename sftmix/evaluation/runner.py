@@ -218,25 +218,7 @@ def load_lm(model_path: str, config: EvalConfig):
     )
     if Path(path).is_dir() and not (adapter.is_file() or Path(path, "config.json").is_file()):
         raise RuntimeError(failure.format("it holds neither config.json nor adapter_config.json"))
-    if (
-        importlib.util.find_spec("lm_eval") is None
-    ):  # held-out metrics only: benchmarks were refused without it
-        from types import SimpleNamespace
-
-        from peft import AutoPeftModelForCausalLM
-        from transformers import AutoModelForCausalLM
-
-        loader = AutoPeftModelForCausalLM if adapter.is_file() else AutoModelForCausalLM
-        with without_zero3_init():
-            model = loader.from_pretrained(
-                path, dtype=config.dtype if config.dtype == "auto" else getattr(torch, config.dtype)
-            )
-        tokenizer = AutoTokenizer.from_pretrained(
-            path if not adapter.is_file() else model.peft_config["default"].base_model_name_or_path
-        )
-        return SimpleNamespace(
-            model=model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), tokenizer=tokenizer
-        )
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     kwargs = {"pretrained": path}
     tokenizer_path = path
     try:
@@ -249,15 +231,23 @@ def load_lm(model_path: str, config: EvalConfig):
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
         if config.chat_template_path:
             tokenizer.chat_template = Path(config.chat_template_path).read_text()
+        if importlib.util.find_spec("lm_eval") is None:
+            # held-out metrics only (benchmarks are refused without lm_eval): the same model, loaded by transformers
+            from types import SimpleNamespace
+
+            from peft import AutoPeftModelForCausalLM
+            from transformers import AutoModelForCausalLM
+
+            loader = AutoPeftModelForCausalLM if adapter.is_file() else AutoModelForCausalLM
+            dtype = config.dtype if config.dtype == "auto" else getattr(torch, config.dtype)
+            with without_zero3_init():
+                model = loader.from_pretrained(path, dtype=dtype)
+            return SimpleNamespace(model=model.to(device).eval(), tokenizer=tokenizer)
         from lm_eval.models.huggingface import HFLM
 
         with without_zero3_init():
             lm = HFLM(
-                **kwargs,
-                tokenizer=tokenizer,
-                dtype=config.dtype,
-                batch_size=config.batch_size,
-                device="cuda" if torch.cuda.is_available() else "cpu",
+                **kwargs, tokenizer=tokenizer, dtype=config.dtype, batch_size=config.batch_size, device=device
             )
     except (OSError, ValueError, KeyError) as error:
         raise RuntimeError(failure.format(error)) from error
