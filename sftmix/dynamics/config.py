@@ -11,8 +11,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sftmix.logs import reference_run_name
 
 
 @dataclass
@@ -255,12 +259,33 @@ def reference_dir(dynamics, scores_path) -> Path:
     return Path(dynamics.reference_output_dir or Path(scores_path).parent / "reference")
 
 
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def optimizer_steps(
+    num_examples: int, args, epochs: float | None = None, processes: int | None = None
+) -> int:
+    """Optimizer steps of a run over `num_examples`, counted exactly as `transformers.Trainer` counts them.
+
+    `args.max_steps` when positive (and `epochs` is not given); otherwise each process gets ceil(N / (batch x
+    processes)) micro-batches an epoch, an epoch is that many / `gradient_accumulation_steps` optimizer steps with
+    a partial last accumulation group rounded *up* (the Trainer's `set_initial_training_values`), and the run is
+    ceil(epochs x that). SFTMix's pair sampler gives the same count of micro-batches for a median split. The one
+    place the dynamics pass, the online mode and `sftmix check` count steps.
+    """
+    if epochs is None and args.max_steps is not None and args.max_steps > 0:
+        return args.max_steps
+    processes = processes or getattr(args, "world_size", None) or world_size()
+    batches = math.ceil(num_examples / (args.per_device_train_batch_size * processes))
+    per_epoch = max(math.ceil(batches / args.gradient_accumulation_steps), 1)
+    return math.ceil(per_epoch * (args.num_train_epochs if epochs is None else epochs))
+
+
 def reference_steps(base, dynamics, num_examples: int) -> int:
     """Optimizer steps of the reference run: `reference_max_steps`, else `reference_num_train_epochs`, else one
     epoch (the paper's figure) capped by the SFTMix run's own length; in online mode the SFTMix run's whole
     schedule (both phases share one learning-rate schedule). `sftmix check` prints the same number."""
-    from sftmix.plan import optimizer_steps
-
     if dynamics.mode == "online":
         return optimizer_steps(num_examples, base)
     if dynamics.reference_max_steps is not None:
@@ -290,8 +315,6 @@ def reference_training_config(base, output_dir: Path, dynamics, num_examples: in
         overrides["max_steps"] = reference_steps(base, dynamics, num_examples)
     else:
         overrides["num_train_epochs"] = min(1.0, base.num_train_epochs)
-    from sftmix.logs import reference_run_name
-
     overrides["run_name"] = reference_run_name(base.run_name)  # its own run in the trackers, same group
     return derive(base, **overrides)
 
