@@ -75,10 +75,10 @@ def split_statistics(scores_path) -> dict:
 
 
 def data_map_path(scores_path) -> Path:
-    """The data map the dynamics pass drew next to `scores_path` (sftmix.dynamics.output' naming)."""
-    scores_path = Path(scores_path)
-    prefix = "" if scores_path.name == "scores.parquet" else f"{scores_path.stem}_"
-    return scores_path.with_name(f"{prefix}{DATA_MAP}")
+    """The data map the dynamics pass drew next to `scores_path`."""
+    from sftmix.dynamics.output import picture_paths
+
+    return picture_paths(scores_path)["data_map"]
 
 
 def sftmix_section(args, scores_path=None, data_map: str | None = None) -> str:
