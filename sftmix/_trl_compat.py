@@ -110,13 +110,6 @@ def placeholder_model(vocab_size: int):
         return LlamaForCausalLM(config)
 
 
-def common_prefix_length(ids: list[int], other: list[int]) -> int:
-    """TRL's: how many leading tokens two sequences share."""
-    from trl.data_utils import common_prefix_length as trl_common_prefix_length
-
-    return trl_common_prefix_length(ids, other)
-
-
 def complete_checkpoints(output_dir) -> dict[int, Path]:
     """The Trainer's complete checkpoints directly under `output_dir` (`checkpoint-N`, named by transformers'
     `PREFIX_CHECKPOINT_DIR`), by step N, oldest first. `trainer_state.json` is written last, after the weights:
