@@ -19,9 +19,9 @@ def settings_table(recipe) -> dict:
     """Every resolved setting, the nested sections included: {section: {key: value}}."""
 
     def plain(obj):
-        if obj is None:
-            return None
-        return {f.name: _printable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+        return (
+            None if obj is None else {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
+        )
 
     return {
         "data": plain(recipe.data),
@@ -30,16 +30,6 @@ def settings_table(recipe) -> dict:
         "dynamics": plain(recipe.dynamics),
         "evaluation": plain(recipe.evaluation),
     }
-
-
-def _printable(value):
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_printable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _printable(v) for k, v in value.items()}
-    return str(value)
 
 
 def parameter_count(model_name: str) -> int | None:
