@@ -296,11 +296,8 @@ def reference_steps(base, dynamics, num_examples: int) -> int:
 
 
 def reference_training_config(base, output_dir: Path, dynamics, num_examples: int | None = None):
-    """The reference run: the SFTMix run's settings, saving only where the checkpoint callback says.
-
-    Its length: `reference_max_steps`, else `reference_num_train_epochs`, else one epoch (the paper's figure),
-    capped by the SFTMix run's own length. In online mode: the SFTMix run's whole schedule (its optimizer steps
-    are fixed, so both phases share one learning-rate schedule), stopped by the callback at the warm-up's end."""
+    """The reference run: the SFTMix run's settings, saving only where the checkpoint callback says, as long as
+    `reference_steps` (in online mode stopped by the callback at the warm-up's end)."""
     overrides = dict(
         output_dir=str(output_dir),
         save_strategy="no",  # `CheckpointCallback` triggers the saves
