@@ -150,32 +150,36 @@ class DynamicsConfig:
     )
 
     def __post_init__(self):
-        if self.review_size < 0:
-            raise ValueError(f"`review_size` must be >= 0, got {self.review_size}.")
-        if self.num_checkpoints < 1:
-            raise ValueError(f"`num_checkpoints` must be >= 1, got {self.num_checkpoints}.")
+        for name, low in (
+            ("review_size", 0),
+            ("num_checkpoints", 1),
+            ("online_checkpoints", 1),
+            ("scoring_batch_size", 1),
+            ("reference_max_steps", 1),
+        ):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ValueError(f"`{name}` must be >= {low}, got {value}.")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ValueError(
+                    f"`{f.name}` must be {' or '.join(map(repr, choices))}, got {getattr(self, f.name)!r}."
+                )
         if not 0.0 < self.confident_fraction < 1.0:
             raise ValueError(
                 f"`confident_fraction` must lie strictly between 0 and 1 (0.5 = median split), got "
                 f"{self.confident_fraction}."
             )
-        if self.mode not in ("reference", "online"):
-            raise ValueError(f"`mode` must be 'reference' or 'online', got {self.mode!r}.")
-        if self.split not in ("median", "random"):
-            raise ValueError(f"`split` must be 'median' or 'random', got {self.split!r}.")
         if not 0.0 < self.online_warmup_ratio < 1.0:
             raise ValueError(
                 f"`online_warmup_ratio` must lie strictly between 0 and 1, got {self.online_warmup_ratio}."
             )
-        if self.online_checkpoints < 1:
-            raise ValueError(f"`online_checkpoints` must be >= 1, got {self.online_checkpoints}.")
         if self.mode == "online" and (self.checkpoints or self.reference_model):
             raise ValueError(
                 "`mode: online` scores the SFTMix run's own warm-up: it cannot use `checkpoints` or `reference_model`. "
                 "Remove them, or use `mode: reference`."
             )
-        if self.scoring_batch_size < 1:
-            raise ValueError(f"`scoring_batch_size` must be >= 1, got {self.scoring_batch_size}.")
         if self.checkpoints is not None:
             if isinstance(self.checkpoints, str):
                 self.checkpoints = [self.checkpoints]
@@ -184,8 +188,6 @@ class DynamicsConfig:
                     "`checkpoints` is an empty list: name at least one model, or leave it unset."
                 )
             self.checkpoints = [str(c) for c in self.checkpoints]
-        if self.reference_max_steps is not None and self.reference_max_steps < 1:
-            raise ValueError(f"`reference_max_steps` must be >= 1, got {self.reference_max_steps}.")
 
 
 # Settings that change the tokenized examples (and so the scores): part of every cache key
