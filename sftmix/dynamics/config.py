@@ -21,16 +21,10 @@ from sftmix.logs import reference_run_name
 
 @dataclass
 class DynamicsConfig:
-    r"""
-    Configuration of the training-dynamics pass of SFTMix (stage 1).
-
-    A reference model is trained with plain next-token prediction on the training data (the same tokenization,
-    chat template, label masking and `max_length` as the SFTMix run, taken from the `SFTConfig` given alongside)
-    and `num_checkpoints` checkpoints are kept, evenly spaced over the run. At every checkpoint each example's
-    response perplexity is computed; confidence is minus its mean over checkpoints, and the top
-    `confident_fraction` of examples form the confident subset. Alternatively, `checkpoints` lists existing
-    models or adapters to score without training.
-    """
+    """The training-dynamics pass of SFTMix (stage 1): a reference model trained with plain next-token prediction
+    (the SFTMix run's tokenization, label masking and `max_length`) is scored at `num_checkpoints` evenly spaced
+    checkpoints, or the given `checkpoints` are scored; confidence is minus the mean response perplexity, and
+    the top `confident_fraction` of examples form the confident subset."""
 
     scores_path: str | None = field(
         default=None,
