@@ -5,17 +5,12 @@ from __future__ import annotations
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-try:  # TRL 1.x
-    from trl.trainer.utils import maybe_gather_lm_head_ctx as _gather
+try:  # TRL 1.x: a context manager making ZeRO-3-partitioned LM-head parameters whole; a no-op elsewhere
+    from trl.trainer.utils import maybe_gather_lm_head_ctx as gather_lm_head
 except ImportError:  # pragma: no cover - older/newer layouts
-    _gather = None
 
-
-def gather_lm_head(*params):
-    """Context manager making ZeRO-3-partitioned LM-head parameters whole; a no-op elsewhere."""
-    if _gather is None:
+    def gather_lm_head(*params):
         return nullcontext()
-    return _gather(*params)
 
 
 def unwrap_peft(model):
