@@ -57,11 +57,11 @@ def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
     ]
     steps = optimizer_steps(num_train, args)
     params = parameter_count(recipe.model.model_name_or_path or "")
-    lora = bool(getattr(recipe.model, "use_peft", False))
+    lora = recipe.model.use_peft
     checkpoint_bytes = None
     if params is not None:
         checkpoint_bytes = params * (0.03 if lora else 1) * RESUMABLE_BYTES_PER_PARAM
-        dtype = DTYPE_BYTES.get(getattr(recipe.model, "dtype", None), 2)
+        dtype = DTYPE_BYTES.get(recipe.model.dtype, 2)
         lines.append(
             f"model: {params:,} parameters; final model ~{_gigabytes(params * dtype)}; a resumable checkpoint "
             f"~{_gigabytes(checkpoint_bytes)}"
@@ -111,21 +111,14 @@ def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
 
 
 def _evaluations(evaluation) -> list[str]:
-    names = []
-    if getattr(evaluation, "heldout_split", False) or getattr(evaluation, "heldout", None):
-        names.append("held-out loss and calibration")
-    for name in ("medqa", "medqa5", "medmcqa", "pubmedqa"):
-        if getattr(evaluation, name, None):
-            names.append(name)
-    return names
+    names = ["held-out loss and calibration"] if evaluation.heldout_split or evaluation.heldout else []
+    return names + [name for name in ("medqa", "medqa5", "medmcqa", "pubmedqa") if getattr(evaluation, name)]
 
 
 def render_settings(table: dict) -> str:
-    lines = []
-    for section, values in table.items():
-        if values is None:
-            continue
-        lines.append(f"{section}:")
-        for key in sorted(values):
-            lines.append(f"  {key}: {json.dumps(values[key], default=str)}")
-    return "\n".join(lines)
+    return "\n".join(
+        f"{section}:\n"
+        + "\n".join(f"  {key}: {json.dumps(values[key], default=str)}" for key in sorted(values))
+        for section, values in table.items()
+        if values is not None
+    )
