@@ -291,10 +291,11 @@ def reference_steps(base, dynamics, num_examples: int) -> int:
     return min(optimizer_steps(num_examples, base, 1.0), optimizer_steps(num_examples, base))
 
 
-def reference_training_config(base, output_dir: Path, dynamics, num_examples: int | None = None):
+def reference_training_config(base, output_dir: Path, dynamics, num_examples: int):
     """The reference run: the SFTMix run's settings, saving only where the checkpoint callback says, as long as
     `reference_steps` (in online mode stopped by the callback at the warm-up's end)."""
-    overrides = dict(
+    return derive(
+        base,
         output_dir=str(output_dir),
         save_strategy="no",  # `CheckpointCallback` triggers the saves
         save_total_limit=None,
@@ -303,13 +304,9 @@ def reference_training_config(base, output_dir: Path, dynamics, num_examples: in
         load_best_model_at_end=False,
         eval_strategy="no",
         push_to_hub=False,
+        max_steps=reference_steps(base, dynamics, num_examples),
+        run_name=reference_run_name(base.run_name),  # its own run in the trackers, same group
     )
-    if num_examples is not None:
-        overrides["max_steps"] = reference_steps(base, dynamics, num_examples)
-    else:
-        overrides["num_train_epochs"] = min(1.0, base.num_train_epochs)
-    overrides["run_name"] = reference_run_name(base.run_name)  # its own run in the trackers, same group
-    return derive(base, **overrides)
 
 
 def scoring_config(base, output_dir: Path):
