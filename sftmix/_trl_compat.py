@@ -5,17 +5,12 @@ from __future__ import annotations
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-try:  # TRL 1.x
-    from trl.trainer.utils import maybe_gather_lm_head_ctx as _gather
+try:  # TRL 1.x: a context manager making ZeRO-3-partitioned LM-head parameters whole; a no-op elsewhere
+    from trl.trainer.utils import maybe_gather_lm_head_ctx as gather_lm_head
 except ImportError:  # pragma: no cover - older/newer layouts
-    _gather = None
 
-
-def gather_lm_head(*params):
-    """Context manager making ZeRO-3-partitioned LM-head parameters whole; a no-op elsewhere."""
-    if _gather is None:
+    def gather_lm_head(*params):
         return nullcontext()
-    return _gather(*params)
 
 
 def unwrap_peft(model):
@@ -108,13 +103,6 @@ def placeholder_model(vocab_size: int):
     )
     with without_zero3_init():
         return LlamaForCausalLM(config)
-
-
-def common_prefix_length(ids: list[int], other: list[int]) -> int:
-    """TRL's: how many leading tokens two sequences share."""
-    from trl.data_utils import common_prefix_length as trl_common_prefix_length
-
-    return trl_common_prefix_length(ids, other)
 
 
 def complete_checkpoints(output_dir) -> dict[int, Path]:

@@ -36,6 +36,7 @@ STAGES = {
     "data": "Build the healthcare recipes' data files (MedAlpaca, MedQA, PubMedQA, MedMCQA).",
 }
 RECIPE_COMMANDS = ("run", "dynamics", "train", "check")
+CONFIG_HELP = "Recipe YAML, or the name of a shipped recipe (`sftmix recipes`)."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,9 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in STAGES.items():
         sub = commands.add_parser(name, help=help_text, description=help_text, add_help=name == "recipes")
         if name in RECIPE_COMMANDS:
-            sub.add_argument(
-                "--config", help="Recipe YAML, or the name of a shipped recipe (`sftmix recipes`)."
-            )
+            sub.add_argument("--config", help=CONFIG_HELP)
             sub.add_argument(
                 "-h", "--help", action="store_true", help="List every setting a recipe can hold."
             )
@@ -74,7 +73,7 @@ def settings_parser(command: str) -> argparse.ArgumentParser:
         prog=f"sftmix {command}",
         description=STAGES[command] + " Recipe keys are defaults; these options override them.",
     )
-    parser.add_argument("--config", help="Recipe YAML, or the name of a shipped recipe (`sftmix recipes`).")
+    parser.add_argument("--config", help=CONFIG_HELP)
     for section, cls in _section_classes().items():
         group = parser.add_argument_group(f"`{section}:` section (--{section}.<key>)")
         for f in fields(cls):

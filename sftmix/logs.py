@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%H:%M:%S"
@@ -53,8 +54,6 @@ REFERENCE_SUFFIX = "-reference"
 
 def group_tracking_runs(args) -> str:
     """Name the run (default: `output_dir`'s folder name) and make it the W&B group of both runs; returns the name."""
-    from pathlib import Path
-
     if not getattr(args, "run_name", None) or args.run_name == args.output_dir:
         args.run_name = Path(args.output_dir).name
     os.environ.setdefault("WANDB_RUN_GROUP", args.run_name)

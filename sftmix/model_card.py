@@ -52,33 +52,11 @@ QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 HUB_IGNORE_PATTERNS = ("_*", "checkpoint-*", "dynamics/*", "*/checkpoint-*")
 
 
-def split_statistics(scores_path) -> dict:
-    """Counts and confidence quantiles of the split the scores file records."""
-    from sftmix.scores import read_scores
-
-    frame, metadata = read_scores(scores_path)
-    confident = int(frame["confident"].sum())
-    scored = frame["confidence"].notna().any()  # nothing is scored for a random split
-    quantiles = frame["confidence"].quantile(list(QUANTILES)) if scored else [None] * len(QUANTILES)
-    return {
-        "scored": len(frame),
-        "confident": confident,
-        "unconfident": len(frame) - confident,
-        "excluded": len(metadata.get("excluded_ids", [])),
-        "confidence_quantiles": {
-            f"{q:g}": None if v is None else float(v) for q, v in zip(QUANTILES, quantiles, strict=True)
-        },
-        "reference_model": metadata.get("reference_model"),
-        "checkpoints": [c.get("label") for c in metadata.get("checkpoints", [])],
-        "dynamics_settings": metadata.get("settings") or {},
-    }
-
-
 def data_map_path(scores_path) -> Path:
-    """The data map the dynamics pass drew next to `scores_path` (sftmix.dynamics.output' naming)."""
-    scores_path = Path(scores_path)
-    prefix = "" if scores_path.name == "scores.parquet" else f"{scores_path.stem}_"
-    return scores_path.with_name(f"{prefix}{DATA_MAP}")
+    """The data map the dynamics pass drew next to `scores_path`."""
+    from sftmix.dynamics.output import picture_paths
+
+    return picture_paths(scores_path)["data_map"]
 
 
 def sftmix_section(args, scores_path=None, data_map: str | None = None) -> str:
@@ -98,29 +76,34 @@ def sftmix_section(args, scores_path=None, data_map: str | None = None) -> str:
                 f"The confident / unconfident split came from the `{args.confidence_column}` column.",
             ]
         return "\n".join(lines) + "\n"
-    stats = split_statistics(scores_path)
-    dynamics = stats["dynamics_settings"]
+    from sftmix.scores import read_scores
+
+    frame, metadata = read_scores(scores_path)
+    dynamics = metadata.get("settings") or {}
+    confident, excluded = int(frame["confident"].sum()), len(metadata.get("excluded_ids", []))
+    scored = frame["confidence"].notna().any()  # nothing is scored for a random split
+    labels = ", ".join(str(c.get("label")) for c in metadata.get("checkpoints", []))
     lines += [f"| dynamics `{name}` | `{dynamics[name]}` |" for name in DYNAMICS_SETTINGS if name in dynamics]
     lines += [
-        f"| reference model | `{stats['reference_model']}` |",
-        f"| reference checkpoints scored | {', '.join(map(str, stats['checkpoints'])) or '-'} |",
+        f"| reference model | `{metadata.get('reference_model')}` |",
+        f"| reference checkpoints scored | {labels or '-'} |",
         "",
         "### Split",
         "",
-        f"{stats['scored']} examples{'' if None in stats['confidence_quantiles'].values() else ' scored'}: "
-        f"{stats['confident']} confident, {stats['unconfident']} unconfident"
-        + (f", {stats['excluded']} excluded (no trainable token)." if stats["excluded"] else "."),
+        f"{len(frame)} examples{' scored' if scored else ''}: {confident} confident, "
+        f"{len(frame) - confident} unconfident"
+        + (f", {excluded} excluded (no trainable token)." if excluded else "."),
     ]
-    quantiles = stats["confidence_quantiles"]
-    if None in quantiles.values():
+    if not scored:
         lines.append("A random split (`split: random`, the ablation): nothing was scored.")
     else:
+        quantiles = frame["confidence"].quantile(list(QUANTILES))
         lines += [
             "Confidence is minus the response perplexity averaged over the reference checkpoints.",
             "",
-            "| quantile | " + " | ".join(quantiles) + " |",
+            "| quantile | " + " | ".join(f"{q:g}" for q in QUANTILES) + " |",
             "|---" * (len(QUANTILES) + 1) + "|",
-            "| confidence | " + " | ".join(f"{v:.4g}" for v in quantiles.values()) + " |",
+            "| confidence | " + " | ".join(f"{v:.4g}" for v in quantiles) + " |",
         ]
     if data_map:
         lines += ["", "### Data map", "", f"![Data map: confidence and variability per example]({data_map})"]

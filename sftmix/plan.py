@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import os
 from pathlib import Path
+
+from sftmix.dynamics.config import DynamicsConfig, optimizer_steps, reference_steps, world_size
 
 # Bytes per parameter of a checkpoint that can resume: bf16/fp32 weights plus fp32 master copy and two AdamW
 # moments (DeepSpeed and torch AdamW alike, to within the weight dtype): the usual ~16 B/param estimate.
@@ -16,53 +16,16 @@ DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "auto": 2, None: 2}
 
 
 def settings_table(recipe) -> dict:
-    """Every resolved setting, the nested sections included: {section: {key: value}}."""
-
-    def plain(obj):
-        if obj is None:
-            return None
-        return {f.name: _printable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
-
-    return {
-        "data": plain(recipe.data),
-        "model": plain(recipe.model),
-        "training": plain(recipe.training),
-        "dynamics": plain(recipe.dynamics),
-        "evaluation": plain(recipe.evaluation),
+    """Every resolved setting, the nested sections included: {section: {key: value}}, None for a missing section."""
+    sections = {
+        name: getattr(recipe, name) for name in ("data", "model", "training", "dynamics", "evaluation")
     }
-
-
-def _printable(value):
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_printable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _printable(v) for k, v in value.items()}
-    return str(value)
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
-
-
-def optimizer_steps(
-    num_examples: int, args, epochs: float | None = None, processes: int | None = None
-) -> int:
-    """Optimizer steps of a run over `num_examples`, counted exactly as `transformers.Trainer` counts them.
-
-    `args.max_steps` when positive (and `epochs` is not given); otherwise each process gets ceil(N / (batch x
-    processes)) micro-batches an epoch, an epoch is that many / `gradient_accumulation_steps` optimizer steps with
-    a partial last accumulation group rounded *up* (the Trainer's `set_initial_training_values`), and the run is
-    ceil(epochs x that). SFTMix's pair sampler gives the same count of micro-batches for a median split. The one
-    place the dynamics pass, the online mode and `sftmix check` count steps.
-    """
-    if epochs is None and args.max_steps is not None and args.max_steps > 0:
-        return args.max_steps
-    processes = processes or getattr(args, "world_size", None) or world_size()
-    batches = math.ceil(num_examples / (args.per_device_train_batch_size * processes))
-    per_epoch = max(math.ceil(batches / args.gradient_accumulation_steps), 1)
-    return math.ceil(per_epoch * (args.num_train_epochs if epochs is None else epochs))
+    return {
+        name: None
+        if obj is None
+        else {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
+        for name, obj in sections.items()
+    }
 
 
 def parameter_count(model_name: str) -> int | None:
@@ -94,11 +57,11 @@ def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
     ]
     steps = optimizer_steps(num_train, args)
     params = parameter_count(recipe.model.model_name_or_path or "")
-    lora = bool(getattr(recipe.model, "use_peft", False))
+    lora = recipe.model.use_peft
     checkpoint_bytes = None
     if params is not None:
         checkpoint_bytes = params * (0.03 if lora else 1) * RESUMABLE_BYTES_PER_PARAM
-        dtype = DTYPE_BYTES.get(getattr(recipe.model, "dtype", None), 2)
+        dtype = DTYPE_BYTES.get(recipe.model.dtype, 2)
         lines.append(
             f"model: {params:,} parameters; final model ~{_gigabytes(params * dtype)}; a resumable checkpoint "
             f"~{_gigabytes(checkpoint_bytes)}"
@@ -106,27 +69,22 @@ def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
         )
     stage = 1
     if args.mixup_enabled and not args.dynamics_path:
-        dynamics = recipe.dynamics
-        mode = getattr(dynamics, "mode", "reference") if dynamics is not None else "reference"
-        given = list(getattr(dynamics, "checkpoints", None) or [])
-        num_checkpoints = len(given) or (
-            getattr(dynamics, "num_checkpoints", 3) if dynamics is not None else 3
-        )
+        dynamics = recipe.dynamics or DynamicsConfig()
+        given = dynamics.checkpoints or []
+        num_checkpoints = len(given) or dynamics.num_checkpoints
         if given:
             lines.append(f"{stage}. dynamics: score {num_train} examples at {len(given)} given checkpoint(s)")
-        elif getattr(dynamics, "split", "median") == "random":
+        elif dynamics.split == "random":
             lines.append(
                 f"{stage}. dynamics: a random split of {num_train} examples (seeded; no reference run)"
             )
-        elif mode == "online":
+        elif dynamics.mode == "online":
             lines.append(
                 f"{stage}. dynamics (online): inside the SFTMix run, scoring {num_train} examples at "
-                f"{num_checkpoints} point(s) of its NTP warm-up"
+                f"{dynamics.online_checkpoints} point(s) of its NTP warm-up"
             )
         else:
-            from sftmix.dynamics.config import DynamicsConfig, reference_steps
-
-            ref_steps = reference_steps(args, dynamics or DynamicsConfig(), num_train)
+            ref_steps = reference_steps(args, dynamics, num_train)
             disk = (
                 f", {num_checkpoints} checkpoints ~{_gigabytes(num_checkpoints * checkpoint_bytes)}"
                 if checkpoint_bytes
@@ -153,21 +111,14 @@ def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
 
 
 def _evaluations(evaluation) -> list[str]:
-    names = []
-    if getattr(evaluation, "heldout_split", False) or getattr(evaluation, "heldout", None):
-        names.append("held-out loss and calibration")
-    for name in ("medqa", "medqa5", "medmcqa", "pubmedqa"):
-        if getattr(evaluation, name, None):
-            names.append(name)
-    return names
+    names = ["held-out loss and calibration"] if evaluation.heldout_split or evaluation.heldout else []
+    return names + [name for name in ("medqa", "medqa5", "medmcqa", "pubmedqa") if getattr(evaluation, name)]
 
 
 def render_settings(table: dict) -> str:
-    lines = []
-    for section, values in table.items():
-        if values is None:
-            continue
-        lines.append(f"{section}:")
-        for key in sorted(values):
-            lines.append(f"  {key}: {json.dumps(values[key], default=str)}")
-    return "\n".join(lines)
+    return "\n".join(
+        f"{section}:\n"
+        + "\n".join(f"  {key}: {json.dumps(values[key], default=str)}" for key in sorted(values))
+        for section, values in table.items()
+        if values is not None
+    )

@@ -118,5 +118,5 @@ def test_the_reference_run_keeps_optimizer_state_whatever_the_sftmix_run_saves(t
     from sftmix.dynamics.config import reference_training_config
 
     base = sft_config(tmp_path / "run", save_only_model=True)
-    config = reference_training_config(base, tmp_path / "reference", DynamicsConfig())
+    config = reference_training_config(base, tmp_path / "reference", DynamicsConfig(), 8)
     assert config.save_only_model is False

@@ -140,7 +140,7 @@ def test_the_reference_run_and_the_sftmix_run_are_two_runs_of_one_group(tmp_path
     assert os.environ["WANDB_RUN_GROUP"] == "my-run"
     assert reference_run_name("my-run") == "my-run-reference" and reference_run_name(None) is None
     reference = reference_training_config(
-        args, tmp_path / "my-run" / "dynamics" / "reference", DynamicsConfig()
+        args, tmp_path / "my-run" / "dynamics" / "reference", DynamicsConfig(), 8
     )
     assert reference.run_name == "my-run-reference"
 

@@ -10,7 +10,25 @@ from pathlib import Path
 import pytest
 
 from sftmix.quickstart import chat_template, smollm2
-from sftmix.quickstart.chat_template import assistant_text, check_same_rendering, training_chat_template
+from sftmix.quickstart.chat_template import check_same_rendering, training_chat_template
+
+
+def assistant_text(tokenizer, conversation: list[dict]) -> list[str]:
+    """The trained spans of a conversation under the tokenizer's template, decoded."""
+    encoded = tokenizer.apply_chat_template(
+        conversation, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    spans, current = [], []
+    for token, trained in zip(encoded["input_ids"], encoded["assistant_masks"], strict=True):
+        if trained:
+            current.append(token)
+        elif current:
+            spans.append(tokenizer.decode(current))
+            current = []
+    if current:
+        spans.append(tokenizer.decode(current))
+    return spans
+
 
 # SmolLM2-135M-Instruct's own chat template, as its GGUF file carries it.
 SMOLLM2_TEMPLATE = (

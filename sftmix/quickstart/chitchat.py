@@ -18,6 +18,7 @@ train on. The rules applied here:
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import random
 import re
@@ -137,7 +138,7 @@ def _take(rows: Iterator[dict], n: int | None) -> list[dict]:
         return list(rows)
     if n < 0:
         raise ValueError(f"The number of conversations must be >= 0, got {n}.")
-    taken = [row for _, row in zip(range(n), rows, strict=False)]
+    taken = list(itertools.islice(rows, n))
     if len(taken) < n:
         raise ValueError(
             f"Asked for {n} chitchat conversations but only {len(taken)} remain usable with these settings; "

@@ -21,7 +21,6 @@ import os
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -90,12 +89,13 @@ def smollm2_path(cache: str | Path | None = None) -> Path:
     if is_complete(target, source):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(target.parent / f".{CONVERTED_NAME}.lock") as locked:
+    from filelock import FileLock  # huggingface_hub's inter-process lock
+
+    with FileLock(target.parent / f".{CONVERTED_NAME}.lock"):
         if is_complete(target, source):  # another process finished it while we waited
             return target
         # Staging directories left by interrupted conversions (no one else converts while we hold the lock).
-        stale = target.parent.glob(f".{CONVERTED_NAME}.tmp-*") if locked else ()
-        for directory in stale:
+        for directory in target.parent.glob(f".{CONVERTED_NAME}.tmp-*"):
             shutil.rmtree(directory, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{CONVERTED_NAME}.tmp-", dir=target.parent))
         try:
@@ -159,19 +159,3 @@ def _replace_directory(staging: Path, target: Path) -> None:
         shutil.rmtree(outdated, ignore_errors=True)
     else:
         os.replace(staging, target)
-
-
-@contextmanager
-def _exclusive(lock_path: Path):
-    """An inter-process lock (POSIX `flock`), yielding whether it is held; on systems without it, no lock."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: concurrent conversions are then possible but still atomic
-        yield False
-        return
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
