@@ -1,8 +1,8 @@
-"""Carry each example's confidence group and response mask through collation.
+"""Carry each example's confidence group, response mask and row through collation.
 
 TRL's collator keeps only the keys it knows; this wrapper adds the group as a boolean tensor under
-`CONFIDENT_KEY` and the response mask (`sftmix.response`), padded like `input_ids`, under `RESPONSE_KEY`,
-whatever collator it wraps (TRL's default or the user's own).
+`CONFIDENT_KEY`, the response mask (`sftmix.response`), padded like `input_ids`, under `RESPONSE_KEY`, and the
+raw row index (`training_dynamics`) under `ROW_KEY`, whatever collator it wraps (TRL's default or the user's own).
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ from typing import Any
 
 import torch
 
+from sftmix.dynamics.examples import ROW_INDEX
 from sftmix.response import RESPONSE_MASK
 
 CONFIDENT_KEY = "sftmix_confident"
 RESPONSE_KEY = RESPONSE_MASK
+ROW_KEY = ROW_INDEX
 
 
 class ConfidenceCollator:
@@ -24,7 +26,10 @@ class ConfidenceCollator:
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         responses = [example.pop(RESPONSE_MASK, None) for example in examples]
+        rows = [example.pop(ROW_KEY) for example in examples if ROW_KEY in example]
         batch = self.collator(examples)
+        if rows:
+            batch[ROW_KEY] = torch.tensor(rows, dtype=torch.long)
         if examples and self.column in examples[0]:
             batch[CONFIDENT_KEY] = torch.tensor([bool(example[self.column]) for example in examples])
         if responses and responses[0] is not None:

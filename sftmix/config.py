@@ -124,6 +124,33 @@ class SFTMixConfig(SFTConfig):
         },
     )
 
+    training_dynamics: bool = field(
+        default=False,
+        metadata={
+            "help": "Record each example's confidence from the training forward itself instead of reading a split "
+            "(beyond the paper; recipe `dynamics.mode: training`): no reference run, no scoring pass. Runs of two "
+            "epochs or more train the first epoch with plain NTP and the later ones with the pair sampler over the "
+            "median split of the epochs before; shorter runs train `training_dynamics_warmup_ratio` of their steps "
+            "with plain NTP, then label each micro-batch's examples against the recent median in their own forward "
+            "and pair them within it. The scores file is written at the end (`sftmix.training_dynamics`)."
+        },
+    )
+    training_dynamics_warmup_ratio: float = field(
+        default=0.25,
+        metadata={
+            "help": "`training_dynamics`, runs shorter than two epochs: the fraction of the optimizer steps trained "
+            "with plain NTP (and recorded) before the first Mixup step."
+        },
+    )
+    training_dynamics_window: int | None = field(
+        default=None,
+        metadata={
+            "help": "`training_dynamics`, runs shorter than two epochs: the in-batch threshold is the median mean "
+            "response NLL of the examples trained on in the last this many optimizer steps (it follows the model "
+            "as it learns). Default: the warm-up's length."
+        },
+    )
+
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
@@ -154,6 +181,23 @@ class SFTMixConfig(SFTConfig):
             raise ValueError(f"`mixup_chunk_size` must be >= 1, got {self.mixup_chunk_size}.")
         if self.mixup_tile_elements < 256:
             raise ValueError(f"`mixup_tile_elements` must be >= 256, got {self.mixup_tile_elements}.")
+        if not 0.0 < self.training_dynamics_warmup_ratio < 1.0:
+            raise ValueError(
+                "`training_dynamics_warmup_ratio` must lie strictly between 0 and 1, got "
+                f"{self.training_dynamics_warmup_ratio}."
+            )
+        if self.training_dynamics_window is not None and self.training_dynamics_window < 1:
+            raise ValueError(f"`training_dynamics_window` must be >= 1, got {self.training_dynamics_window}.")
+        if self.training_dynamics and not self.mixup_weight > 0:
+            raise ValueError(
+                "`training_dynamics` records the confidence the Mixup term pairs by; with `mixup_weight: 0` there is "
+                "none. Set `mixup_weight` > 0 or `training_dynamics: false`."
+            )
+        if self.training_dynamics and self.dynamics_path:
+            raise ValueError(
+                f"`training_dynamics` records the split during training, and `dynamics_path` ({self.dynamics_path}) "
+                "gives one: set only one of them."
+            )
         if self.mixup_weight > 0:
             self.validate_for_mixup()
 

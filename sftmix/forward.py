@@ -21,7 +21,7 @@ import torch
 from trl.trainer.utils import FusedCausalLMOutput
 
 from sftmix._trl_compat import gather_lm_head
-from sftmix.mixup import HeadTransform, mixup_index, mixup_loss_sum, pair_rows
+from sftmix.mixup import HeadTransform, balanced_pair_rows, mixup_index, mixup_loss_sum, pair_rows
 
 PROBE_TOKENS = 16
 
@@ -32,6 +32,17 @@ class SFTMixOutput(FusedCausalLMOutput):
 
     mixup_loss_sum: torch.Tensor | None = None
     mixed_tokens: torch.Tensor | None = None
+    confident: torch.Tensor | None = (
+        None  # the rows' groups (labelled in this forward with `sftmix_threshold`)
+    )
+
+
+def response_nll(log_probs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row (no gradient): the number of `mask`ed positions and their mean NLL (0 for a row without any)."""
+    mask = mask.bool()
+    tokens = mask.sum(dim=1)
+    nll = -log_probs.detach().float().masked_fill(~mask, 0.0).sum(dim=1)
+    return tokens, nll / tokens.clamp(min=1)
 
 
 def head_transform(config) -> HeadTransform:
@@ -65,27 +76,30 @@ def install_mixup_forward(
 
     # Keep the original signature: `generate` validates its kwargs against it
     @functools.wraps(type(model).forward)
-    def forward(self, *args, sftmix_confident=None, sftmix_lambdas=None, sftmix_response_mask=None, **kwargs):
-        if sftmix_confident is None:
+    def forward(
+        self,
+        *args,
+        sftmix_confident=None,
+        sftmix_lambdas=None,
+        sftmix_response_mask=None,
+        sftmix_threshold=None,
+        **kwargs,
+    ):
+        if sftmix_confident is None and sftmix_threshold is None:
             return fused_forward(*args, **kwargs)
         if pending_probe[0]:
             probe_head(self, fused_forward, head, kwargs)
             pending_probe[0] = False
         lm_head = self.get_output_embeddings()
         device = lm_head.weight.device
+        response = sftmix_response_mask[:, 1:].to(device).bool()
         mixed = {}
 
-        def mixup_from_hidden(_module, _inputs, output):
-            # Computed as soon as the backbone's last hidden states exist, before TRL's head builds its part of the
-            # graph: autograd then runs TRL's head backward first and frees its buffers before the Mixup head's
-            hidden = output.last_hidden_state[:, :-1].to(device)
-            targets = kwargs["input_ids"][:, 1:].to(device)
-            response = sftmix_response_mask[:, 1:].to(device).bool()
-            rows_c, rows_u = pair_rows(sftmix_confident)
+        def mixup_term(last_hidden_state, rows_c, rows_u):
             index = mixup_index(response, rows_c.to(device), rows_u.to(device), alignment)
             mixed["loss_sum"] = mixup_loss_sum(
-                hidden,
-                targets,
+                last_hidden_state[:, :-1].to(device),
+                kwargs["input_ids"][:, 1:].to(device),
                 index,
                 sftmix_lambdas,
                 lm_head.weight,
@@ -97,17 +111,32 @@ def install_mixup_forward(
             )
             mixed["num_tokens"] = index.num_tokens
 
-        handle = self.base_model.register_forward_hook(mixup_from_hidden)
+        def from_hidden(_module, _inputs, output):
+            if sftmix_threshold is None:
+                # Computed as soon as the backbone's last hidden states exist, before TRL's head builds its part of
+                # the graph: autograd then runs TRL's head backward first and frees its buffers before the Mixup head's
+                mixup_term(output.last_hidden_state, *pair_rows(sftmix_confident))
+            else:
+                mixed["hidden"] = output.last_hidden_state
+
+        handle = self.base_model.register_forward_hook(from_hidden)
         try:
             outputs = fused_forward(*args, **kwargs)
         finally:
             handle.remove()
-        loss_sum = mixed["loss_sum"]
+        confident = sftmix_confident
+        if (
+            sftmix_threshold is not None
+        ):  # labelled by this forward's own response NLL, then paired within the batch
+            tokens, nll = response_nll(outputs.log_probs, outputs.label_mask & response)
+            confident = nll < sftmix_threshold
+            mixup_term(mixed.pop("hidden"), *balanced_pair_rows(confident, tokens > 0))
         fields = {name: getattr(outputs, name) for name in FusedCausalLMOutput.__dataclass_fields__}
         return SFTMixOutput(
             **fields,
-            mixup_loss_sum=loss_sum,
+            mixup_loss_sum=mixed["loss_sum"],
             mixed_tokens=torch.tensor(mixed["num_tokens"], device=device),
+            confident=confident,
         )
 
     model.forward = types.MethodType(forward, model)

@@ -39,6 +39,16 @@ def pair_rows(confident: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return confident_rows, unconfident_rows
 
 
+def balanced_pair_rows(confident: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairs within a micro-batch labelled in its own forward (`training_dynamics`): the first k confident rows with
+    the first k unconfident rows, k the size of the smaller group; rows not `valid` (no response token) are in
+    neither. The sampler's order is random, so the pairs are too."""
+    confident_rows = (confident.bool() & valid.bool()).nonzero().flatten()
+    unconfident_rows = (~confident.bool() & valid.bool()).nonzero().flatten()
+    k = min(confident_rows.numel(), unconfident_rows.numel())
+    return confident_rows[:k], unconfident_rows[:k]
+
+
 @dataclass
 class MixupIndex:
     """Where the mixed positions come from: `(rows_c[i], positions_c[i])` is mixed with

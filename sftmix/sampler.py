@@ -62,3 +62,32 @@ class ConfidencePairSampler(Sampler[int]):
         confident = self._stream(self.confident_ids, generator).view(self.num_batches, self.half)
         unconfident = self._stream(self.unconfident_ids, generator).view(self.num_batches, self.half)
         yield from torch.cat([confident, unconfident], dim=1).flatten().tolist()
+
+
+class TrainingDynamicsSampler(Sampler[int]):
+    """The sampler of `training_dynamics` runs: epochs without a split (`split_for_epoch` returns None) are a seeded
+    random permutation, as plain SFT draws them; an epoch with a split is `ConfidencePairSampler`'s over it. Both
+    give ceil(N / batch) micro-batches, so the Trainer's schedule is plain SFT's."""
+
+    def __init__(self, num_examples: int, batch_size: int, split_for_epoch, seed: int = 0):
+        self.num_examples = num_examples
+        self.batch_size = batch_size
+        self.split_for_epoch = split_for_epoch
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    def __iter__(self) -> Iterator[int]:
+        flags = self.split_for_epoch(self.epoch)
+        if flags is not None:
+            pairs = ConfidencePairSampler(flags, self.batch_size, self.seed)
+            pairs.set_epoch(self.epoch)
+            yield from pairs
+            return
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(self.num_examples, generator=generator).tolist()

@@ -6,6 +6,9 @@
   processes), the Mixup loss's normaliser, exactly as the Trainer counts label tokens for NTP.
 - `compute_loss`: TRL's NTP loss, through a forward that also returns the summed Mixup loss
   (`sftmix.forward`), plus `mixup_weight` times that sum over the global count of mixed positions.
+- With `training_dynamics`, the confidence is recorded from the training forward (`sftmix.training_dynamics`):
+  `TrainingDynamicsSampler`, the records saved in every checkpoint and restored on resume, the scores file at
+  the end of `train`.
 Evaluation is plain NTP.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,7 +25,7 @@ from transformers import TrainingArguments
 from trl import SFTTrainer
 
 from sftmix._trl_compat import unwrap_peft
-from sftmix.collator import CONFIDENT_KEY, RESPONSE_KEY, ConfidenceCollator
+from sftmix.collator import CONFIDENT_KEY, RESPONSE_KEY, ROW_KEY, ConfidenceCollator
 from sftmix.config import SFTMixConfig
 from sftmix.forward import install_mixup_forward
 from sftmix.mixup import mixed_token_count, pair_rows, sample_lambdas
@@ -33,12 +37,14 @@ from sftmix.response import (
     check_marks_assistant,
     data_format,
 )
-from sftmix.sampler import ConfidencePairSampler
-from sftmix.scores import attach_confidence
+from sftmix.sampler import ConfidencePairSampler, TrainingDynamicsSampler
+from sftmix.scores import attach_confidence, dataset_example_ids
+from sftmix.training_dynamics import Recorder, epoch_wise, warmup_steps
 
 logger = logging.getLogger(__name__)
 
 LAMBDAS_KEY = "sftmix_lambdas"
+THRESHOLD_KEY = "sftmix_threshold"
 
 
 class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
@@ -62,9 +68,25 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
         train_dataset: Dataset | None = None,
         eval_dataset=None,
         processing_class=None,
+        dynamics=None,
         **kwargs,
     ):
+        """`dynamics` (a `sftmix.dynamics.DynamicsConfig`): with `args.training_dynamics`, where and how the recorded
+        scores are written (`scores_path`, default <output_dir>/dynamics/scores.parquet; `plots`, `review_size`)."""
         args = _as_sftmix_config(model, args)
+        self._recorder = None
+        if args.training_dynamics:
+            from sftmix.dynamics.examples import with_row_index
+
+            if isinstance(train_dataset, IterableDataset) or not isinstance(train_dataset, Dataset):
+                raise TypeError(
+                    "`training_dynamics` needs a map-style `datasets.Dataset` (it records every example by index); "
+                    f"got {type(train_dataset).__name__}."
+                )
+            self._recorder = Recorder(dataset_example_ids(train_dataset))
+            self._dynamics = dynamics
+            self._raw_train = train_dataset
+            train_dataset = with_row_index(train_dataset)
         if args.mixup_enabled:
             args.validate_for_mixup()
             if kwargs.get("compute_loss_func") is not None:
@@ -72,7 +94,8 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
                     "`compute_loss_func` replaces the loss, which SFTMix defines (NTP + mu * Mixup). Subclass "
                     "SFTMixTrainer instead, or set `mixup_weight=0`."
                 )
-            train_dataset = _with_confidence(train_dataset, args)
+            if self._recorder is None:
+                train_dataset = _with_confidence(train_dataset, args)
             self._response_mask_for = frozenset({"train"})
             self._text_as_response = args.mixup_text_as_response
         first = next(iter(train_dataset)) if train_dataset is not None and len(train_dataset) > 0 else None
@@ -91,8 +114,12 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
         self._num_mixed_in_batch = None
         self._mixup_window = None  # summed Mixup statistics since the last log
         self._lambda_draw = (-1, 0)  # (global step, draws made in it): seeds the lambda generator
-        if args.mixup_enabled:
+        if self._recorder is not None:
+            self._rows = np.asarray(self.train_dataset[ROW_KEY], dtype=np.int64)
+            self._epoch_wise = None  # decided when training starts (it needs the run's length)
+        elif args.mixup_enabled:
             _report_groups(train_dataset, self.train_dataset, args.confidence_column)
+        if args.mixup_enabled:
             install_mixup_forward(
                 unwrap_peft(self.model),
                 args.mixup_chunk_size,
@@ -103,7 +130,7 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
     # Batching ---------------------------------------------------------------------------------------
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        extra = [self.args.confidence_column, RESPONSE_MASK]
+        extra = [self.args.confidence_column, RESPONSE_MASK, ROW_KEY]
         self._signature_columns = [
             *self._signature_columns,
             *(c for c in extra if c not in self._signature_columns),
@@ -114,12 +141,22 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
             return super()._get_train_sampler(train_dataset)
         dataset = self.train_dataset if train_dataset is None else train_dataset
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        if self._recorder is not None:
+            self._sampler = TrainingDynamicsSampler(
+                len(dataset), self.args.per_device_train_batch_size, self._split_for_epoch, seed=seed
+            )
+            return self._sampler
         return ConfidencePairSampler(
             dataset[self.args.confidence_column], self.args.per_device_train_batch_size, seed=seed
         )
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self._recorder is not None and batch_samples and ROW_KEY in batch_samples[0]:
+            for batch in batch_samples:  # in an epoch of the pair sampler: the groups of its split
+                flags = self._split_for_epoch(self._sampler.epoch, batch[ROW_KEY].numpy())
+                if flags is not None:
+                    batch[CONFIDENT_KEY] = torch.as_tensor(flags)
         if self.args.mixup_enabled and batch_samples and CONFIDENT_KEY in batch_samples[0]:
             alignment = self.args.mixup_alignment
             count = sum(
@@ -136,39 +173,171 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         confident = inputs.pop(CONFIDENT_KEY, None)
         response = inputs.pop(RESPONSE_KEY, None)
+        rows = inputs.pop(ROW_KEY, None)
         if not (self.args.mixup_enabled and self.model.training):
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             self._check_finite(result[0] if return_outputs else result)
             return result
-        if confident is None or response is None:
+        recording = self._recorder is not None
+        threshold = self._in_batch_threshold() if recording and confident is None else None
+        if response is None or (confident is None and not recording) or (recording and rows is None):
             raise ValueError(
                 f"A training batch arrived without confidence groups or response masks. Keep the "
                 f"`{self.args.confidence_column}` and `{RESPONSE_MASK}` columns in the train dataset and use "
                 "SFTMixTrainer's data collator wrapper."
             )
-        rows_c, _ = pair_rows(confident)
-        lambdas = torch.as_tensor(
-            self._draw_lambdas(rows_c.numel()), dtype=torch.float32, device=confident.device
-        )
-        inputs[CONFIDENT_KEY] = confident
-        inputs[RESPONSE_KEY] = response
-        inputs[LAMBDAS_KEY] = lambdas
-
         captured = {}
 
         def forward_and_keep(*call_args, **call_kwargs):  # TRL's compute_loss calls model(**inputs, ...)
             captured["outputs"] = model(*call_args, **call_kwargs)
             return captured["outputs"]
 
+        if confident is None and threshold is None:  # the warm-up of `training_dynamics`: plain NTP, recorded
+            loss = super().compute_loss(forward_and_keep, inputs, num_items_in_batch=num_items_in_batch)
+            self._record(rows, captured["outputs"], response)
+            self._check_finite(loss)
+            return (loss, captured["outputs"]) if return_outputs else loss
+
+        num_pairs = response.shape[0] // 2 if confident is None else pair_rows(confident)[0].numel()
+        lambdas = torch.as_tensor(self._draw_lambdas(num_pairs), dtype=torch.float32, device=response.device)
+        inputs[RESPONSE_KEY] = response
+        inputs[LAMBDAS_KEY] = lambdas
+        if confident is None:
+            inputs[THRESHOLD_KEY] = threshold
+        else:
+            inputs[CONFIDENT_KEY] = confident
         ntp_loss = super().compute_loss(forward_and_keep, inputs, num_items_in_batch=num_items_in_batch)
         outputs = captured["outputs"]
-        mixup_loss = outputs.mixup_loss_sum / self._mixed_normaliser(outputs, num_items_in_batch)
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-            mixup_loss = mixup_loss * self.accelerator.num_processes  # DDP averages gradients, as for NTP
+        if confident is None:
+            # Labelled in the forward, the step's count of mixed positions is known only after its last micro-batch:
+            # a mean per micro-batch, averaged over micro-batches (and, by DDP, over processes)
+            mixup_loss = outputs.mixup_loss_sum / outputs.mixed_tokens.clamp(min=1)
+            if num_items_in_batch is not None:  # (the Trainer divides by the accumulation steps otherwise)
+                mixup_loss = mixup_loss / self.current_gradient_accumulation_steps
+        else:
+            mixup_loss = outputs.mixup_loss_sum / self._mixed_normaliser(outputs, num_items_in_batch)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                mixup_loss = mixup_loss * self.accelerator.num_processes  # DDP averages gradients, as for NTP
         loss = ntp_loss + self.args.mixup_weight * mixup_loss
-        self._log_mixup(outputs, confident, lambdas)
+        self._log_mixup(outputs, outputs.confident, lambdas)
+        if recording:
+            self._record(rows, outputs, response)
         self._check_finite(loss)
         return (loss, outputs) if return_outputs else loss
+
+    # Training dynamics ------------------------------------------------------------------------------
+    def _is_epoch_wise(self) -> bool:
+        if self._epoch_wise is None:
+            from sftmix.dynamics.config import optimizer_steps
+
+            per_epoch = optimizer_steps(len(self.train_dataset), self.args, epochs=1.0)
+            self._epoch_wise = epoch_wise(self.state.max_steps / per_epoch)
+            self._warmup_steps = warmup_steps(self.state.max_steps, self.args.training_dynamics_warmup_ratio)
+            logger.info(
+                "Training dynamics: %s",
+                "plain NTP in the first epoch, then the pair sampler over the median split of the epochs before"
+                if self._epoch_wise
+                else f"plain NTP for {self._warmup_steps} of {self.state.max_steps} steps, then pairs labelled "
+                "in each micro-batch against the recent median",
+            )
+        return self._epoch_wise
+
+    def _split_for_epoch(self, epoch: int, rows=None):
+        """The groups (by raw row; default: every example, in the dataset's order) of an epoch of the pair
+        sampler; None in epochs without one."""
+        if epoch == 0 or not self._is_epoch_wise():
+            return None
+        return self._recorder.epoch_split(epoch, self._rows if rows is None else rows)
+
+    def _in_batch_threshold(self) -> float | None:
+        """The NLL threshold of this step's in-batch labels; None in the warm-up."""
+        step = self.state.global_step
+        if self._is_epoch_wise() or step < self._warmup_steps:
+            return None
+        return self._recorder.threshold(step, self.args.training_dynamics_window or self._warmup_steps)
+
+    def _record(self, rows, outputs, response) -> None:
+        """Every example of the micro-batch, from its forward's response log-probabilities, on every process."""
+        from sftmix.dynamics.scoring import example_sums
+
+        with torch.no_grad():
+            mask = outputs.label_mask.bool() & response[:, 1:].to(outputs.label_mask.device).bool()
+            num_tokens, nll_sum, probability_sum = example_sums(outputs.log_probs.detach(), mask)
+            when = torch.tensor(
+                [self._sampler.epoch, self.state.global_step], dtype=torch.float64, device=nll_sum.device
+            ).expand(len(nll_sum), 2)
+            stats = torch.cat(
+                [when, torch.stack([rows.to(nll_sum), num_tokens, nll_sum, probability_sum], dim=1)], dim=1
+            )
+            if self.accelerator.num_processes > 1:
+                stats = self.accelerator.pad_across_processes(stats, dim=0, pad_index=-1)
+                stats = self.accelerator.gather(stats)
+            stats = stats.cpu().numpy()
+        self._recorder.add(stats[stats[:, 2] >= 0])
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        if self._recorder is not None:
+            self._recorder.reset()
+            self._epoch_wise = None
+            checkpoint = resume_from_checkpoint
+            if isinstance(checkpoint, bool):
+                from transformers.trainer_utils import get_last_checkpoint
+
+                checkpoint = get_last_checkpoint(self.args.output_dir) if checkpoint else None
+            if checkpoint:
+                self._recorder.load(checkpoint)
+        result = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        if self._recorder is not None:
+            self._write_scores()
+        return result
+
+    def _save_checkpoint(self, model, trial):
+        if self._recorder is not None and self.args.should_save:  # before the Trainer's trainer_state.json
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            directory = Path(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            directory.mkdir(parents=True, exist_ok=True)
+            self._recorder.save(directory)
+        super()._save_checkpoint(model, trial)
+
+    @property
+    def training_dynamics_path(self) -> Path:
+        """Where `training_dynamics` writes its scores file."""
+        scores_path = getattr(self._dynamics, "scores_path", None)
+        return Path(scores_path or Path(self.args.output_dir, "dynamics", "scores.parquet"))
+
+    def _write_scores(self) -> None:
+        from sftmix.dynamics import DynamicsConfig
+        from sftmix.dynamics.config import tokenization_key
+        from sftmix.dynamics.examples import dataset_fingerprint, missing_rows
+        from sftmix.dynamics.output import write_outputs, write_review
+
+        if self.is_world_process_zero():
+            per_epoch, labels = self._recorder.scores()
+            if per_epoch:
+                settings = DynamicsConfig(
+                    **{**vars(self._dynamics or DynamicsConfig()), "mode": "training"},
+                )
+                settings.scores_path = str(self.training_dynamics_path)
+                ids = self._recorder.example_ids
+                data_key = {
+                    "data": dataset_fingerprint(ids),
+                    **tokenization_key(self.args, self.processing_class, self.args.mixup_text_as_response),
+                }
+                write_outputs(
+                    settings,
+                    per_epoch,
+                    labels,
+                    labels,
+                    ids,
+                    missing_rows(len(ids), per_epoch[0].row_index),
+                    reference_name="the training forward (training_dynamics)",
+                    data_key=data_key,
+                )
+                write_review(settings.scores_path, self._raw_train, settings.review_size)
+        self.accelerator.wait_for_everyone()
 
     def _mixed_normaliser(self, outputs, num_items_in_batch):
         # With the Trainer's global token count, use the matching global count of mixed positions

@@ -83,8 +83,10 @@ class DynamicsConfig:
         metadata={
             "help": "'reference' (the paper's): a separate reference NTP run supplies the confidence. 'online' (beyond "
             "the paper): the SFTMix run itself starts with plain NTP for `online_warmup_ratio` of its steps, is scored "
-            "at the end of that warm-up, and continues with Mixup from there: no separate reference run.",
-            "choices": ["reference", "online"],
+            "at the end of that warm-up, and continues with Mixup from there: no separate reference run. 'training' (beyond "
+            "the paper): the confidence is recorded from the SFTMix run's own training forward, no reference run and no "
+            "scoring pass (`SFTMixConfig.training_dynamics`; its warm-up and window are set there).",
+            "choices": ["reference", "online", "training"],
         },
     )
     online_warmup_ratio: float = field(
@@ -169,10 +171,10 @@ class DynamicsConfig:
             raise ValueError(
                 f"`online_warmup_ratio` must lie strictly between 0 and 1, got {self.online_warmup_ratio}."
             )
-        if self.mode == "online" and (self.checkpoints or self.reference_model):
+        if self.mode in ("online", "training") and (self.checkpoints or self.reference_model):
             raise ValueError(
-                "`mode: online` scores the SFTMix run's own warm-up: it cannot use `checkpoints` or `reference_model`. "
-                "Remove them, or use `mode: reference`."
+                f"`mode: {self.mode}` scores the SFTMix run's own training: it cannot use `checkpoints` or "
+                "`reference_model`. Remove them, or use `mode: reference`."
             )
         if self.checkpoints is not None:
             if isinstance(self.checkpoints, str):

@@ -1,0 +1,144 @@
+"""Confidence from the training forward itself (`SFTMixConfig.training_dynamics`, recipe `dynamics.mode: training`;
+beyond the paper): no reference run and no scoring pass.
+
+Every training forward already computes each example's response log-probabilities (TRL's fused head). The
+`Recorder` keeps one record per example each time it is trained on: epoch, optimizer step, row, response tokens,
+summed NLL and summed token probability, gathered over the processes (every process holds the same table).
+
+- Runs of two or more epochs (`epoch_wise`): the first epoch trains with plain NTP and records; each later epoch is
+  drawn by the pair sampler from the median split of the confidence over the epochs before it (`epoch_split`:
+  minus the mean over epochs of the response perplexity, the paper's mean over checkpoints).
+- Shorter runs: the first `warmup_steps` optimizer steps train with plain NTP and record; after them each
+  micro-batch's examples are labelled in their own forward against the median mean response NLL of the records of
+  the last `window` steps (`threshold`), and paired within the micro-batch (`sftmix.mixup.balanced_pair_rows`).
+
+At the end the records become the scores file: one column per complete epoch, like the reference mode's checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from sftmix.dynamics.scoring import CheckpointScores
+from sftmix.dynamics.split import confidence, split_confident
+
+FIELDS = ("epoch", "step", "row", "num_tokens", "nll_sum", "probability_sum")
+RECORDS_FILE = "sftmix_training_dynamics.npz"
+
+
+def warmup_steps(max_steps: int, ratio: float) -> int:
+    """Optimizer steps of plain NTP before the first in-batch labels (at least one, at most the whole run)."""
+    return min(max(1, math.ceil(ratio * max_steps)), max_steps)
+
+
+def epoch_wise(num_train_epochs: float) -> bool:
+    """Whether the warm-up is the first epoch and later epochs use the pair sampler (runs of two epochs or more)."""
+    return num_train_epochs >= 2
+
+
+class Recorder:
+    """The table of training-time records (rows of `FIELDS`)."""
+
+    def __init__(self, example_ids: list[str]):
+        self.example_ids = example_ids  # by raw row of the train dataset: the split's tie-break and grouping
+        self._parts: list[np.ndarray] = []
+        self._splits: dict[int, np.ndarray] = {}
+
+    def reset(self) -> None:
+        self._parts, self._splits = [], {}
+
+    # The table -----------------------------------------------------------------------------------------------
+    @property
+    def records(self) -> np.ndarray:
+        if len(self._parts) != 1:
+            self._parts = [np.concatenate(self._parts) if self._parts else np.zeros((0, len(FIELDS)))]
+        return self._parts[0]
+
+    def add(self, records: np.ndarray) -> None:
+        self._parts.append(np.asarray(records, dtype=np.float64).reshape(-1, len(FIELDS)))
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory, RECORDS_FILE)
+        partial = path.with_name(f".{path.name}.partial.npz")
+        np.savez(partial, records=self.records)
+        partial.replace(path)
+        return path
+
+    def load(self, checkpoint: str | Path) -> None:
+        path = Path(checkpoint, RECORDS_FILE)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{checkpoint} holds no {RECORDS_FILE}: it was saved by a run without `training_dynamics`, so the "
+                "confidence recorded before it is unknown. Resume it with the settings it was saved under, or start "
+                "over (`--overwrite_output_dir true`)."
+            )
+        with np.load(path) as stored:
+            self._parts = [stored["records"]]
+        self._splits = {}
+
+    # Decisions -----------------------------------------------------------------------------------------------
+    def threshold(self, step: int, window: int) -> float | None:
+        """The median mean response NLL of the records of steps [step - window, step); None when there are none."""
+        table = self.records
+        chosen = (table[:, 1] >= step - window) & (table[:, 1] < step) & (table[:, 3] > 0)
+        if not chosen.any():
+            return None
+        return float(np.median(table[chosen, 4] / table[chosen, 3]))
+
+    def epoch_perplexities(self, epochs: range) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, perplexities rows x epochs): each row's mean response perplexity in each of `epochs`, over the rows
+        recorded (with a response token) in every one of them."""
+        table = self.records
+        table = table[table[:, 3] > 0]
+        columns, rows = [], None
+        for epoch in epochs:
+            part = table[table[:, 0] == epoch]
+            ids, inverse = np.unique(part[:, 2].astype(np.int64), return_inverse=True)
+            perplexity = np.bincount(inverse, np.exp(part[:, 4] / part[:, 3])) / np.bincount(inverse)
+            columns.append(dict(zip(ids.tolist(), perplexity, strict=True)))
+            rows = set(ids.tolist()) if rows is None else rows & set(ids.tolist())
+        rows = np.asarray(sorted(rows or ()), dtype=np.int64)
+        return rows, np.asarray([[column[r] for column in columns] for r in rows.tolist()]).reshape(
+            len(rows), -1
+        )
+
+    def epoch_split(self, epoch: int, rows: np.ndarray) -> np.ndarray:
+        """Confident flags for `rows` (raw rows, in the order of the prepared dataset) in `epoch` >= 1: the median
+        split of the confidence over epochs 0..epoch-1. Rows never recorded with a response token are unconfident."""
+        if epoch not in self._splits:
+            recorded, perplexities = self.epoch_perplexities(range(epoch))
+            flags = np.zeros(len(self.example_ids), dtype=bool)
+            if len(recorded) >= 2:
+                ids = [self.example_ids[r] for r in recorded.tolist()]
+                flags[recorded] = split_confident(confidence(perplexities), ids, 0.5)
+            self._splits = {epoch: flags}
+        return self._splits[epoch][np.asarray(rows, dtype=np.int64)]
+
+    def scores(self) -> tuple[list[CheckpointScores], list[str]]:
+        """The complete epochs as the scores file's checkpoints: the rows recorded in every one of them."""
+        table = self.records
+        epochs = sorted(set(table[:, 0].astype(int).tolist()))
+        if not epochs:
+            return [], []
+        first = set(table[table[:, 0] == epochs[0], 2].astype(int).tolist())
+        complete = [
+            e for e in epochs if first <= set(table[table[:, 0] == e, 2].astype(int).tolist())
+        ] or epochs[:1]
+        per_epoch = []
+        for epoch in complete:
+            part = table[(table[:, 0] == epoch) & np.isin(table[:, 2], list(first))]
+            ids, inverse = np.unique(part[:, 2].astype(np.int64), return_inverse=True)
+            counts = np.bincount(inverse)
+            num_tokens = np.bincount(inverse, part[:, 3]) / counts
+            with np.errstate(divide="ignore", invalid="ignore"):
+                per_record = np.where(part[:, 3] > 0, part[:, 4] / part[:, 3], np.nan)
+                perplexity = np.bincount(inverse, np.exp(np.nan_to_num(per_record))) / counts
+                probability = np.bincount(inverse, np.nan_to_num(part[:, 5] / part[:, 3])) / counts
+            perplexity[num_tokens == 0] = np.nan
+            per_epoch.append(
+                CheckpointScores(ids, np.rint(num_tokens).astype(np.int64), perplexity, probability)
+            )
+        return per_epoch, [f"epoch-{e + 1}" for e in complete]
