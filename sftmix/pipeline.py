@@ -90,6 +90,12 @@ def run_dynamics(recipe):
     from sftmix.modeling import load_model_and_tokenizer
 
     _check_before_loading(recipe)
+    if recipe.training.training_dynamics:
+        raise ValueError(
+            "`dynamics.mode: training` records the confidence inside the SFTMix run: there is no separate dynamics "
+            "pass. Run `sftmix train` or `sftmix run` with this recipe, or choose `mode: reference` for a scores file "
+            "of its own."
+        )
     from sftmix.logs import group_tracking_runs
 
     group_tracking_runs(recipe.training)
@@ -138,12 +144,20 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
     check_output_dir(args)
     resume = resume_checkpoint(args)
     group_tracking_runs(args)
-    if args.mixup_enabled and not args.dynamics_path and default_scores_path(recipe).is_file():
+    recording = args.training_dynamics  # the scores file is this run's output, not its input
+    if (
+        args.mixup_enabled
+        and not recording
+        and not args.dynamics_path
+        and default_scores_path(recipe).is_file()
+    ):
         args.dynamics_path = str(default_scores_path(recipe))
     logger.info(
         "SFTMix training (mixup_weight %s)%s",
         args.mixup_weight,
-        f", split from {args.dynamics_path}" if args.mixup_enabled and args.dynamics_path else "",
+        ", confidence recorded from the training forward (dynamics.mode: training)"
+        if recording
+        else (f", split from {args.dynamics_path}" if args.mixup_enabled and args.dynamics_path else ""),
     )
     online = online_continuation(args) if args.mixup_enabled and args.dynamics_path else None
     if online is not None:  # the warm-up was this run's first steps: continue its schedule with Mixup
@@ -166,6 +180,7 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
         eval_dataset=held_out,
         processing_class=tokenizer,
         peft_config=peft_config,
+        dynamics=recipe.dynamics,
     )
     started = time.perf_counter()
     # Hub pushes (`push_to_hub: true`) skip dynamics/ and checkpoints: SFTMixTrainer's (sftmix.model_card)
@@ -195,12 +210,20 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
         "train_seconds": round(seconds, 1),
         "mixup_weight": args.mixup_weight,
     }
-    if args.mixup_enabled:
+    if recording:
+        from sftmix.scores import read_scores
+
+        if trainer.is_world_process_zero():
+            _log_dynamics_outputs(trainer.training_dynamics_path)
+        groups = read_scores(trainer.training_dynamics_path)[0]["confident"]
+    elif args.mixup_enabled:
         groups = trainer.train_dataset[args.confidence_column]
+    if args.mixup_enabled:
         summary["confident_examples"] = int(sum(groups))
         summary["unconfident_examples"] = len(groups) - int(sum(groups))
         logger.info(
-            "Split used in training: %d confident, %d unconfident examples",
+            "Split %s: %d confident, %d unconfident examples",
+            "recorded in training" if recording else "used in training",
             summary["confident_examples"],
             summary["unconfident_examples"],
         )
@@ -212,6 +235,7 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
                     for k in ("ntp_loss", "mixup_loss", "ntp_loss_confident", "ntp_loss_unconfident")
                 }
             )
+            summary["mixed_tokens_per_step"] = sum(h["mixed_tokens"] for h in logs) / len(logs)
     if held_out is not None and not held_out_evaluated_later:
         summary["eval_loss"] = trainer.evaluate()["eval_loss"]
     if trainer.is_world_process_zero():
@@ -285,7 +309,11 @@ def run_all(recipe) -> dict:
     args = recipe.training
     check_output_dir(args)  # before the dynamics pass, not after it
     group_tracking_runs(args)  # before the reference run, so that it is `<run_name>-reference`
-    if args.mixup_enabled and not args.dynamics_path:
+    if args.training_dynamics:
+        logger.info(
+            "Stage 1/3: dynamics recorded during training (dynamics.mode: training): no separate pass"
+        )
+    elif args.mixup_enabled and not args.dynamics_path:
         scores = finished_scores(recipe) if wants_resume(args) else None
         if scores is not None:
             logger.info("Resuming: the dynamics pass is done, training reads %s", scores)

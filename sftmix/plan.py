@@ -72,7 +72,12 @@ def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
         dynamics = recipe.dynamics or DynamicsConfig()
         given = dynamics.checkpoints or []
         num_checkpoints = len(given) or dynamics.num_checkpoints
-        if given:
+        if args.training_dynamics:
+            lines.append(
+                f"{stage}. dynamics (training): recorded from the SFTMix run's own forward for {num_train} examples "
+                "(no reference run, no scoring pass)"
+            )
+        elif given:
             lines.append(f"{stage}. dynamics: score {num_train} examples at {len(given)} given checkpoint(s)")
         elif dynamics.split == "random":
             lines.append(

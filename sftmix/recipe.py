@@ -461,6 +461,8 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
     recipe = Recipe(
         data, model, training, parsed["dynamics"], parsed["evaluation"], Path(path) if path else None
     )
+    if recipe.dynamics is not None and recipe.dynamics.mode == "training" and training.mixup_enabled:
+        training.training_dynamics = True  # the one switch the trainer and the pipeline read
     if problems:  # report them with everything else the checks find, in one error
         from sftmix.checks import collect_problems
 

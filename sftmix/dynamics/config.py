@@ -176,6 +176,11 @@ class DynamicsConfig:
                 f"`mode: {self.mode}` scores the SFTMix run's own training: it cannot use `checkpoints` or "
                 "`reference_model`. Remove them, or use `mode: reference`."
             )
+        if self.mode == "training" and self.split == "random":
+            raise ValueError(
+                "`split: random` draws the groups by a seeded permutation, with nothing recorded: use it with "
+                "`mode: reference` (no reference run is made for it), or keep `split: median` with `mode: training`."
+            )
         if self.checkpoints is not None:
             if isinstance(self.checkpoints, str):
                 self.checkpoints = [self.checkpoints]
