@@ -99,7 +99,12 @@ def sftmix_section(args, scores_path=None, data_map: str | None = None) -> str:
     else:
         quantiles = frame["confidence"].quantile(list(QUANTILES))
         lines += [
-            "Confidence is minus the response perplexity averaged over the reference checkpoints.",
+            "Confidence is minus the response perplexity averaged over "
+            + (
+                "the epochs of this run's own training forward (`dynamics.mode: training`)."
+                if dynamics.get("mode") == "training"
+                else "the reference checkpoints."
+            ),
             "",
             "| quantile | " + " | ".join(f"{q:g}" for q in QUANTILES) + " |",
             "|---" * (len(QUANTILES) + 1) + "|",
@@ -125,9 +130,12 @@ def write_model_card(
         model_name = (args.hub_model_id or str(args.output_dir)).rstrip("/").split("/")[-1]
     SFTTrainer.create_model_card(trainer, model_name=model_name, dataset_name=dataset_name, tags=tags)
     output_dir = Path(args.output_dir)
-    scores_path = getattr(args, "dynamics_path", None)
+    recorded = getattr(args, "training_dynamics", False)
+    scores_path = trainer.training_dynamics_path if recorded else getattr(args, "dynamics_path", None)
     data_map = None
-    if scores_path and data_map_path(scores_path).is_file():
+    if (
+        scores_path and data_map_path(scores_path).is_file()
+    ):  # (a run recording its own: the last save's card)
         shutil.copyfile(data_map_path(scores_path), output_dir / DATA_MAP)
         data_map = DATA_MAP
     readme = output_dir / "README.md"

@@ -110,7 +110,10 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
             check_marks_assistant(processing_class)  # sftmix's error and fix, before TRL's
         super().__init__(model, args, data_collator, train_dataset, eval_dataset, processing_class, **kwargs)
 
-        self.data_collator = ConfidenceCollator(self.data_collator, args.confidence_column)
+        # (a recording run ignores a confidence column of the data: its groups are recorded)
+        self.data_collator = ConfidenceCollator(
+            self.data_collator, None if self._recorder is not None else args.confidence_column
+        )
         self._num_mixed_in_batch = None
         self._mixup_window = None  # summed Mixup statistics since the last log
         self._lambda_draw = (-1, 0)  # (global step, draws made in it): seeds the lambda generator
@@ -130,7 +133,11 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
     # Batching ---------------------------------------------------------------------------------------
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        extra = [self.args.confidence_column, RESPONSE_MASK, ROW_KEY]
+        extra = (
+            [RESPONSE_MASK, ROW_KEY]
+            if self._recorder is not None
+            else [self.args.confidence_column, RESPONSE_MASK]
+        )
         self._signature_columns = [
             *self._signature_columns,
             *(c for c in extra if c not in self._signature_columns),
