@@ -236,7 +236,7 @@ def main(argv=None):
     time_ratio = med(r["sftmix"]["step_s"] / r["ntp"]["step_s"] for r in rounds)
     growth_ratio = med(r["sftmix"]["growth_bytes"] / r["ntp"]["growth_bytes"] for r in rounds)
     cpu = rounds[0]["ntp"]["device"] == "cpu"
-    machine = f"{_cpu_name()}, {os.cpu_count()} cores" if cpu else _gpu_name()
+    machine = f"{cpu_name()}, {os.cpu_count()} cores" if cpu else _gpu_name()
     model = (
         f"{args.layers}-layer Llama, hidden {args.hidden}, untied {args.vocab}-token head"
         if args.vocab
@@ -266,7 +266,7 @@ def main(argv=None):
         print(f"\nper round (step time / memory growth): {per_round}")
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as info:
             for line in info:

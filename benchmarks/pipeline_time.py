@@ -4,6 +4,8 @@ user types (model load, dynamics, training, saving, evaluation), every arm timed
 Arms (all on the quickstart recipes, SmolLM2-135M-Instruct and the quickstart data, from PyPI):
 
 - `ntp`: `sftmix run --config quickstart/ntp` (plain SFT: the baseline);
+- `training`: `sftmix run --config quickstart/sftmix --dynamics.mode training` (confidence recorded from the
+  training forward: no reference run, no scoring pass);
 - `online`: `sftmix run --config quickstart/sftmix --dynamics.mode online` (its own NTP warm-up, scored);
 - `reference`: `sftmix run --config quickstart/sftmix` (the paper's mode: one-epoch reference run, then SFTMix).
 
@@ -11,7 +13,8 @@ Each run starts in a fresh output directory, so nothing is cached. Step times de
 `--repeats` alternates the arms and the ratios are medians over rounds (run it alone).
 
     python benchmarks/pipeline_time.py                      # ntp and online, 1 round
-    python benchmarks/pipeline_time.py --arms ntp online reference --repeats 2
+    python benchmarks/pipeline_time.py --arms ntp training reference online --repeats 2
+    python benchmarks/pipeline_time.py --arms ntp training -- --num_train_epochs 3   # the 3-epoch variant
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -28,8 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from cost import cpu_name  # (benchmarks/ is on the path of a script run from it)
+
 ARMS = {
     "ntp": ["--config", "quickstart/ntp"],
+    "training": ["--config", "quickstart/sftmix", "--dynamics.mode", "training"],
     "online": ["--config", "quickstart/sftmix", "--dynamics.mode", "online"],
     "reference": ["--config", "quickstart/sftmix"],
 }
@@ -72,7 +77,7 @@ def main(argv=None):
         rounds.append(times)
     med = statistics.median
     print(
-        f"\nsftmix run, whole pipeline -- {datetime.date.today()} -- {platform.machine()}, "
+        f"\nsftmix run, whole pipeline -- {datetime.date.today()} -- {cpu_name()}, "
         f"{os.cpu_count()} cores -- {args.repeats} round(s), medians\n"
     )
     print("| arm | wall time (s) | ratio to the NTP twin |")
