@@ -7,6 +7,8 @@ Jaccard overlap of their confident halves:
 - `full`: the paper's mode with a reference run as long as a 3-epoch SFTMix run (the old default);
 - `one_epoch`: the paper's mode with the one-epoch reference (today's default);
 - `online`: the SFTMix run's own NTP warm-up (`--dynamics.mode online`), scored at its end;
+- `training`: the SFTMix run itself, confidence recorded from its training forward (`--dynamics.mode training`;
+  the whole SFTMix run, as `sftmix train` runs it);
 - `weak`: a weaker reference: SmolLM2-135M-Instruct truncated to its first third of layers (10 of 30), trained
   and scored like `one_epoch` (offline, only SmolLM2-135M is available).
 
@@ -24,9 +26,10 @@ import datetime
 import itertools
 import json
 import os
-import platform
 import time
 from pathlib import Path
+
+from cost import cpu_name  # (benchmarks/ is on the path of a script run from it)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -39,6 +42,7 @@ MODES = {
     "full": ["--dynamics.reference_num_train_epochs", "3", "--dynamics.num_checkpoints", "3"],
     "one_epoch": ["--dynamics.num_checkpoints", "2"],
     "online": ["--dynamics.mode", "online"],
+    "training": ["--dynamics.mode", "training"],
     "weak": ["--dynamics.num_checkpoints", "2"],  # + the truncated model
 }
 
@@ -63,7 +67,7 @@ def truncated_smollm2(directory: Path, num_layers: int) -> Path:
 
 
 def run_mode(name: str, out: Path, extra: list[str]) -> tuple[Path, float]:
-    from sftmix.pipeline import run_dynamics
+    from sftmix.pipeline import run_dynamics, run_train
     from sftmix.recipe import load_recipe
 
     scores = out / name / "dynamics" / "scores.parquet"
@@ -74,9 +78,10 @@ def run_mode(name: str, out: Path, extra: list[str]) -> tuple[Path, float]:
         overrides += ["--num_train_epochs", "3"]
     if name == "online":
         overrides += ["--dynamics.keep_reference_checkpoints", "false"]
-    print(f"[agreement] {name}: sftmix dynamics --config {RECIPE} {' '.join(overrides)}", flush=True)
+    command = "train" if name == "training" else "dynamics"
+    print(f"[agreement] {name}: sftmix {command} --config {RECIPE} {' '.join(overrides)}", flush=True)
     started = time.perf_counter()
-    run_dynamics(load_recipe(RECIPE, overrides))
+    (run_train if name == "training" else run_dynamics)(load_recipe(RECIPE, overrides))
     return scores, time.perf_counter() - started
 
 
@@ -151,7 +156,7 @@ def main(argv=None):
         for c in range(len(one_epoch["perplexities"].iloc[0]))
     ]
     lines = [
-        f"Agreement between ways of scoring -- {datetime.date.today()} -- {platform.machine()}, "
+        f"Agreement between ways of scoring -- {datetime.date.today()} -- {cpu_name()}, "
         f"{os.cpu_count()} CPU cores; {len(one_epoch)} examples (recipes/study/one_pass.yaml)",
         "",
         "| pair | Spearman (confidence) | Jaccard (confident halves) |",
@@ -169,7 +174,7 @@ def main(argv=None):
         f"One-epoch reference: Spearman(position in the reference run's data order, confidence) = {order_rho:.3f}; "
         "per checkpoint (minus perplexity): " + ", ".join(f"{r:.3f}" for r in per_checkpoint),
         "",
-        "Wall time of each pass (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
+        "Wall time of each pass (s; training: the whole SFTMix run it is part of): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
     ]
     results.update(order_spearman=order_rho, order_spearman_per_checkpoint=per_checkpoint)
     table = "\n".join(lines) + "\n"

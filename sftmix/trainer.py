@@ -51,7 +51,9 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
     """Drop-in replacement for `trl.SFTTrainer` that trains with SFTMix (NTP + mu * Mixup).
 
     The train dataset needs a boolean confidence column (`args.confidence_column`), or `args.dynamics_path`
-    pointing at the scores file of `sftmix dynamics`. Every other argument is `SFTTrainer`'s.
+    pointing at the scores file of `sftmix dynamics`, or `args.training_dynamics=True` to record the confidence
+    from the training forward itself (no dynamics pass; `sftmix.training_dynamics`). Every other argument is
+    `SFTTrainer`'s.
 
     The Mixup term covers the response tokens (`sftmix.response`) whatever the NTP term trains on; with
     `assistant_only_loss=None` (SFTMixConfig's default) NTP is response-only on conversational data.
@@ -161,9 +163,9 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         if self._recorder is not None and batch_samples and ROW_KEY in batch_samples[0]:
             for batch in batch_samples:  # in an epoch of the pair sampler: the groups of its split
-                flags = self._split_for_epoch(self._sampler.epoch, batch[ROW_KEY].numpy())
+                flags = self._split_for_epoch(self._sampler.epoch, batch[ROW_KEY].cpu().numpy())
                 if flags is not None:
-                    batch[CONFIDENT_KEY] = torch.as_tensor(flags)
+                    batch[CONFIDENT_KEY] = torch.as_tensor(flags, device=batch[ROW_KEY].device)
         if self.args.mixup_enabled and batch_samples and CONFIDENT_KEY in batch_samples[0]:
             alignment = self.args.mixup_alignment
             count = sum(

@@ -44,20 +44,18 @@ class Recorder:
 
     def __init__(self, example_ids: list[str]):
         self.example_ids = example_ids  # by raw row of the train dataset: the split's tie-break and grouping
-        self._parts: list[np.ndarray] = []
-        self._splits: dict[int, np.ndarray] = {}
+        self.reset()
 
     def reset(self) -> None:
-        self._parts, self._splits = [], {}
+        self._parts, self._splits, self._thresholds = [], {}, {}
 
     # The table -----------------------------------------------------------------------------------------------
     @property
     def records(self) -> np.ndarray:
-        if len(self._parts) != 1:
-            self._parts = [np.concatenate(self._parts) if self._parts else np.zeros((0, len(FIELDS)))]
-        return self._parts[0]
+        return np.concatenate(self._parts) if self._parts else np.zeros((0, len(FIELDS)))
 
     def add(self, records: np.ndarray) -> None:
+        """One micro-batch's records (every process's): kept as its own part, so that adding costs no copy."""
         self._parts.append(np.asarray(records, dtype=np.float64).reshape(-1, len(FIELDS)))
 
     def save(self, directory: str | Path) -> Path:
@@ -75,18 +73,24 @@ class Recorder:
                 "confidence recorded before it is unknown. Resume it with the settings it was saved under, or start "
                 "over (`--overwrite_output_dir true`)."
             )
+        self.reset()
         with np.load(path) as stored:
             self._parts = [stored["records"]]
-        self._splits = {}
 
     # Decisions -----------------------------------------------------------------------------------------------
     def threshold(self, step: int, window: int) -> float | None:
-        """The median mean response NLL of the records of steps [step - window, step); None when there are none."""
-        table = self.records
-        chosen = (table[:, 1] >= step - window) & (table[:, 1] < step) & (table[:, 3] > 0)
-        if not chosen.any():
-            return None
-        return float(np.median(table[chosen, 4] / table[chosen, 3]))
+        """The median mean response NLL of the records of steps [step - window, step); None when there are none.
+        Read from the newest parts back (the window is a few steps), once per step."""
+        if step not in self._thresholds:
+            chosen = []
+            for part in reversed(self._parts):
+                inside = (part[:, 1] >= step - window) & (part[:, 1] < step) & (part[:, 3] > 0)
+                chosen.append(part[inside])
+                if len(part) and part[:, 1].min() < step - window:
+                    break
+            chosen = np.concatenate(chosen) if chosen else np.zeros((0, len(FIELDS)))
+            self._thresholds = {step: float(np.median(chosen[:, 4] / chosen[:, 3])) if len(chosen) else None}
+        return self._thresholds[step]
 
     def epoch_perplexities(self, epochs: range) -> tuple[np.ndarray, np.ndarray]:
         """(rows, perplexities rows x epochs): each row's mean response perplexity in each of `epochs`, over the rows
