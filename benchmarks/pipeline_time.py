@@ -62,6 +62,7 @@ def main(argv=None):
     parser.add_argument("--work-dir", help="Where the runs write (default: a temporary directory).")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="More `sftmix run` options for every arm.")
     args = parser.parse_args(argv)
+    args.extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
     if "ntp" not in args.arms:
         parser.error("--arms must include ntp (the baseline of the ratios)")
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="sftmix-pipeline-"))
