@@ -124,6 +124,14 @@ class SFTMixConfig(SFTConfig):
         },
     )
 
+    drop_least_confident: float = field(
+        default=0.0,
+        metadata={
+            "help": "Train without the least confident fraction of the examples scored in `dynamics_path` (data "
+            "selection by the same scores, beyond the paper: 'mix or drop?'). Works with `mixup_weight: 0` (plain "
+            "NTP on the rest). 0: keep every example."
+        },
+    )
     training_dynamics: bool = field(
         default=False,
         metadata={
@@ -188,6 +196,13 @@ class SFTMixConfig(SFTConfig):
             )
         if self.training_dynamics_window is not None and self.training_dynamics_window < 1:
             raise ValueError(f"`training_dynamics_window` must be >= 1, got {self.training_dynamics_window}.")
+        if not 0.0 <= self.drop_least_confident < 1.0:
+            raise ValueError(f"`drop_least_confident` must lie in [0, 1), got {self.drop_least_confident}.")
+        if self.drop_least_confident > 0 and not self.dynamics_path:
+            raise ValueError(
+                "`drop_least_confident` drops examples by the scores of `dynamics_path`: set `dynamics_path` to a "
+                "scores file (`sftmix dynamics`), or remove the setting."
+            )
         if self.training_dynamics and not self.mixup_weight > 0:
             raise ValueError(
                 "`training_dynamics` records the confidence the Mixup term pairs by; with `mixup_weight: 0` there is "

@@ -68,7 +68,8 @@ class DataArguments:
         default=None,
         metadata={
             "help": "Hub dataset id (e.g. tatsu-lab/alpaca), or a built-in set: 'sftmix/quickstart' (chitchat "
-            "conversations + the project's medical QA, installed from PyPI)."
+            "conversations + the project's medical QA, installed from PyPI), 'sftmix/quickstart-noisy' (the same "
+            "with 30% of the training responses swapped between conversations, marked in a `corrupted` column)."
         },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
@@ -338,11 +339,15 @@ def _empty(path: str, count: int) -> list[str]:
 
 
 def _builtin(name: str):
-    if name.rstrip("/") == "sftmix/quickstart":
-        from sftmix.quickstart.data import quickstart_datasets
+    from sftmix.quickstart.data import NOISE, quickstart_datasets
 
-        return quickstart_datasets()
-    raise ValueError(f"Unknown built-in dataset {name!r}; the built-in one is 'sftmix/quickstart'.")
+    noise = {"sftmix/quickstart": 0.0, "sftmix/quickstart-noisy": NOISE}.get(name.rstrip("/"))
+    if noise is None:
+        raise ValueError(
+            f"Unknown built-in dataset {name!r}; the built-in ones are 'sftmix/quickstart' and "
+            "'sftmix/quickstart-noisy'."
+        )
+    return quickstart_datasets(noise=noise)
 
 
 def _load_hub(args: DataArguments):

@@ -102,7 +102,7 @@ def run_dynamics(recipe):
     dynamics = recipe.dynamics or _default_dynamics()
     if not dynamics.scores_path:
         dynamics.scores_path = str(default_scores_path(recipe))
-    train, _ = load_sft_data(recipe.data)
+    train, _ = load_sft_data(recipe.data, kept_columns(dynamics))
     model, tokenizer, peft_config = load_model_and_tokenizer(recipe.model, recipe.training)
     started = time.perf_counter()
     path = compute_dynamics(
@@ -118,6 +118,12 @@ def run_dynamics(recipe):
     logger.info("Dynamics pass done in %.0f s: %s", time.perf_counter() - started, path)
     recipe.training.dynamics_path = str(path)
     return Path(path)
+
+
+def kept_columns(dynamics) -> tuple[str, ...]:
+    """The data columns kept beside the examples: the confidence column and the dynamics' `mark_column`."""
+    mark = getattr(dynamics, "mark_column", None)
+    return ("confident", *([mark] if mark else []))
 
 
 def _default_dynamics():
@@ -170,7 +176,7 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
             resume,
             online["total_steps"],
         )
-    train, held_out = load_sft_data(recipe.data)
+    train, held_out = load_sft_data(recipe.data, kept_columns(recipe.dynamics))
     model, tokenizer, peft_config = load_model_and_tokenizer(recipe.model, args)
     share_deepspeed_state(args)  # after the dynamics stage's trainers, reuse the process's DeepSpeed setup
     trainer = SFTMixTrainer(

@@ -34,10 +34,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 SCORES_METADATA_KEY = b"sftmix"
 REQUIRED_COLUMNS = ("example_id", "confidence", "confident")
@@ -158,11 +162,14 @@ def read_scores(path: str | os.PathLike):
     return frame, metadata
 
 
-def attach_confidence(dataset, path: str | os.PathLike, column: str = "confident"):
+def attach_confidence(
+    dataset, path: str | os.PathLike, column: str = "confident", drop_fraction: float = 0.0
+):
     """Add the boolean `column` to `dataset` from the scores file at `path`, joined by example id.
 
     Rows the dynamics pass excluded (no trainable token) are dropped here, since SFTTrainer would drop them too.
-    Any other row without a score is an error: the file was made for other data.
+    Any other row without a score is an error: the file was made for other data. With `drop_fraction`, the
+    floor(fraction x scored) least confident examples are dropped too (data selection by the same scores).
     """
     frame, metadata = read_scores(path)
     groups = dict(zip(frame["example_id"], frame["confident"], strict=True))
@@ -178,7 +185,17 @@ def attach_confidence(dataset, path: str | os.PathLike, column: str = "confident
             "so adding, removing or editing rows after the dynamics pass also has this effect. Rerun "
             "`sftmix dynamics` on this dataset, or train on the data it was made for."
         )
-    keep = [i for i, eid in enumerate(ids) if eid in groups]
+    dropped = set()
+    if drop_fraction > 0:
+        ranked = frame.sort_values(["confidence", "example_id"], kind="stable")["example_id"]
+        dropped = set(ranked.iloc[: math.floor(drop_fraction * len(frame) + 1e-9)])
+        logger.info(
+            "Dropping the %d least confident of %d scored examples (`drop_least_confident: %s`).",
+            len(dropped),
+            len(frame),
+            drop_fraction,
+        )
+    keep = [i for i, eid in enumerate(ids) if eid in groups and eid not in dropped]
     if len(keep) < len(ids):
         dataset = dataset.select(keep)
         ids = [ids[i] for i in keep]

@@ -85,9 +85,12 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
                     "`training_dynamics` needs a map-style `datasets.Dataset` (it records every example by index); "
                     f"got {type(train_dataset).__name__}."
                 )
+            from sftmix.dynamics.output import marks_of
+
             self._recorder = Recorder(dataset_example_ids(train_dataset))
             self._dynamics = dynamics
             self._raw_train = train_dataset
+            self._marks = marks_of(train_dataset, getattr(dynamics, "mark_column", None))
             train_dataset = with_row_index(train_dataset)
         if args.mixup_enabled:
             args.validate_for_mixup()
@@ -98,6 +101,10 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
                 )
             if self._recorder is None:
                 train_dataset = _with_confidence(train_dataset, args)
+        elif args.drop_least_confident > 0:  # plain NTP on the examples the scores keep
+            train_dataset = attach_confidence(
+                train_dataset, args.dynamics_path, args.confidence_column, args.drop_least_confident
+            )
             self._response_mask_for = frozenset({"train"})
             self._text_as_response = args.mixup_text_as_response
         first = next(iter(train_dataset)) if train_dataset is not None and len(train_dataset) > 0 else None
@@ -344,8 +351,11 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
                     missing_rows(len(ids), per_epoch[0].row_index),
                     reference_name="the training forward (training_dynamics)",
                     data_key=data_key,
+                    marks=self._marks,
                 )
-                write_review(settings.scores_path, self._raw_train, settings.review_size)
+                write_review(
+                    settings.scores_path, self._raw_train, settings.review_size, settings.mark_column
+                )
         self.accelerator.wait_for_everyone()
 
     def _mixed_normaliser(self, outputs, num_items_in_batch):
@@ -450,7 +460,9 @@ def _with_confidence(train_dataset, args: SFTMixConfig):
         )
     column = args.confidence_column
     if args.dynamics_path:
-        train_dataset = attach_confidence(train_dataset, args.dynamics_path, column)
+        train_dataset = attach_confidence(
+            train_dataset, args.dynamics_path, column, args.drop_least_confident
+        )
     elif column not in train_dataset.column_names:
         raise ValueError(
             f"No confidence information: the train dataset has no `{column}` column (columns: "

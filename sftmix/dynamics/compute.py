@@ -44,6 +44,7 @@ from sftmix.dynamics.examples import (
 from sftmix.dynamics.output import (
     cache_dir,
     cache_file,
+    marks_of,
     read_checkpoint_scores,
     write_checkpoint_scores,
     write_outputs,
@@ -98,6 +99,7 @@ def compute_dynamics(
     from sftmix.scores import dataset_example_ids
 
     scores_path = check_inputs(model, train_dataset, args)
+    marks = marks_of(train_dataset, args.mark_column)
     base = sft_args if sft_args is not None else default_sft_config(str(scores_path.parent / "reference"))
     check_per_example(base)
     if len(train_dataset) > 0:  # `assistant_only_loss=None`: response-only NTP on conversations
@@ -128,7 +130,7 @@ def compute_dynamics(
     }
     if args.split == "random" and not args.checkpoints:  # a seeded permutation: no reference run, no scoring
         if state.is_main_process:
-            write_random_split(args, example_ids, kept_rows, excluded_rows, data_key)
+            write_random_split(args, example_ids, kept_rows, excluded_rows, data_key, marks)
         state.wait_for_everyone()
         return scores_path
 
@@ -174,8 +176,9 @@ def compute_dynamics(
             reference_name=run.reference_name,
             data_key=run.data_key,
             online=online,
+            marks=marks,
         )
-        write_review(scores_path, train_dataset, args.review_size)
+        write_review(scores_path, train_dataset, args.review_size, args.mark_column)
         if not args.checkpoints and not args.keep_reference_checkpoints:
             # the online run continues from its last warm-up checkpoint: the pipeline deletes that one after training
             remove_checkpoints([e.path for e in (entries[:-1] if online else entries)])

@@ -145,6 +145,15 @@ class DynamicsConfig:
         },
     )
 
+    mark_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "A boolean column of the training data marking rows known to be bad (e.g. `corrupted` in "
+            "`sftmix/quickstart-noisy`), copied into the scores file and the review list and drawn in its own "
+            "colour on the data map, so that one can see whether the dynamics find them. Training ignores it."
+        },
+    )
+
     def __post_init__(self):
         for name, low in (
             ("review_size", 0),

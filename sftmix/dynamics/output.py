@@ -41,12 +41,15 @@ def write_outputs(
     reference_name: str,
     data_key: dict,
     online: dict | None = None,
+    marks=None,
 ) -> Path:
-    """Aggregate the per-checkpoint scores, split, and write everything next to `args.scores_path`."""
+    """Aggregate the per-checkpoint scores, split, and write everything next to `args.scores_path` (`marks`: the
+    `mark_column` of the training data, by row)."""
     random_seed = args.split_seed if args.split == "random" else None
     frame, empty_rows = scores_frame(
         example_ids, per_checkpoint, labels, args.confident_fraction, random_seed
     )
+    with_marks(frame, args.mark_column, marks)
     shifted_out = report_excluded(empty_rows, example_ids, "have no trainable token after the causal shift")
     excluded_ids = list(dict.fromkeys([example_ids[r] for r in excluded_rows] + shifted_out))
     metadata = scores_metadata(
@@ -54,7 +57,7 @@ def write_outputs(
     )
     path = write_scores(frame, args.scores_path, metadata)
     if args.plots:
-        draw_pictures(frame, path)
+        draw_pictures(frame, path, args.mark_column)
     logger.info(
         "Dynamics pass: %d examples scored at %d checkpoints (%d confident, %d unconfident, %d excluded) -> %s",
         len(frame),
@@ -67,7 +70,33 @@ def write_outputs(
     return path
 
 
-def write_random_split(args: DynamicsConfig, example_ids, kept_rows, excluded_rows, data_key: dict) -> Path:
+def with_marks(frame, column: str | None, marks) -> None:
+    """The data's `mark_column` (by raw row) as a column of the scores frame."""
+    if column is not None and marks is not None:
+        frame[column] = np.asarray(marks, dtype=bool)[frame["row_index"].to_numpy()]
+
+
+def marks_of(train_dataset, column: str | None):
+    """The `mark_column` of the training data as booleans, or None; a clear error for a missing or non-boolean one."""
+    if column is None:
+        return None
+    if column not in train_dataset.column_names:
+        raise ValueError(
+            f"`dynamics.mark_column: {column}` is not a column of the training data (columns: "
+            f"{train_dataset.column_names}). Name a boolean column of your data, or remove the setting."
+        )
+    values = train_dataset[column]
+    bad = next((i for i, v in enumerate(values) if not isinstance(v, (bool, np.bool_))), None)
+    if bad is not None:
+        raise ValueError(
+            f"`dynamics.mark_column: {column}` must hold booleans; row {bad} holds {values[bad]!r}."
+        )
+    return np.asarray(values, dtype=bool)
+
+
+def write_random_split(
+    args: DynamicsConfig, example_ids, kept_rows, excluded_rows, data_key: dict, marks=None
+) -> Path:
     """The random-split ablation's scores file (`split: random`): its confident group is drawn by a seeded permutation,
     the group `scores_frame` would draw, so no reference run or scoring pass is needed. `confidence` is NaN (nothing
     was scored) and no data map is drawn."""
@@ -82,6 +111,7 @@ def write_random_split(args: DynamicsConfig, example_ids, kept_rows, excluded_ro
             "confident": split_confident(np.zeros(len(ids)), ids, args.confident_fraction, args.split_seed),
         }
     )
+    with_marks(frame, args.mark_column, marks)
     excluded_ids = list(dict.fromkeys(example_ids[r] for r in excluded_rows))
     metadata = scores_metadata(
         args, frame, [], [], example_ids, excluded_ids, "none (random split)", data_key
@@ -205,7 +235,7 @@ def response_text(row: dict) -> str:
     return str(completion if completion is not None else row.get("text") or "")
 
 
-def write_review(scores_path, train_dataset, size: int) -> dict[str, Path] | None:
+def write_review(scores_path, train_dataset, size: int, mark: str | None = None) -> dict[str, Path] | None:
     """The `size` least confident examples as review.md and review.csv next to the scores file (Cartography's
     use for finding mislabelled examples); excerpts follow `error_excerpts` (sftmix.data.excerpt)."""
     from sftmix.data import excerpt
@@ -215,7 +245,8 @@ def write_review(scores_path, train_dataset, size: int) -> dict[str, Path] | Non
     if size == 0 or not frame["confidence"].notna().any():  # nothing scored: a random split
         return None
     least = frame.nsmallest(size, "confidence")
-    review = least[["example_id", "row_index", "confidence"]].assign(
+    mark = mark if mark in frame.columns else None
+    review = least[["example_id", "row_index", "confidence", *([mark] if mark else [])]].assign(
         variability=least["variability"] if "variability" in least else np.nan,
         response=[excerpt(response_text(train_dataset[int(r)])) for r in least["row_index"]],
     )
@@ -224,17 +255,22 @@ def write_review(scores_path, train_dataset, size: int) -> dict[str, Path] | Non
     lines = [
         f"# The {len(review)} least confident training examples",
         "",
-        "Confidence is minus the mean response perplexity over the reference checkpoints (lowest first); "
+        "Confidence is minus the mean response perplexity over the checkpoints (or epochs) scored, lowest first; "
         "variability is the spread of the response's mean token probability over them. Mislabelled, mismatched and "
         "truncated responses tend to gather here: check these rows of your data.",
         "",
-        "| # | example id | row | confidence | variability | response |",
-        "|---|---|---|---|---|---|",
+        f"| # | example id | row | confidence | variability |{f' {mark} |' if mark else ''} response |",
+        "|---|---|---|---|---|---|" + ("---|" if mark else ""),
     ]
-    for rank, row in enumerate(review.itertuples(index=False), start=1):
-        text = str(row.response).replace("|", "\\|").replace("\n", " ")
+    if mark:
+        lines.insert(3, f"{int(review[mark].sum())} of these {len(review)} are marked `{mark}` in the data.")
+        lines.insert(4, "")
+    for rank, row in enumerate(review.to_dict("records"), start=1):
+        text = str(row["response"]).replace("|", "\\|").replace("\n", " ")
+        marked = f" {'yes' if row[mark] else ''} |" if mark else ""
         lines.append(
-            f"| {rank} | `{row.example_id}` | {row.row_index} | {row.confidence:.4g} | {row.variability:.3g} | {text} |"
+            f"| {rank} | `{row['example_id']}` | {row['row_index']} | {row['confidence']:.4g} | "
+            f"{row['variability']:.3g} |{marked} {text} |"
         )
     paths["review_md"].write_text("\n".join(lines) + "\n", encoding="utf-8")
     logger.info("Review list of the %d least confident examples: %s", len(review), paths["review_md"])
@@ -257,9 +293,9 @@ def _figure(**kwargs):
     return figure
 
 
-def draw_data_map(frame, path: Path) -> Path:
+def draw_data_map(frame, path: Path, mark: str | None = None) -> Path:
     """x = variability, y = mean probability (Cartography's axes) and y = the paper's confidence, one point per
-    example, coloured by group."""
+    example, coloured by group; the rows of the `mark` column (if any) circled in black."""
     fig = _figure(figsize=(11, 4.5))
     axes = fig.subplots(1, 2)
     size = max(2.0, min(20.0, 4000.0 / max(len(frame), 1)))
@@ -277,6 +313,17 @@ def draw_data_map(frame, path: Path) -> Path:
                 c=GROUP_COLOURS[group],
                 label=f"{GROUP_NAMES[group]} ({len(rows)})",
                 linewidths=0,
+            )
+        if mark in frame.columns:
+            rows = frame[frame[mark]]
+            ax.scatter(
+                rows["variability"],
+                rows[column],
+                s=size * 3,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=0.8,
+                label=f"{mark} ({len(rows)})",
             )
         ax.set_xlabel("variability (std of mean probability over checkpoints)")
         ax.set_ylabel(label)
@@ -316,8 +363,8 @@ def draw_confidence_histogram(frame, path: Path) -> Path:
     return path
 
 
-def draw_pictures(frame, scores_path: str | Path) -> dict[str, Path]:
+def draw_pictures(frame, scores_path: str | Path, mark: str | None = None) -> dict[str, Path]:
     paths = picture_paths(scores_path)
-    draw_data_map(frame, paths["data_map"])
+    draw_data_map(frame, paths["data_map"], mark)
     draw_confidence_histogram(frame, paths["confidence_histogram"])
     return paths
