@@ -174,7 +174,8 @@ def main(argv=None):
         f"One-epoch reference: Spearman(position in the reference run's data order, confidence) = {order_rho:.3f}; "
         "per checkpoint (minus perplexity): " + ", ".join(f"{r:.3f}" for r in per_checkpoint),
         "",
-        "Wall time of each pass (s; training: the whole SFTMix run it is part of): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
+        "Wall time of each pass (s; training: the whole SFTMix run it is part of): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
     ]
     results.update(order_spearman=order_rho, order_spearman_per_checkpoint=per_checkpoint)
     table = "\n".join(lines) + "\n"

@@ -4,9 +4,11 @@
     python benchmarks/study.py --setting smoke       # the smallest setting: tiny model, seconds (used by a test)
     python benchmarks/study.py --setting gpu         # the GPU configuration (Qwen2.5-0.5B, Alpaca 10k; needs the Hub)
 
-Regimes (recipes/study/): `one_pass` (the paper's: one pass over the data) and `small_data` (few examples,
+Regimes (recipes/study/): `one_pass` (the paper's: one pass over the data), `small_data` (few examples,
 several epochs: plain SFT overfits, held-out loss rises in later epochs; Mixup is a regulariser, so this is
-where it should show if anywhere). Arms, each `sftmix run --config recipes/study/<regime>.yaml` plus the
+where it should show if anywhere) and `noisy` (uncurated data: `sftmix/quickstart-noisy`, 30% of the training
+responses swapped between conversations and marked `corrupted`, several epochs, clean held-out data: do the
+dynamics find the corrupted rows, and does Mixup resist them?). Arms, each `sftmix run --config recipes/study/<regime>.yaml` plus the
 overrides in `ARMS` (printed per run, so one arm can be rerun alone):
 
 - `ntp`: plain SFT (`--mixup_weight 0`);
@@ -19,7 +21,13 @@ overrides in `ARMS` (printed per run, so one arm can be rerun alone):
   the model; NEFTune is a training-time perturbation of the run that uses the split, not of the data);
 - `random_split`: Mixup with a random half instead of the confident half (`--dynamics.split random`): does the
   confidence matter?
-- `mixup_weight_0.1`, `mixup_weight_0.5` (the paper's 0.2 is `sftmix`): the weight sweep, one regime only.
+- `mixup_weight_0.1`, `mixup_weight_0.5` (the paper's 0.2 is `sftmix`): the weight sweep, one regime only;
+- `drop_least_confident` (noisy regime): plain NTP without the least confident 30% of the paper-mode split's
+  examples (`--drop_least_confident 0.3`): mix the flagged rows, or drop them?
+
+In the noisy regime the study also asks whether each way of scoring finds the corrupted rows: the share of
+corrupted examples in the unconfident half (the random split gives the base rate) and the AUROC of confidence
+for telling corrupted from clean, and how many of the review list's entries are corrupted.
 
 Every arm runs with every seed on the same data order (`--seed`), so per-seed differences to NTP are paired.
 Finished runs are kept and skipped (`result.json` in each run's directory): rerunning continues the study.
@@ -35,6 +43,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -61,18 +70,39 @@ ARMS = {
     ],
     "mixup_weight_0.1": ["--dynamics_path", SPLIT, "--mixup_weight", "0.1"],
     "mixup_weight_0.5": ["--dynamics_path", SPLIT, "--mixup_weight", "0.5"],
+    "drop_least_confident": [
+        "--mixup_weight",
+        "0",
+        "--dynamics_path",
+        SPLIT,
+        "--drop_least_confident",
+        "0.3",
+    ],
 }
 SWEEP = ("mixup_weight_0.1", "mixup_weight_0.5")
+REGIME_ARMS = {  # the arms of a regime when not all (the noisy regime: the issue's question, at 2-core cost)
+    "noisy": ("ntp", "sftmix", "sftmix_training", "neftune", "random_split", "drop_least_confident"),
+}
+NOISY_ONLY = ("drop_least_confident",)
+MARK = "corrupted"
 
 SETTINGS = {
     "cpu": {
-        "regimes": {"one_pass": "recipes/study/one_pass.yaml", "small_data": "recipes/study/small_data.yaml"},
+        "regimes": {
+            "one_pass": "recipes/study/one_pass.yaml",
+            "small_data": "recipes/study/small_data.yaml",
+            "noisy": "recipes/study/noisy.yaml",
+        },
         "sweep_regime": "one_pass",
         "seeds": [0, 1, 2],
         "extra": [],
     },
     "smoke": {  # the tiny model built on the fly: the whole study end to end in seconds (tests)
-        "regimes": {"one_pass": "recipes/study/one_pass.yaml", "small_data": "recipes/study/small_data.yaml"},
+        "regimes": {
+            "one_pass": "recipes/study/one_pass.yaml",
+            "small_data": "recipes/study/small_data.yaml",
+            "noisy": "recipes/study/noisy.yaml",
+        },
         "sweep_regime": "one_pass",
         "seeds": [0, 1, 2],
         "extra": [
@@ -191,7 +221,72 @@ def run_arm(recipe: str, arm: str, seed: int, out: Path, split: Path, extra: lis
 
 
 def arms_of(regime: str, setting: dict) -> list[str]:
-    return [a for a in ARMS if a not in SWEEP or regime == setting["sweep_regime"]]
+    if regime in REGIME_ARMS:
+        return list(REGIME_ARMS[regime])
+    return [a for a in ARMS if (a not in SWEEP or regime == setting["sweep_regime"]) and a not in NOISY_ONLY]
+
+
+def auroc(scores, positives) -> float | None:
+    """P(score of a positive > score of a negative), ties counting half (the Mann-Whitney statistic)."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    scores, positives = np.asarray(scores, dtype=float), np.asarray(positives, dtype=bool)
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    if n_pos == 0 or n_neg == 0 or not np.isfinite(scores).all():
+        return None
+    ranks = rankdata(scores)
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def detection(scores_path: Path) -> dict | None:
+    """How a scores file's split finds the marked (corrupted) rows: their share of the unconfident half, the AUROC
+    of minus confidence for them, and how many of the review list's entries are marked."""
+    import pandas as pd
+
+    if not scores_path.is_file():
+        return None
+    frame = pd.read_parquet(scores_path)
+    if MARK not in frame.columns:
+        return None
+    unconfident = frame[~frame["confident"]]
+    review = scores_path.with_name(scores_path.stem.replace("scores", "") + "review.csv")
+    listed = pd.read_csv(review) if review.is_file() else None
+    return {
+        "corrupted_share": float(frame[MARK].mean()),
+        "corrupted_in_unconfident": float(unconfident[MARK].mean()),
+        "auroc": auroc(-frame["confidence"], frame[MARK]),
+        "review_corrupted": None if listed is None else f"{int(listed[MARK].sum())} of {len(listed)}",
+    }
+
+
+def detections(out: Path, split: Path, seeds) -> dict:
+    """Every way of scoring the noisy regime ran: the paper-mode split, the training mode per seed, the random split."""
+    found = {"paper mode (one-epoch reference)": [detection(split)]}
+    found["training mode"] = [
+        detection(out / "sftmix_training" / f"seed{s}" / "dynamics" / "scores.parquet") for s in seeds
+    ]
+    found["random split (base rate)"] = [
+        detection(out / "random_split" / f"seed{s}" / "random_split.parquet") for s in seeds
+    ]
+    return {name: [d for d in runs if d] for name, runs in found.items() if any(runs)}
+
+
+def render_detection(found: dict) -> list[str]:
+    lines = [
+        "Do the dynamics find the corrupted rows? (mean over seeds where there are several)",
+        "",
+        "| way of scoring | corrupted share | corrupted in the unconfident half | AUROC (confidence) | review list |",
+        "|---|---|---|---|---|",
+    ]
+    for name, runs in found.items():
+        share = statistics.fmean(r["corrupted_share"] for r in runs)
+        inside = statistics.fmean(r["corrupted_in_unconfident"] for r in runs)
+        aurocs = [r["auroc"] for r in runs if r["auroc"] is not None]
+        auc = f"{statistics.fmean(aurocs):.3f}" if aurocs else "n/a"
+        review = ", ".join(str(r["review_corrupted"]) for r in runs if r["review_corrupted"]) or "n/a"
+        lines.append(f"| {name} | {share:.3f} | {inside:.3f} | {auc} | {review} |")
+    return lines + [""]
 
 
 def mean_std(values):
@@ -201,7 +296,7 @@ def mean_std(values):
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def render(results: dict, seeds, wall: float) -> str:
+def render(results: dict, seeds, wall: float, found: dict | None = None) -> str:
     lines = [
         f"SFTMix study -- {datetime.date.today()} -- {platform.machine()}, {os.cpu_count()} CPU cores, "
         f"seeds {seeds}, wall time {wall / 60:.0f} min (runs skipped when already finished are not timed again).",
@@ -242,6 +337,8 @@ def render(results: dict, seeds, wall: float) -> str:
                 cells.append(f"{mean:+.2g} +- {std:.2g}{mark}")
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
         lines.append("")
+        if found and found.get(regime):
+            lines += render_detection(found[regime])
     return "\n".join(lines)
 
 
@@ -254,15 +351,22 @@ def plot(results: dict, path: Path) -> None:
     regimes = list(results)
     fig, axes = plt.subplots(1, len(regimes) + 1, figsize=(5.2 * (len(regimes) + 1), 4))
     for ax, regime in zip(axes, regimes, strict=False):
-        for arm, runs in results[regime].items():
-            # a one-pass run evaluates once, at the end: its curve is that point
-            curves = [
-                r["curve"] if r.get("curve") and r["curve"][-1][0] > 1.0 else [(1.0, r["heldout_loss"])]
-                for r in runs
-                if r.get("heldout_loss") is not None
-            ]
-            if not curves:
-                continue
+        arms = {
+            arm: [r["curve"] or [(1.0, r["heldout_loss"])] for r in runs if r.get("heldout_loss") is not None]
+            for arm, runs in results[regime].items()
+        }
+        arms = {arm: curves for arm, curves in arms.items() if curves}
+        if all(len(c) == 1 for curves in arms.values() for c in curves):
+            # evaluated once, at the end: one point per arm with its seed spread, so an arm apart from NTP shows
+            for x, (arm, curves) in enumerate(arms.items()):
+                values = [c[0][1] for c in curves]
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                ax.errorbar(x, statistics.fmean(values), yerr=spread, fmt="o", capsize=4, label=arm)
+            ax.set_xticks(range(len(arms)), list(arms), rotation=30, ha="right", fontsize=7)
+            ax.set_title(f"{regime}: held-out loss (mean +- std over seeds)")
+            ax.legend(fontsize=7)
+            continue
+        for arm, curves in arms.items():
             length = min(len(c) for c in curves)
             epochs = [curves[0][i][0] for i in range(length)]
             means = [statistics.fmean(c[i][1] for c in curves) for i in range(length)]
@@ -300,7 +404,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--output-dir", default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--arms", nargs="+", default=None, help="Run only these arms (default: all).")
-    parser.add_argument("--regimes", nargs="+", default=None, help="Run only these regimes (default: both).")
+    parser.add_argument("--regimes", nargs="+", default=None, help="Run only these regimes (default: all).")
     parser.add_argument(
         "--model", default=None, help="Override the recipes' model (the smoke test's tiny one)."
     )
@@ -311,6 +415,7 @@ def main(argv=None) -> dict:
     extra = list(setting["extra"]) + (["--model_name_or_path", args.model] if args.model else [])
     started = time.perf_counter()
     results: dict = {}
+    found: dict = {}
     for regime, recipe in setting["regimes"].items():
         if args.regimes and regime not in args.regimes:
             continue
@@ -321,10 +426,17 @@ def main(argv=None) -> dict:
             if args.arms and arm not in args.arms and arm != "ntp":
                 continue
             results[regime][arm] = [run_arm(recipe, arm, s, out / regime, split, extra) for s in seeds]
+        found[regime] = detections(out / regime, split, seeds)
+        data_map = split.with_name("data_map.png")
+        if (
+            found[regime] and data_map.is_file()
+        ):  # the corrupted rows circled on the paper-mode split's data map
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(data_map, out / f"{regime}_data_map.png")
     wall = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
-    (out / "study.json").write_text(json.dumps(results, indent=2, default=str))
-    table = render(results, seeds, wall)
+    (out / "study.json").write_text(json.dumps({**results, "detection": found}, indent=2, default=str))
+    table = render(results, seeds, wall, found)
     (out / "study.md").write_text(table)
     plot(results, out / "study.png")
     print(table)

@@ -101,12 +101,12 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
                 )
             if self._recorder is None:
                 train_dataset = _with_confidence(train_dataset, args)
+            self._response_mask_for = frozenset({"train"})
+            self._text_as_response = args.mixup_text_as_response
         elif args.drop_least_confident > 0:  # plain NTP on the examples the scores keep
             train_dataset = attach_confidence(
                 train_dataset, args.dynamics_path, args.confidence_column, args.drop_least_confident
             )
-            self._response_mask_for = frozenset({"train"})
-            self._text_as_response = args.mixup_text_as_response
         first = next(iter(train_dataset)) if train_dataset is not None and len(train_dataset) > 0 else None
         args.assistant_only_loss = assistant_only_loss_for(args.assistant_only_loss, first)
         # (a `chat_template_path` is applied by SFTTrainer itself; the response pass checks that one)

@@ -20,11 +20,12 @@ def test_the_smallest_study_runs_end_to_end_and_resumes(tmp_path, tiny_model_dir
         str(tiny_model_dir),
     ]
     cmd += ["--output-dir", str(out), "--seeds", "0", "1", "--arms", "sftmix", "random_split"]
+    cmd += ["--regimes", "one_pass", "small_data"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads((out / "study.json").read_text())
-    assert set(results) == {"one_pass", "small_data"}
-    for regime in results.values():
+    assert set(results) == {"one_pass", "small_data", "detection"}
+    for regime in (results["one_pass"], results["small_data"]):
         assert set(regime) == {"ntp", "sftmix", "random_split"}
         for runs in regime.values():
             assert len(runs) == 2 and all(r["heldout_loss"] > 0 for r in runs)
