@@ -1,12 +1,11 @@
 """How much does a cheaper way of scoring change the split? Agreement between ways of running the dynamics pass.
 
 On the study's one-pass data (recipes/study/one_pass.yaml: SmolLM2-135M-Instruct, quickstart data), the pass
-runs four ways and every pair is compared by the Spearman correlation of the examples' confidence and the
+runs these ways and every pair is compared by the Spearman correlation of the examples' confidence and the
 Jaccard overlap of their confident halves:
 
 - `full`: the paper's mode with a reference run as long as a 3-epoch SFTMix run (the old default);
 - `one_epoch`: the paper's mode with the one-epoch reference (today's default);
-- `online`: the SFTMix run's own NTP warm-up (`--dynamics.mode online`), scored at its end;
 - `training`: the SFTMix run itself, confidence recorded from its training forward (`--dynamics.mode training`;
   the whole SFTMix run, as `sftmix train` runs it);
 - `weak`: a weaker reference: SmolLM2-135M-Instruct truncated to its first third of layers (10 of 30), trained
@@ -41,7 +40,6 @@ RECIPE = str(ROOT / "recipes" / "study" / "one_pass.yaml")
 MODES = {
     "full": ["--dynamics.reference_num_train_epochs", "3", "--dynamics.num_checkpoints", "3"],
     "one_epoch": ["--dynamics.num_checkpoints", "2"],
-    "online": ["--dynamics.mode", "online"],
     "training": ["--dynamics.mode", "training"],
     "weak": ["--dynamics.num_checkpoints", "2"],  # + the truncated model
 }
@@ -76,8 +74,6 @@ def run_mode(name: str, out: Path, extra: list[str]) -> tuple[Path, float]:
     overrides = [*MODES[name], *extra, "--output_dir", str(out / name), "--dynamics.scores_path", str(scores)]
     if name == "full":  # as long as a 3-epoch SFTMix run
         overrides += ["--num_train_epochs", "3"]
-    if name == "online":
-        overrides += ["--dynamics.keep_reference_checkpoints", "false"]
     command = "train" if name == "training" else "dynamics"
     print(f"[agreement] {name}: sftmix {command} --config {RECIPE} {' '.join(overrides)}", flush=True)
     started = time.perf_counter()

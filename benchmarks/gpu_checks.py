@@ -107,7 +107,7 @@ def main() -> int:
         ("bf16 on CUDA", lambda: check_loss(False)),
         ("bf16 on CUDA with Liger kernels", lambda: check_loss(True)),
         ("sftmix run, bf16 recipe, reference mode", lambda: check_cli("reference")),
-        ("sftmix run, bf16 recipe, online mode", lambda: check_cli("online")),
+        ("sftmix run, bf16 recipe, training mode", lambda: check_cli("training")),
     ):
         try:
             print(f"PASS {name}: {run()}", flush=True)

@@ -6,14 +6,13 @@ Arms (all on the quickstart recipes, SmolLM2-135M-Instruct and the quickstart da
 - `ntp`: `sftmix run --config quickstart/ntp` (plain SFT: the baseline);
 - `training`: `sftmix run --config quickstart/sftmix --dynamics.mode training` (confidence recorded from the
   training forward: no reference run, no scoring pass);
-- `online`: `sftmix run --config quickstart/sftmix --dynamics.mode online` (its own NTP warm-up, scored);
 - `reference`: `sftmix run --config quickstart/sftmix` (the paper's mode: one-epoch reference run, then SFTMix).
 
 Each run starts in a fresh output directory, so nothing is cached. Step times depend on other load on the machine:
 `--repeats` alternates the arms and the ratios are medians over rounds (run it alone).
 
-    python benchmarks/pipeline_time.py                      # ntp and online, 1 round
-    python benchmarks/pipeline_time.py --arms ntp training reference online --repeats 2
+    python benchmarks/pipeline_time.py                      # ntp and training, 1 round
+    python benchmarks/pipeline_time.py --arms ntp training reference --repeats 2
     python benchmarks/pipeline_time.py --arms ntp training -- --num_train_epochs 3   # the 3-epoch variant
 """
 
@@ -35,7 +34,6 @@ from cost import cpu_name  # (benchmarks/ is on the path of a script run from it
 ARMS = {
     "ntp": ["--config", "quickstart/ntp"],
     "training": ["--config", "quickstart/sftmix", "--dynamics.mode", "training"],
-    "online": ["--config", "quickstart/sftmix", "--dynamics.mode", "online"],
     "reference": ["--config", "quickstart/sftmix"],
 }
 
@@ -57,7 +55,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=["ntp", "online"])
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=["ntp", "training"])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--work-dir", help="Where the runs write (default: a temporary directory).")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="More `sftmix run` options for every arm.")

@@ -13,7 +13,6 @@ overrides in `ARMS` (printed per run, so one arm can be rerun alone):
 
 - `ntp`: plain SFT (`--mixup_weight 0`);
 - `sftmix`: the paper's mode, the split of a one-epoch reference run (made once per regime, shared by seeds);
-- `sftmix_online`: online dynamics (`--dynamics.mode online`): the run's own NTP warm-up supplies the split;
 - `sftmix_training`: the confidence recorded from the run's own training forward (`--dynamics.mode training`):
   no reference run, no scoring pass;
 - `neftune`: TRL's NEFTune (`--neftune_noise_alpha 5`), the cheap alternative users know;
@@ -58,7 +57,6 @@ SPLIT = "{split}"  # replaced by the regime's shared scores file
 ARMS = {
     "ntp": ["--mixup_weight", "0"],
     "sftmix": ["--dynamics_path", SPLIT],
-    "sftmix_online": ["--dynamics.mode", "online"],
     "sftmix_training": ["--dynamics.mode", "training"],
     "neftune": ["--mixup_weight", "0", "--neftune_noise_alpha", "5"],
     "sftmix_neftune": ["--dynamics_path", SPLIT, "--neftune_noise_alpha", "5"],

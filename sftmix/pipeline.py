@@ -165,17 +165,6 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
         if recording
         else (f", split from {args.dynamics_path}" if args.mixup_enabled and args.dynamics_path else ""),
     )
-    online = online_continuation(args) if args.mixup_enabled and args.dynamics_path else None
-    if online is not None:  # the warm-up was this run's first steps: continue its schedule with Mixup
-        args.max_steps = online["total_steps"]
-        if resume is None:  # (a resumed run continues from its own latest checkpoint instead)
-            resume = _warmup_checkpoint(online, args.dynamics_path)
-        logger.info(
-            "Online dynamics: NTP warm-up of %d steps done, Mixup from %s to step %d",
-            online["warmup_steps"],
-            resume,
-            online["total_steps"],
-        )
     train, held_out = load_sft_data(recipe.data, kept_columns(recipe.dynamics))
     model, tokenizer, peft_config = load_model_and_tokenizer(recipe.model, args)
     share_deepspeed_state(args)  # after the dynamics stage's trainers, reuse the process's DeepSpeed setup
@@ -203,7 +192,7 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
         completion_only_loss=trainer.completion_only_loss,
     )
     if trainer.is_world_process_zero():
-        remove_reference_checkpoints(recipe, online)
+        remove_reference_checkpoints(recipe)
     write_model_card(trainer)
     if trainer.is_world_process_zero():
         logger.info("Model saved to %s", args.output_dir)
@@ -251,12 +240,11 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
     return summary
 
 
-def remove_reference_checkpoints(recipe, online: dict | None = None) -> None:
-    """After training: delete the reference run's (or online warm-up's) checkpoints of this run's own dynamics
-    pass, unless `keep_reference_checkpoints`. The dynamics pass already deletes what it scored; doing it again
-    here, whatever was left, makes a run killed between the scores file and that deletion and then resumed leave
-    what an uninterrupted run leaves. Checkpoints of a scores file from elsewhere are not touched, except the
-    online warm-up checkpoint this run continued from (as before)."""
+def remove_reference_checkpoints(recipe) -> None:
+    """After training: delete the reference run's checkpoints of this run's own dynamics pass, unless
+    `keep_reference_checkpoints`. The dynamics pass already deletes what it scored; doing it again here, whatever
+    was left, makes a run killed between the scores file and that deletion and then resumed leave what an
+    uninterrupted run leaves. Checkpoints of a scores file from elsewhere are not touched."""
     from transformers.trainer_utils import sort_checkpoints
 
     from sftmix.dynamics.compute import remove_checkpoints
@@ -265,32 +253,10 @@ def remove_reference_checkpoints(recipe, online: dict | None = None) -> None:
     dynamics = recipe.dynamics or _default_dynamics()
     if dynamics.keep_reference_checkpoints:
         return
-    leftover = [online["checkpoint"]] if online is not None else []
     own = Path(dynamics.scores_path or default_scores_path(recipe))
     dynamics_path = recipe.training.dynamics_path
     if not dynamics.checkpoints and dynamics_path and Path(dynamics_path).resolve() == own.resolve():
-        leftover += sort_checkpoints(str(reference_dir(dynamics, own)))
-    remove_checkpoints(list(dict.fromkeys(leftover)))
-
-
-def online_continuation(args) -> dict | None:
-    """For a scores file of the online mode: the warm-up checkpoint the SFTMix run continues from and the run's
-    length (None for the paper's mode)."""
-    from sftmix.scores import read_scores
-
-    _, metadata = read_scores(args.dynamics_path)
-    online = metadata.get("online")
-    return online or None
-
-
-def _warmup_checkpoint(online: dict, dynamics_path) -> str:
-    if not Path(online["checkpoint"], "trainer_state.json").is_file():
-        raise FileNotFoundError(
-            f"The online warm-up checkpoint {online['checkpoint']} named by {dynamics_path} is gone (it is deleted "
-            "once the SFTMix run that continued from it has finished). Rerun the whole online pipeline "
-            "(`sftmix run ... --dynamics.mode online`), or train with a split of the reference mode."
-        )
-    return online["checkpoint"]
+        remove_checkpoints(sort_checkpoints(str(reference_dir(dynamics, own))))
 
 
 def run_eval(recipe, model_path: str | None = None) -> dict | None:
@@ -325,13 +291,7 @@ def run_all(recipe) -> dict:
             logger.info("Resuming: the dynamics pass is done, training reads %s", scores)
             args.dynamics_path = str(scores)
         else:  # resumes by itself: reuses the reference run's scored checkpoints or continues that run
-            online = recipe.dynamics is not None and recipe.dynamics.mode == "online"
-            logger.info(
-                "Stage 1/3: dynamics pass (%s)",
-                "online: the run's own NTP warm-up, scored at its end"
-                if online
-                else "reference run, then scoring its checkpoints",
-            )
+            logger.info("Stage 1/3: dynamics pass (reference run, then scoring its checkpoints)")
             scores = run_dynamics(recipe)
             finish_tracking_run()  # the reference run's tracker run ends here; training opens its own
             _log_dynamics_outputs(scores)

@@ -83,11 +83,6 @@ def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
             lines.append(
                 f"{stage}. dynamics: a random split of {num_train} examples (seeded; no reference run)"
             )
-        elif dynamics.mode == "online":
-            lines.append(
-                f"{stage}. dynamics (online): inside the SFTMix run, scoring {num_train} examples at "
-                f"{dynamics.online_checkpoints} point(s) of its NTP warm-up"
-            )
         else:
             ref_steps = reference_steps(args, dynamics, num_train)
             disk = (

@@ -182,10 +182,14 @@ def test_resumed_in_either_phase_ends_as_an_uninterrupted_run(tmp_path, tiny_mod
                     assert b[key] == pytest.approx(a[key], rel=1e-5), (step, key, a, b)
 
 
-def test_sftmix_dynamics_refuses_the_training_mode(tmp_path, tiny_model_dir):
+def test_sftmix_dynamics_refuses_the_training_mode_and_the_former_online_mode_names_it(
+    tmp_path, tiny_model_dir
+):
     recipe = recipe_with_recorded_dynamics(tmp_path, tiny_model_dir, 1)
     done = sftmix("dynamics", "--config", recipe, check=False)
     assert done.returncode == 1 and "there is no separate dynamics pass" in done.stderr
+    done = sftmix("check", "--config", recipe, "--dynamics.mode", "online", check=False)
+    assert done.returncode == 1 and "`mode: online` was replaced by `mode: training`" in done.stderr
 
 
 @pytest.mark.slow

@@ -158,13 +158,6 @@ def compute_dynamics(
     else:
         entries = run.reference_run(model, peft_config, restore_model)
 
-    online = None
-    if args.mode == "online":
-        online = {
-            "checkpoint": entries[-1].path,
-            "warmup_steps": run.steps[-1],
-            "total_steps": run.total_steps,
-        }
     if state.is_main_process:
         write_outputs(
             args,
@@ -175,13 +168,11 @@ def compute_dynamics(
             excluded_rows,
             reference_name=run.reference_name,
             data_key=run.data_key,
-            online=online,
             marks=marks,
         )
         write_review(scores_path, train_dataset, args.review_size, args.mark_column)
         if not args.checkpoints and not args.keep_reference_checkpoints:
-            # the online run continues from its last warm-up checkpoint: the pipeline deletes that one after training
-            remove_checkpoints([e.path for e in (entries[:-1] if online else entries)])
+            remove_checkpoints([e.path for e in entries])
     state.wait_for_everyone()
     return scores_path
 
@@ -225,8 +216,6 @@ class _Pass:
     main_decides: Callable
     reference_name: str = ""
     scored: list = field(default_factory=list)
-    steps: list = field(default_factory=list)  # the reference run's scored steps
-    total_steps: int | None = None  # its planned length (online mode: the SFTMix run's)
 
     # Cache -------------------------------------------------------------------------------------------------------
     def is_cached(self, entry: _Entry, collective: bool = True) -> bool:
@@ -287,15 +276,11 @@ class _Pass:
         if isinstance(source, str):
             config.model_init_kwargs = {**self.load_kwargs, **(config.model_init_kwargs or {})}
         self.reference_name = _model_name(source)
-        online = args.mode == "online"
-        num_checkpoints = args.online_checkpoints if online else args.num_checkpoints
+        num_checkpoints = args.num_checkpoints
         key = {
             **self.data_key,
             **training_key(config, peft_config, self.reference_name, num_checkpoints),
         }
-        if online:
-            key.update(mode="online", online_warmup_ratio=args.online_warmup_ratio)
-        self.total_steps = config.max_steps if config.max_steps and config.max_steps > 0 else None
 
         def entry(position: int, step: int) -> _Entry:
             label = f"{PREFIX_CHECKPOINT_DIR}-{step}"
@@ -318,11 +303,7 @@ class _Pass:
             else self.main_decides(lambda: reference.planned_steps(output_dir, key))
         )
         complete = self.main_decides(lambda: list(complete_checkpoints(output_dir))) if planned else []
-        if (
-            planned
-            and all(cached_step(step) for step in planned)
-            and (not online or planned[-1] in complete)  # online: the SFTMix run starts there
-        ):
+        if planned and all(cached_step(step) for step in planned):
             # every planned checkpoint is scored already (its checkpoint may be deleted): nothing to train
             steps = planned
             logger.info(
@@ -355,7 +336,6 @@ class _Pass:
                     key,
                     lambda step, _path: self._score_live(trainer, entry(callback.steps.index(step), step)),
                     self.state.is_main_process,
-                    stop_fraction=args.online_warmup_ratio if online else None,
                 )
                 trainer.add_callback(callback)
                 with reference_tracking(config):
@@ -369,9 +349,6 @@ class _Pass:
                 if snapshot is not None:
                     snapshot.restore()
 
-        self.steps = list(steps)
-        plan = reference.read_plan(output_dir) or {}
-        self.total_steps = plan.get("max_steps", self.total_steps)
         entries = [entry(position, step) for position, step in enumerate(steps)]
         for item in entries:  # checkpoints on disk whose scoring was interrupted
             if not self.is_cached(item):

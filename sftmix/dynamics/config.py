@@ -81,26 +81,11 @@ class DynamicsConfig:
     mode: str = field(
         default="reference",
         metadata={
-            "help": "'reference' (the paper's): a separate reference NTP run supplies the confidence. 'online' (beyond "
-            "the paper): the SFTMix run itself starts with plain NTP for `online_warmup_ratio` of its steps, is scored "
-            "at the end of that warm-up, and continues with Mixup from there: no separate reference run. 'training' (beyond "
-            "the paper): the confidence is recorded from the SFTMix run's own training forward, no reference run and no "
-            "scoring pass (`SFTMixConfig.training_dynamics`; its warm-up and window are set there).",
-            "choices": ["reference", "online", "training"],
-        },
-    )
-    online_warmup_ratio: float = field(
-        default=0.25,
-        metadata={
-            "help": "Online mode: the fraction of the SFTMix run's optimizer steps trained with plain NTP before the "
-            "split (part of the run's schedule, not extra training)."
-        },
-    )
-    online_checkpoints: int = field(
-        default=1,
-        metadata={
-            "help": "Online mode: scoring points in the warm-up, evenly spaced, the last at its end (each costs one "
-            "forward pass over the data). `num_checkpoints` is for the reference mode."
+            "help": "'reference' (the paper's): a separate reference NTP run supplies the confidence. 'training' "
+            "(beyond the paper): the confidence is recorded from the SFTMix run's own training forward, no reference "
+            "run and no scoring pass (`SFTMixConfig.training_dynamics`; its warm-up and window are set there). It "
+            "replaced the former 'online' mode (a scored NTP warm-up; docs/dynamics.md).",
+            "choices": ["reference", "training"],
         },
     )
     split: str = field(
@@ -155,10 +140,15 @@ class DynamicsConfig:
     )
 
     def __post_init__(self):
+        if self.mode == "online":
+            raise ValueError(
+                "`mode: online` was replaced by `mode: training`: the confidence is recorded from the SFTMix run's own "
+                "training forward, with no scoring pass and no warm-up checkpoint. Use `mode: training` (its warm-up "
+                "is `training_dynamics_warmup_ratio` in `training:`), or `mode: reference` for the paper's."
+            )
         for name, low in (
             ("review_size", 0),
             ("num_checkpoints", 1),
-            ("online_checkpoints", 1),
             ("scoring_batch_size", 1),
             ("reference_max_steps", 1),
         ):
@@ -176,11 +166,7 @@ class DynamicsConfig:
                 f"`confident_fraction` must lie strictly between 0 and 1 (0.5 = median split), got "
                 f"{self.confident_fraction}."
             )
-        if not 0.0 < self.online_warmup_ratio < 1.0:
-            raise ValueError(
-                f"`online_warmup_ratio` must lie strictly between 0 and 1, got {self.online_warmup_ratio}."
-            )
-        if self.mode in ("online", "training") and (self.checkpoints or self.reference_model):
+        if self.mode == "training" and (self.checkpoints or self.reference_model):
             raise ValueError(
                 f"`mode: {self.mode}` scores the SFTMix run's own training: it cannot use `checkpoints` or "
                 "`reference_model`. Remove them, or use `mode: reference`."
@@ -267,7 +253,7 @@ def check_per_example(config) -> None:
 
 
 def reference_dir(dynamics, scores_path) -> Path:
-    """Where the reference run (or the online warm-up) writes its checkpoints."""
+    """Where the reference run writes its checkpoints."""
     return Path(dynamics.reference_output_dir or Path(scores_path).parent / "reference")
 
 
@@ -284,7 +270,7 @@ def optimizer_steps(
     processes)) micro-batches an epoch, an epoch is that many / `gradient_accumulation_steps` optimizer steps with
     a partial last accumulation group rounded *up* (the Trainer's `set_initial_training_values`), and the run is
     ceil(epochs x that). SFTMix's pair sampler gives the same count of micro-batches for a median split. The one
-    place the dynamics pass, the online mode and `sftmix check` count steps.
+    place the dynamics pass, the training mode and `sftmix check` count steps.
     """
     if epochs is None and args.max_steps is not None and args.max_steps > 0:
         return args.max_steps
@@ -296,10 +282,7 @@ def optimizer_steps(
 
 def reference_steps(base, dynamics, num_examples: int) -> int:
     """Optimizer steps of the reference run: `reference_max_steps`, else `reference_num_train_epochs`, else one
-    epoch (the paper's figure) capped by the SFTMix run's own length; in online mode the SFTMix run's whole
-    schedule (both phases share one learning-rate schedule). `sftmix check` prints the same number."""
-    if dynamics.mode == "online":
-        return optimizer_steps(num_examples, base)
+    epoch (the paper's figure) capped by the SFTMix run's own length. `sftmix check` prints the same number."""
     if dynamics.reference_max_steps is not None:
         return dynamics.reference_max_steps
     if dynamics.reference_num_train_epochs is not None:
@@ -309,7 +292,7 @@ def reference_steps(base, dynamics, num_examples: int) -> int:
 
 def reference_training_config(base, output_dir: Path, dynamics, num_examples: int):
     """The reference run: the SFTMix run's settings, saving only where the checkpoint callback says, as long as
-    `reference_steps` (in online mode stopped by the callback at the warm-up's end)."""
+    `reference_steps`."""
     return derive(
         base,
         output_dir=str(output_dir),

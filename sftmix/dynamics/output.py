@@ -40,7 +40,6 @@ def write_outputs(
     *,
     reference_name: str,
     data_key: dict,
-    online: dict | None = None,
     marks=None,
 ) -> Path:
     """Aggregate the per-checkpoint scores, split, and write everything next to `args.scores_path` (`marks`: the
@@ -53,7 +52,7 @@ def write_outputs(
     shifted_out = report_excluded(empty_rows, example_ids, "have no trainable token after the causal shift")
     excluded_ids = list(dict.fromkeys([example_ids[r] for r in excluded_rows] + shifted_out))
     metadata = scores_metadata(
-        args, frame, labels, paths, example_ids, excluded_ids, reference_name, data_key, online
+        args, frame, labels, paths, example_ids, excluded_ids, reference_name, data_key
     )
     path = write_scores(frame, args.scores_path, metadata)
     if args.plots:
@@ -127,9 +126,7 @@ def write_random_split(
     return path
 
 
-def scores_metadata(
-    args, frame, labels, paths, example_ids, excluded_ids, reference_name, data_key, online=None
-) -> dict:
+def scores_metadata(args, frame, labels, paths, example_ids, excluded_ids, reference_name, data_key) -> dict:
     from sftmix import __version__
 
     return {
@@ -146,7 +143,6 @@ def scores_metadata(
         "dataset_fingerprint": data_key["data"],
         "tokenization": {k: v for k, v in data_key.items() if k != "data"},
         "settings": asdict(args),
-        "online": online,  # online mode: where the SFTMix run continues from (checkpoint, steps)
     }
 
 

@@ -225,22 +225,15 @@ class CheckpointCallback(TrainerCallback):
         key: dict,
         on_checkpoint: Callable[[int, Path], None],
         is_main: bool,
-        stop_fraction: float | None = None,
     ):
         self.num_checkpoints = num_checkpoints
         self.key = key
         self.on_checkpoint = on_checkpoint
         self.is_main = is_main
-        self.stop_fraction = (
-            stop_fraction  # online warm-up: stop after this fraction of the run, at the last save
-        )
         self.steps: list[int] = []
 
     def on_train_begin(self, args, state, control, **kwargs):
-        last = state.max_steps
-        if self.stop_fraction is not None:
-            last = min(max(int(self.stop_fraction * state.max_steps + 0.5), 1), state.max_steps - 1)
-        self.steps = checkpoint_steps(last, self.num_checkpoints)
+        self.steps = checkpoint_steps(state.max_steps, self.num_checkpoints)
         if self.is_main:
             write_plan(args.output_dir, {"steps": self.steps, "max_steps": state.max_steps, "key": self.key})
         logger.info("Reference run: %d steps, scoring checkpoints at steps %s", state.max_steps, self.steps)
@@ -248,8 +241,6 @@ class CheckpointCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step in self.steps:
             control.should_save = True
-            if self.stop_fraction is not None and state.global_step == self.steps[-1]:
-                control.should_training_stop = True  # after this save: the SFTMix run continues from here
 
     def on_save(self, args, state, control, **kwargs):
         if state.global_step in self.steps:
