@@ -69,7 +69,7 @@ class DataArguments:
         metadata={
             "help": "Hub dataset id (e.g. tatsu-lab/alpaca), or a built-in set: 'sftmix/quickstart' (chitchat "
             "conversations + the project's medical QA, installed from PyPI), 'sftmix/quickstart-noisy' (the same "
-            "with 30% of the training responses swapped between conversations, marked in a `corrupted` column)."
+            "with 30 percent of the training responses swapped between conversations, marked in a `corrupted` column)."
         },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})

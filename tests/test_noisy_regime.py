@@ -129,19 +129,18 @@ def test_the_smallest_noisy_study_reports_detection(tmp_path, tiny_model_dir):
         str(tiny_model_dir),
     ]
     cmd += ["--output-dir", str(out), "--seeds", "0", "--regimes", "noisy"]
-    cmd += ["--arms", "sftmix_training", "random_split", "drop_least_confident"]
+    cmd += ["--arms", "sftmix_training"]  # (and NTP; the drop arm's data selection is tested above)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads((out / "study.json").read_text())
-    assert set(results["noisy"]) == {"ntp", "sftmix_training", "random_split", "drop_least_confident"}
+    assert set(results["noisy"]) == {"ntp", "sftmix_training"}
     found = results["detection"]["noisy"]
-    assert set(found) == {"paper mode (one-epoch reference)", "training mode", "random split (base rate)"}
+    assert set(found) == {"paper mode (one-epoch reference)", "training mode"}
     split = pd.read_parquet(out / "noisy" / "split" / "scores.parquet")
     assert split["corrupted"].any() and not split["corrupted"].all()
     assert found["paper mode (one-epoch reference)"][0]["corrupted_share"] == pytest.approx(
         split["corrupted"].mean()
     )
     assert 0.0 <= found["training mode"][0]["auroc"] <= 1.0
-    assert found["random split (base rate)"][0]["auroc"] is None  # nothing scored
     assert (out / "noisy_data_map.png").stat().st_size > 10_000
     assert "Do the dynamics find the corrupted rows?" in (out / "study.md").read_text()

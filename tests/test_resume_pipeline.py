@@ -70,7 +70,11 @@ def test_sftmix_run_resumed_after_the_dynamics_pass_reuses_its_scores_file(tmp_p
     monkeypatch.setattr(pipeline, "run_eval", lambda recipe: None)
     monkeypatch.setattr(pipeline, "print_summary", lambda summary: None)
     training = SimpleNamespace(
-        output_dir=str(tmp_path), resume_from_checkpoint=None, mixup_enabled=True, dynamics_path=None
+        output_dir=str(tmp_path),
+        resume_from_checkpoint=None,
+        mixup_enabled=True,
+        dynamics_path=None,
+        training_dynamics=False,
     )
     recipe = SimpleNamespace(training=training, dynamics=None, evaluation=None)
 
@@ -96,7 +100,11 @@ def test_sftmix_run_checks_the_output_dir_before_the_dynamics_pass(tmp_path, mon
     monkeypatch.setattr(pipeline, "run_dynamics", lambda recipe: pytest.fail("dynamics ran"))
     checkpoint(tmp_path, 2)
     training = SimpleNamespace(
-        output_dir=str(tmp_path), resume_from_checkpoint=None, mixup_enabled=True, dynamics_path=None
+        output_dir=str(tmp_path),
+        resume_from_checkpoint=None,
+        mixup_enabled=True,
+        dynamics_path=None,
+        training_dynamics=False,
     )
     with pytest.raises(FileExistsError):
         pipeline.run_all(SimpleNamespace(training=training, dynamics=None, evaluation=None))
