@@ -14,6 +14,7 @@ Evaluation is plain NTP.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from pathlib import Path
@@ -85,12 +86,14 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
                     "`training_dynamics` needs a map-style `datasets.Dataset` (it records every example by index); "
                     f"got {type(train_dataset).__name__}."
                 )
+            from sftmix.dynamics import DynamicsConfig
             from sftmix.dynamics.output import marks_of
 
             self._recorder = Recorder(dataset_example_ids(train_dataset))
-            self._dynamics = dynamics
+            # how the scores are written, checked now rather than after training
+            self._dynamics = DynamicsConfig(**{**vars(dynamics or DynamicsConfig()), "mode": "training"})
             self._raw_train = train_dataset
-            self._marks = marks_of(train_dataset, getattr(dynamics, "mark_column", None))
+            self._marks = marks_of(train_dataset, self._dynamics.mark_column)
             train_dataset = with_row_index(train_dataset)
         if args.mixup_enabled:
             args.validate_for_mixup()
@@ -325,7 +328,6 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
         return Path(scores_path or Path(self.args.output_dir, "dynamics", "scores.parquet"))
 
     def _write_scores(self) -> None:
-        from sftmix.dynamics import DynamicsConfig
         from sftmix.dynamics.config import tokenization_key
         from sftmix.dynamics.examples import dataset_fingerprint, missing_rows
         from sftmix.dynamics.output import write_outputs, write_review
@@ -333,10 +335,7 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
         if self.is_world_process_zero():
             per_epoch, labels = self._recorder.scores()
             if per_epoch:
-                settings = DynamicsConfig(
-                    **{**vars(self._dynamics or DynamicsConfig()), "mode": "training"},
-                )
-                settings.scores_path = str(self.training_dynamics_path)
+                settings = dataclasses.replace(self._dynamics, scores_path=str(self.training_dynamics_path))
                 ids = self._recorder.example_ids
                 data_key = {
                     "data": dataset_fingerprint(ids),
@@ -442,8 +441,6 @@ def _as_sftmix_config(model, args) -> SFTMixConfig:
         return SFTMixConfig(f"{str(name).rstrip('/').split('/')[-1]}-SFTMix")
     # A plain `SFTConfig` or `TrainingArguments`: its values as set (not `to_dict()`, which masks every `*_token`
     # field with a placeholder), SFTMix's defaults for the fields it does not have
-    import dataclasses
-
     names = {f.name for f in dataclasses.fields(SFTMixConfig) if f.init}
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init and f.name in names}
     return SFTMixConfig(**values)
