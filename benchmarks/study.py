@@ -41,7 +41,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import time
@@ -52,6 +51,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 ROOT = Path(__file__).resolve().parents[1]
+
+from cost import cpu_name  # noqa: E402  (benchmarks/ is on the path of a script run from it)
+
 SPLIT = "{split}"  # replaced by the regime's shared scores file
 
 ARMS = {
@@ -296,7 +298,7 @@ def mean_std(values):
 
 def render(results: dict, seeds, wall: float, found: dict | None = None) -> str:
     lines = [
-        f"SFTMix study -- {datetime.date.today()} -- {platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"SFTMix study -- {datetime.date.today()} -- {cpu_name()}, {os.cpu_count()} CPU cores, "
         f"seeds {seeds}, wall time {wall / 60:.0f} min (runs skipped when already finished are not timed again).",
         "",
     ]
