@@ -96,18 +96,14 @@ class Recorder:
         """(rows, perplexities rows x epochs): each row's mean response perplexity in each of `epochs`, over the rows
         recorded (with a response token) in every one of them."""
         table = self.records
-        table = table[table[:, 3] > 0]
-        columns, rows = [], None
+        columns = []
         for epoch in epochs:
-            part = table[table[:, 0] == epoch]
-            ids, inverse = np.unique(part[:, 2].astype(np.int64), return_inverse=True)
-            perplexity = np.bincount(inverse, np.exp(part[:, 4] / part[:, 3])) / np.bincount(inverse)
-            columns.append(dict(zip(ids.tolist(), perplexity, strict=True)))
-            rows = set(ids.tolist()) if rows is None else rows & set(ids.tolist())
-        rows = np.asarray(sorted(rows or ()), dtype=np.int64)
-        return rows, np.asarray([[column[r] for column in columns] for r in rows.tolist()]).reshape(
-            len(rows), -1
-        )
+            means = epoch_means(table, epoch)
+            scored = means.num_tokens > 0
+            columns.append(dict(zip(means.row_index[scored].tolist(), means.perplexity[scored], strict=True)))
+        rows = sorted(set.intersection(*(set(c) for c in columns))) if columns else []
+        perplexities = np.asarray([[column[r] for column in columns] for r in rows]).reshape(len(rows), -1)
+        return np.asarray(rows, dtype=np.int64), perplexities
 
     def epoch_split(self, epoch: int, rows: np.ndarray) -> np.ndarray:
         """Confident flags for `rows` (raw rows, in the order of the prepared dataset) in `epoch` >= 1: the median
@@ -131,18 +127,22 @@ class Recorder:
         complete = [
             e for e in epochs if first <= set(table[table[:, 0] == e, 2].astype(int).tolist())
         ] or epochs[:1]
-        per_epoch = []
-        for epoch in complete:
-            part = table[(table[:, 0] == epoch) & np.isin(table[:, 2], list(first))]
-            ids, inverse = np.unique(part[:, 2].astype(np.int64), return_inverse=True)
-            counts = np.bincount(inverse)
-            num_tokens = np.bincount(inverse, part[:, 3]) / counts
-            with np.errstate(divide="ignore", invalid="ignore"):
-                per_record = np.where(part[:, 3] > 0, part[:, 4] / part[:, 3], np.nan)
-                perplexity = np.bincount(inverse, np.exp(np.nan_to_num(per_record))) / counts
-                probability = np.bincount(inverse, np.nan_to_num(part[:, 5] / part[:, 3])) / counts
-            perplexity[num_tokens == 0] = np.nan
-            per_epoch.append(
-                CheckpointScores(ids, np.rint(num_tokens).astype(np.int64), perplexity, probability)
-            )
+        per_epoch = [epoch_means(table, epoch, list(first)) for epoch in complete]
         return per_epoch, [f"epoch-{e + 1}" for e in complete]
+
+
+def epoch_means(table: np.ndarray, epoch: int, rows=None) -> CheckpointScores:
+    """Per row recorded in `epoch` (of `rows`, if given): its mean over that epoch's records of response tokens,
+    perplexity and mean token probability (NaN perplexity for a row without a response token)."""
+    part = table[table[:, 0] == epoch]
+    if rows is not None:
+        part = part[np.isin(part[:, 2], rows)]
+    ids, inverse = np.unique(part[:, 2].astype(np.int64), return_inverse=True)
+    counts = np.bincount(inverse)
+    num_tokens = np.bincount(inverse, part[:, 3]) / counts
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_record = np.where(part[:, 3] > 0, part[:, 4] / part[:, 3], np.nan)
+        perplexity = np.bincount(inverse, np.exp(np.nan_to_num(per_record))) / counts
+        probability = np.bincount(inverse, np.nan_to_num(part[:, 5] / part[:, 3])) / counts
+    perplexity[num_tokens == 0] = np.nan
+    return CheckpointScores(ids, np.rint(num_tokens).astype(np.int64), perplexity, probability)

@@ -3,8 +3,6 @@ the scores file, the review list and the data map, `drop_least_confident`, and t
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +11,7 @@ from datasets import Dataset
 from dynamics_helpers import save_checkpoints, sft_config
 from helpers import cpu_args, tiny_model
 from matplotlib.image import imread
+from test_study import smoke_study
 
 from sftmix import SFTMixTrainer
 from sftmix.dynamics import DynamicsConfig, compute_dynamics
@@ -20,8 +19,6 @@ from sftmix.dynamics.output import draw_data_map
 from sftmix.quickstart.data import quickstart_datasets, swap_responses
 from sftmix.scores import dataset_example_ids
 from sftmix.testing import make_conversations
-
-ROOT = Path(__file__).parents[1]
 
 
 def last_response(row):
@@ -120,15 +117,7 @@ def test_drop_least_confident_trains_without_the_lowest_scores(tmp_path, tiny_to
 @pytest.mark.slow
 def test_the_smallest_noisy_study_reports_detection(tmp_path, tiny_model_dir):
     out = tmp_path / "study"
-    cmd = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "study.py"),
-        "--setting",
-        "smoke",
-        "--model",
-        str(tiny_model_dir),
-    ]
-    cmd += ["--output-dir", str(out), "--seeds", "0", "--regimes", "noisy"]
+    cmd = smoke_study(tiny_model_dir, out) + ["--seeds", "0", "--regimes", "noisy"]
     cmd += ["--arms", "sftmix_training"]  # (and NTP; the drop arm's data selection is tested above)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -9,17 +9,16 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 
 
+def smoke_study(model_dir, out) -> list[str]:
+    """The command of the study's smallest setting on the tiny model, writing to `out`."""
+    study = str(ROOT / "benchmarks" / "study.py")
+    return [sys.executable, study, "--setting", "smoke", "--model", str(model_dir), "--output-dir", str(out)]
+
+
 def test_the_smallest_study_runs_end_to_end_and_resumes(tmp_path, tiny_model_dir):
     out = tmp_path / "study"
-    cmd = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "study.py"),
-        "--setting",
-        "smoke",
-        "--model",
-        str(tiny_model_dir),
-    ]
-    cmd += ["--output-dir", str(out), "--seeds", "0", "1", "--arms", "sftmix", "random_split"]
+    cmd = smoke_study(tiny_model_dir, out)
+    cmd += ["--seeds", "0", "1", "--arms", "sftmix", "random_split"]
     cmd += ["--regimes", "one_pass", "small_data"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
