@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from cost import cpu_name  # noqa: E402  (benchmarks/ is on the path of a script run from it)
 
 SPLIT = "{split}"  # replaced by the regime's shared scores file
+SPLIT_IFD = "{split_ifd}"  # the same reference checkpoints scored by IFD (`--dynamics.confidence ifd`)
 
 ARMS = {
     "ntp": ["--mixup_weight", "0"],
@@ -78,12 +79,31 @@ ARMS = {
         "--drop_least_confident",
         "0.3",
     ],
+    "sftmix_ifd": ["--dynamics_path", SPLIT_IFD],
+    "drop_least_confident_ifd": [
+        "--mixup_weight",
+        "0",
+        "--dynamics_path",
+        SPLIT_IFD,
+        "--drop_least_confident",
+        "0.3",
+    ],
 }
 SWEEP = ("mixup_weight_0.1", "mixup_weight_0.5")
 REGIME_ARMS = {  # the arms of a regime when not all (the noisy regime: the issue's question, at 2-core cost)
-    "noisy": ("ntp", "sftmix", "sftmix_training", "neftune", "random_split", "drop_least_confident"),
+    "noisy": (
+        "ntp",
+        "sftmix",
+        "sftmix_training",
+        "sftmix_ifd",
+        "neftune",
+        "random_split",
+        "drop_least_confident",
+        "drop_least_confident_ifd",
+    ),
 }
-NOISY_ONLY = ("drop_least_confident",)
+NOISY_ONLY = ("drop_least_confident", "sftmix_ifd", "drop_least_confident_ifd")
+IFD_REGIMES = ("noisy",)  # regimes whose split's checkpoints are also scored by IFD
 MARK = "corrupted"
 
 SETTINGS = {
@@ -143,7 +163,16 @@ METRICS = (  # name, how to read it from a run's result, which direction is bett
 
 
 def arm_overrides(arm: str, split: Path, run_dir: Path) -> list[str]:
-    return [a.replace(SPLIT, str(split)).replace("{run_dir}", str(run_dir)) for a in ARMS[arm]]
+    return [
+        a.replace(SPLIT, str(split))
+        .replace(SPLIT_IFD, str(ifd_path(split)))
+        .replace("{run_dir}", str(run_dir))
+        for a in ARMS[arm]
+    ]
+
+
+def ifd_path(split: Path) -> Path:
+    return split.parent / "ifd" / "scores.parquet"
 
 
 def run_pipeline(recipe: str, overrides: list[str]) -> dict:
@@ -153,16 +182,50 @@ def run_pipeline(recipe: str, overrides: list[str]) -> dict:
     return run_all(load_recipe(recipe, overrides))
 
 
-def make_split(recipe: str, out: Path, extra: list[str]) -> Path:
-    """The regime's paper-mode split: one reference run (one epoch), shared by every seed of the SFTMix arms."""
+def run_dynamics(recipe: str, overrides: list[str], name: str) -> float:
+    """`sftmix dynamics` with these overrides; its wall time in seconds."""
+    from sftmix.pipeline import run_dynamics
+    from sftmix.recipe import load_recipe
+
+    print(f"[study] {name}: sftmix dynamics --config {recipe} {' '.join(overrides)}", flush=True)
+    started = time.perf_counter()
+    run_dynamics(load_recipe(recipe, overrides))
+    return time.perf_counter() - started
+
+
+def make_split(recipe: str, out: Path, extra: list[str], with_ifd: bool = False) -> Path:
+    """The regime's paper-mode split: one reference run (one epoch), shared by every seed of the SFTMix arms.
+
+    `with_ifd`: its checkpoints are kept and scored again by IFD (`ifd_path`), then deleted; beside it, a scoring
+    pass by perplexity at the same checkpoints (the IFD forward's cost, `ifd/seconds.json`) and the untrained
+    model's IFD (Superfiltering's use: a model that was never tuned on the data)."""
     scores = out / "split" / "scores.parquet"
+    reference = scores.parent / "reference"
+    if with_ifd and not ifd_path(scores).is_file() and not reference.is_dir():
+        scores.unlink(missing_ok=True)  # made without its checkpoints: run the reference again, keeping them
     if not scores.is_file():
-        from sftmix.pipeline import run_dynamics
+        overrides = [*extra, "--output_dir", str(out / "split"), "--dynamics.scores_path", str(scores)]
+        overrides += ["--dynamics.keep_reference_checkpoints", "true"] if with_ifd else []
+        run_dynamics(recipe, overrides, "split")
+    if with_ifd and not ifd_path(scores).is_file():
+        from sftmix.modeling import resolve_model_path
         from sftmix.recipe import load_recipe
 
-        overrides = [*extra, "--output_dir", str(out / "split"), "--dynamics.scores_path", str(scores)]
-        print(f"[study] split: sftmix dynamics --config {recipe} {' '.join(overrides)}", flush=True)
-        run_dynamics(load_recipe(recipe, overrides))
+        checkpoints = sorted(reference.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        untrained = resolve_model_path(load_recipe(recipe, extra).model.model_name_or_path)
+        seconds = {}
+        for name, confidence, models in (
+            ("untrained_ifd", "ifd", [untrained]),
+            ("perplexity", "perplexity", checkpoints),
+            ("ifd", "ifd", checkpoints),  # last: its file marks the step done
+        ):
+            path = scores.parent / name / "scores.parquet"
+            overrides = [*extra, "--output_dir", str(path.parent), "--dynamics.scores_path", str(path)]
+            overrides += ["--dynamics.confidence", confidence, "--dynamics.checkpoints", *map(str, models)]
+            seconds[name] = run_dynamics(recipe, overrides, f"split by {name}")
+            if name == "ifd":
+                (path.parent / "seconds.json").write_text(json.dumps(seconds, indent=2))
+        shutil.rmtree(reference)
     return scores
 
 
@@ -263,6 +326,8 @@ def detection(scores_path: Path) -> dict | None:
 def detections(out: Path, split: Path, seeds) -> dict:
     """Every way of scoring the noisy regime ran: the paper-mode split, the training mode per seed, the random split."""
     found = {"paper mode (one-epoch reference)": [detection(split)]}
+    found["IFD (the same checkpoints)"] = [detection(ifd_path(split))]
+    found["IFD of the untrained model"] = [detection(split.parent / "untrained_ifd" / "scores.parquet")]
     found["training mode"] = [
         detection(out / "sftmix_training" / f"seed{s}" / "dynamics" / "scores.parquet") for s in seeds
     ]
@@ -296,7 +361,22 @@ def mean_std(values):
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def render(results: dict, seeds, wall: float, found: dict | None = None) -> str:
+def ifd_cost(split: Path) -> dict | None:
+    """The seconds of `sftmix dynamics` at the split's checkpoints, by perplexity and by IFD (`make_split`)."""
+    path = ifd_path(split).with_name("seconds.json")
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def render_cost(seconds: dict) -> list[str]:
+    return [
+        f"IFD's cost: `sftmix dynamics` at the same checkpoints took {seconds['ifd']:.0f} s with "
+        f"`confidence: ifd` against {seconds['perplexity']:.0f} s with the paper's perplexity "
+        f"({seconds['ifd'] / seconds['perplexity']:.2f}x; model loads included, no reference run in either).",
+        "",
+    ]
+
+
+def render(results: dict, seeds, wall: float, found: dict | None = None, costs: dict | None = None) -> str:
     lines = [
         f"SFTMix study -- {datetime.date.today()} -- {cpu_name()}, {os.cpu_count()} CPU cores, "
         f"seeds {seeds}, wall time {wall / 60:.0f} min (runs skipped when already finished are not timed again).",
@@ -339,6 +419,8 @@ def render(results: dict, seeds, wall: float, found: dict | None = None) -> str:
         lines.append("")
         if found and found.get(regime):
             lines += render_detection(found[regime])
+        if costs and costs.get(regime):
+            lines += render_cost(costs[regime])
     return "\n".join(lines)
 
 
@@ -416,27 +498,32 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     results: dict = {}
     found: dict = {}
+    costs: dict = {}
     for regime, recipe in setting["regimes"].items():
         if args.regimes and regime not in args.regimes:
             continue
         recipe = str(ROOT / recipe)
-        split = make_split(recipe, out / regime, extra)
+        split = make_split(recipe, out / regime, extra, with_ifd=regime in IFD_REGIMES)
         results[regime] = {}
         for arm in arms_of(regime, setting):
             if args.arms and arm not in args.arms and arm != "ntp":
                 continue
             results[regime][arm] = [run_arm(recipe, arm, s, out / regime, split, extra) for s in seeds]
         found[regime] = detections(out / regime, split, seeds)
+        costs[regime] = ifd_cost(split)
         data_map = split.with_name("data_map.png")
         if (
             found[regime] and data_map.is_file()
         ):  # the corrupted rows circled on the paper-mode split's data map
             out.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(data_map, out / f"{regime}_data_map.png")
+            if ifd_path(split).with_name("data_map.png").is_file():  # the same rows, placed by IFD
+                shutil.copyfile(ifd_path(split).with_name("data_map.png"), out / f"{regime}_ifd_data_map.png")
     wall = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
-    (out / "study.json").write_text(json.dumps({**results, "detection": found}, indent=2, default=str))
-    table = render(results, seeds, wall, found)
+    summary = {**results, "detection": found, "ifd_seconds": costs}
+    (out / "study.json").write_text(json.dumps(summary, indent=2, default=str))
+    table = render(results, seeds, wall, found, costs)
     (out / "study.md").write_text(table)
     plot(results, out / "study.png")
     print(table)

@@ -72,13 +72,20 @@ def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
         dynamics = recipe.dynamics or DynamicsConfig()
         given = dynamics.checkpoints or []
         num_checkpoints = len(given) or dynamics.num_checkpoints
+        measure = (
+            "; confidence by IFD (a second forward over the responses alone)"
+            if dynamics.confidence == "ifd"
+            else ""
+        )
         if args.training_dynamics:
             lines.append(
                 f"{stage}. dynamics (training): recorded from the SFTMix run's own forward for {num_train} examples "
                 "(no reference run, no scoring pass)"
             )
         elif given:
-            lines.append(f"{stage}. dynamics: score {num_train} examples at {len(given)} given checkpoint(s)")
+            lines.append(
+                f"{stage}. dynamics: score {num_train} examples at {len(given)} given checkpoint(s){measure}"
+            )
         elif dynamics.split == "random":
             lines.append(
                 f"{stage}. dynamics: a random split of {num_train} examples (seeded; no reference run)"
@@ -92,7 +99,7 @@ def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
             )
             lines.append(
                 f"{stage}. dynamics: reference NTP run of {ref_steps} optimizer steps, scoring {num_train} examples "
-                f"at {num_checkpoints} checkpoints{disk}"
+                f"at {num_checkpoints} checkpoints{disk}{measure}"
             )
         stage += 1
     kind = f"SFTMix (NTP + {args.mixup_weight:.2g} x Mixup)" if args.mixup_enabled else "NTP (plain SFT)"

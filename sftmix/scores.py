@@ -9,7 +9,8 @@ One parquet file, one row per training example, readable with `pandas.read_parqu
 | `row_index`       | int           | the row in the dataset that was scored (informative only)                |
 | `num_tokens`      | int           | trainable (label != -100) tokens scored                                  |
 | `perplexities`    | list[float]   | response perplexity at each checkpoint, in checkpoint order              |
-| `confidence`      | float         | minus the mean perplexity over checkpoints (the paper's Conf(Y|X))       |
+| `ifds`, `ifd`     | list, float   | with `confidence: ifd` only: perplexity / perplexity of the response alone, per checkpoint and mean |
+| `confidence`      | float         | minus the mean perplexity over checkpoints (the paper's Conf(Y|X)); minus `ifd` with `confidence: ifd` |
 | `mean_probability`| float         | mean over checkpoints of the mean response-token probability (Cartography) |
 | `variability`     | float         | std over checkpoints of the mean response-token probability (Cartography) |
 | `confident`       | bool          | True for the confident subset (top `confident_fraction` by confidence)   |

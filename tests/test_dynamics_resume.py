@@ -20,9 +20,9 @@ def calls(monkeypatch):
         counts["train"].append(kwargs.get("resume_from_checkpoint"))
         return train(self, *args, **kwargs)
 
-    def counting_score(self, batch_size, desc="Scoring"):
+    def counting_score(self, batch_size, desc="Scoring", **kwargs):
         counts["score"].append(desc.removeprefix("Scoring "))
-        return score(self, batch_size, desc)
+        return score(self, batch_size, desc, **kwargs)
 
     monkeypatch.setattr(DynamicsTrainer, "train", counting_train)
     monkeypatch.setattr(DynamicsTrainer, "score", counting_score)

@@ -247,3 +247,85 @@ def test_the_least_confident_examples_are_listed_for_review(tmp_path, tiny_token
     )  # default 20 > 12 rows
     with pytest.raises(ValueError, match="`review_size` must be >= 0"):
         DynamicsConfig(review_size=-1)
+
+
+def naive_alone_perplexity(model, start, tokens):
+    """The response tokens alone after `start`: full logits, every response token scored."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([[start, *tokens]])).logits[0, :-1].double()
+    log_probs = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(tokens)[:, None])[:, 0]
+    return torch.exp(-log_probs.mean()).item()
+
+
+def test_ifd_confidence_equals_a_naive_computation_on_multi_turn_data(
+    tmp_path, tiny_tokenizer, two_checkpoints
+):
+    """`confidence: ifd`: each checkpoint's IFD = response perplexity given the prompt / perplexity of the response
+    tokens alone (every assistant turn, no prompt, after BOS or EOS); confidence = minus its mean; the paper's
+    perplexities stay in the file, and the split ranks by IFD."""
+    from test_trainer_response import assistant_turns, multi_turn
+
+    data = multi_turn(12).remove_columns("confident")
+    sft = sft_config(tmp_path / "sft", max_length=128)
+    args = DynamicsConfig(
+        scores_path=str(tmp_path / "scores.parquet"), checkpoints=two_checkpoints, confidence="ifd"
+    )
+    frame, metadata = read_scores(
+        compute_dynamics(None, data, args, processing_class=tiny_tokenizer, sft_args=sft)
+    )
+    start = (
+        tiny_tokenizer.bos_token_id
+        if tiny_tokenizer.bos_token_id is not None
+        else tiny_tokenizer.eos_token_id
+    )
+    models = [build_tiny_llama(len(tiny_tokenizer), seed=seed) for seed in (0, 1)]
+    prepared = prepare_examples(with_row_index(data), tiny_tokenizer, scoring_config(sft, tmp_path))
+    expected = {}
+    for row in prepared:
+        ids = torch.tensor(row["input_ids"])
+        positions = [p for turn in assistant_turns(ids, tiny_tokenizer) for p in turn]
+        assert len({row["input_ids"][p] for p in positions}) > 1 and min(positions) > 0
+        labels = [t if p in positions else -100 for p, t in enumerate(row["input_ids"])]
+        tokens = [row["input_ids"][p] for p in positions]
+        perplexities = [naive_scores(model, row["input_ids"], labels)[0] for model in models]
+        ifds = [
+            ppl / naive_alone_perplexity(m, start, tokens)
+            for ppl, m in zip(perplexities, models, strict=True)
+        ]
+        scored = frame.iloc[row[ROW_INDEX]]
+        assert scored["perplexities"].tolist() == pytest.approx(perplexities, rel=1e-5)
+        assert scored["ifds"].tolist() == pytest.approx(ifds, rel=1e-5)
+        assert scored["ifd"] == pytest.approx(np.mean(ifds), rel=1e-5)
+        assert scored["confidence"] == pytest.approx(-np.mean(ifds), rel=1e-5)
+        expected[scored["example_id"]] = -np.mean(ifds)
+    top = sorted(expected, key=lambda i: (-expected[i], i))[:6]
+    assert sorted(frame.loc[frame["confident"], "example_id"]) == sorted(top)
+    assert metadata["settings"]["confidence"] == "ifd"
+    assert (tmp_path / "data_map.png").is_file() and "IFD" in (tmp_path / "review.md").read_text()
+
+    # the cached paper-mode scores lack the prompt-free forward: an IFD pass over them rescores
+    plain = DynamicsConfig(scores_path=str(tmp_path / "p" / "scores.parquet"), checkpoints=two_checkpoints)
+    compute_dynamics(None, data, plain, processing_class=tiny_tokenizer, sft_args=sft)
+    assert "ifd" not in read_scores(plain.scores_path)[0]
+    args.scores_path = plain.scores_path
+    frame_again, _ = read_scores(
+        compute_dynamics(None, data, args, processing_class=tiny_tokenizer, sft_args=sft)
+    )
+    assert frame_again["ifd"].tolist() == pytest.approx(frame["ifd"].tolist(), rel=1e-9)
+
+
+def test_ifd_is_refused_where_it_cannot_be_computed(tmp_path, tiny_tokenizer, two_checkpoints):
+    with pytest.raises(ValueError, match="use it with `mode: reference`"):
+        DynamicsConfig(mode="training", confidence="ifd")
+    with pytest.raises(ValueError, match="`confidence` must be 'perplexity' or 'ifd'"):
+        DynamicsConfig(confidence="IFD")
+    args = DynamicsConfig(
+        scores_path=str(tmp_path / "scores.parquet"), checkpoints=two_checkpoints, confidence="ifd"
+    )
+    from helpers import cpu_settings
+
+    from sftmix import SFTMixConfig
+
+    sft = SFTMixConfig(str(tmp_path / "sft"), **cpu_settings(max_steps=4, mixup_text_as_response=True))
+    with pytest.raises(ValueError, match="makes the whole text the response"):
+        compute_dynamics(None, conversations(6), args, processing_class=tiny_tokenizer, sft_args=sft)

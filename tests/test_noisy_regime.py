@@ -118,14 +118,29 @@ def test_drop_least_confident_trains_without_the_lowest_scores(tmp_path, tiny_to
 def test_the_smallest_noisy_study_reports_detection(tmp_path, tiny_model_dir):
     out = tmp_path / "study"
     cmd = smoke_study(tiny_model_dir, out) + ["--seeds", "0", "--regimes", "noisy"]
-    cmd += ["--arms", "sftmix_training"]  # (and NTP; the drop arm's data selection is tested above)
+    cmd += ["--arms", "sftmix_training", "sftmix_ifd"]  # (and NTP; the drop arm's selection is tested above)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads((out / "study.json").read_text())
-    assert set(results["noisy"]) == {"ntp", "sftmix_training"}
+    assert set(results["noisy"]) == {"ntp", "sftmix_training", "sftmix_ifd"}
     found = results["detection"]["noisy"]
-    assert set(found) == {"paper mode (one-epoch reference)", "training mode"}
+    assert set(found) == {
+        "paper mode (one-epoch reference)",
+        "IFD (the same checkpoints)",
+        "IFD of the untrained model",
+        "training mode",
+    }
     split = pd.read_parquet(out / "noisy" / "split" / "scores.parquet")
+    by_ifd = pd.read_parquet(out / "noisy" / "split" / "ifd" / "scores.parquet")
+    # the same checkpoints: the paper's perplexities again, beside the IFD that ranks the rows
+    assert by_ifd["perplexities"].tolist() == [pytest.approx(p, rel=1e-5) for p in split["perplexities"]]
+    assert by_ifd["confidence"].tolist() == pytest.approx((-by_ifd["ifd"]).tolist())
+    assert not (out / "noisy" / "split" / "reference").exists()  # its checkpoints deleted once scored
+    assert "--dynamics_path " + str(out / "noisy" / "split" / "ifd" / "scores.parquet") in (
+        results["noisy"]["sftmix_ifd"][0]["command"]
+    )
+    assert "IFD's cost" in (out / "study.md").read_text()
+    assert (out / "noisy_ifd_data_map.png").is_file()
     assert split["corrupted"].any() and not split["corrupted"].all()
     assert found["paper mode (one-epoch reference)"][0]["corrupted_share"] == pytest.approx(
         split["corrupted"].mean()

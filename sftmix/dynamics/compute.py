@@ -105,6 +105,11 @@ def compute_dynamics(
     if len(train_dataset) > 0:  # `assistant_only_loss=None`: response-only NTP on conversations
         base.assistant_only_loss = assistant_only_loss_for(base.assistant_only_loss, train_dataset[0])
     text_as_response = bool(getattr(base, "mixup_text_as_response", False))
+    if text_as_response and args.confidence == "ifd":
+        raise ValueError(
+            "`dynamics.confidence: ifd` compares the response's perplexity with and without its prompt, and "
+            "`mixup_text_as_response: true` makes the whole text the response (no prompt): use `confidence: perplexity`."
+        )
     state = base.distributed_state
 
     example_ids = dataset_example_ids(train_dataset)
@@ -218,6 +223,11 @@ class _Pass:
     scored: list = field(default_factory=list)
 
     # Cache -------------------------------------------------------------------------------------------------------
+    @property
+    def score_key(self) -> dict:
+        """What the scores hold beyond the paper's: IFD's prompt-free perplexity (a cache without it is rescored)."""
+        return {"confidence": "ifd"} if self.args.confidence == "ifd" else {}
+
     def is_cached(self, entry: _Entry, collective: bool = True) -> bool:
         """Whether `entry`'s scores are cached: decided by the main process for all (`collective`, every process
         calls it), or read here (`collective=False`: inside a decision the main process makes alone)."""
@@ -228,7 +238,11 @@ class _Pass:
 
     def score_into_cache(self, trainer, entry: _Entry) -> None:
         """Score with `trainer`'s current weights (every process) and cache the result (main process)."""
-        scores = trainer.score(self.args.scoring_batch_size, desc=f"Scoring {entry.label}")
+        scores = trainer.score(
+            self.args.scoring_batch_size,
+            desc=f"Scoring {entry.label}",
+            prompt_free=self.args.confidence == "ifd",
+        )
         # Every process holds all the scores: all stop together, before a diverged run trains on for hours
         check_finite(scores.perplexity, scores.num_tokens, f"{entry.label} ({entry.path})")
         if self.state.is_main_process:
@@ -261,7 +275,7 @@ class _Pass:
                 label=name,
                 path=path,
                 cache_file=cache_file(cache_dir(self.scores_path), position, name),
-                key={**self.data_key, "checkpoint": _identity(path), "position": position},
+                key={**self.data_key, **self.score_key, "checkpoint": _identity(path), "position": position},
             )
             if not self.is_cached(entry):
                 self.score_saved(entry, base_model)
@@ -288,7 +302,7 @@ class _Pass:
                 label=label,
                 path=str(output_dir / label),
                 cache_file=cache_file(cache_dir(self.scores_path), position, label),
-                key={**key, "checkpoint": label},
+                key={**key, **self.score_key, "checkpoint": label},
             )
 
         def cached_step(step: int, collective: bool = True) -> bool:

@@ -88,6 +88,17 @@ class DynamicsConfig:
             "choices": ["reference", "training"],
         },
     )
+    confidence: str = field(
+        default="perplexity",
+        metadata={
+            "help": "'perplexity' (the paper's): confidence = minus the mean response perplexity over the checkpoints. "
+            "'ifd' (beyond the paper): minus the mean instruction-following difficulty of Cherry LLM, the response's "
+            "perplexity given its prompt divided by its perplexity alone (one more forward per checkpoint, over the "
+            "responses without their prompts), which sees whether a response answers its prompt; both are written "
+            "to the scores file. Reference mode only.",
+            "choices": ["perplexity", "ifd"],
+        },
+    )
     split: str = field(
         default="median",
         metadata={
@@ -170,6 +181,12 @@ class DynamicsConfig:
             raise ValueError(
                 f"`mode: {self.mode}` scores the SFTMix run's own training: it cannot use `checkpoints` or "
                 "`reference_model`. Remove them, or use `mode: reference`."
+            )
+        if self.mode == "training" and self.confidence == "ifd":
+            raise ValueError(
+                "`confidence: ifd` needs the perplexity of each response without its prompt, a forward the training "
+                "step does not run: use it with `mode: reference` (one more scoring forward per checkpoint), or keep "
+                "`confidence: perplexity` with `mode: training`."
             )
         if self.mode == "training" and self.split == "random":
             raise ValueError(

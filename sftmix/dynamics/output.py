@@ -46,7 +46,7 @@ def write_outputs(
     `mark_column` of the training data, by row)."""
     random_seed = args.split_seed if args.split == "random" else None
     frame, empty_rows = scores_frame(
-        example_ids, per_checkpoint, labels, args.confident_fraction, random_seed
+        example_ids, per_checkpoint, labels, args.confident_fraction, random_seed, args.confidence
     )
     with_marks(frame, args.mark_column, marks)
     shifted_out = report_excluded(empty_rows, example_ids, "have no trainable token after the causal shift")
@@ -167,14 +167,15 @@ def _canonical(key: dict) -> str:
 def write_checkpoint_scores(path: Path, scores: CheckpointScores, key: dict) -> Path:
     import pyarrow as pa
 
-    table = pa.table(
-        {
-            "row_index": scores.row_index,
-            "num_tokens": scores.num_tokens,
-            "perplexity": scores.perplexity,
-            "mean_probability": scores.mean_probability,
-        }
-    ).replace_schema_metadata({_KEY: _canonical(key).encode("utf-8")})
+    columns = {
+        "row_index": scores.row_index,
+        "num_tokens": scores.num_tokens,
+        "perplexity": scores.perplexity,
+        "mean_probability": scores.mean_probability,
+    }
+    if scores.alone_perplexity is not None:
+        columns["alone_perplexity"] = scores.alone_perplexity
+    table = pa.table(columns).replace_schema_metadata({_KEY: _canonical(key).encode("utf-8")})
     return write_parquet_atomic(table, path)
 
 
@@ -199,6 +200,7 @@ def read_checkpoint_scores(path: Path, key: dict) -> CheckpointScores | None:
         np.asarray(columns["num_tokens"], dtype=np.int64),
         np.asarray(columns["perplexity"], dtype=np.float64),
         np.asarray(columns["mean_probability"], dtype=np.float64),
+        np.asarray(columns["alone_perplexity"], dtype=np.float64) if "alone_perplexity" in columns else None,
     )
 
 
@@ -251,7 +253,7 @@ def write_review(scores_path, train_dataset, size: int, mark: str | None = None)
     lines = [
         f"# The {len(review)} least confident training examples",
         "",
-        "Confidence is minus the mean response perplexity over the checkpoints (or epochs) scored, lowest first; "
+        f"Confidence is {measure_name(frame)} over the checkpoints (or epochs) scored, lowest first; "
         "variability is the spread of the response's mean token probability over them. Mislabelled, mismatched and "
         "truncated responses tend to gather here: check these rows of your data.",
         "",
@@ -271,6 +273,15 @@ def write_review(scores_path, train_dataset, size: int, mark: str | None = None)
     paths["review_md"].write_text("\n".join(lines) + "\n", encoding="utf-8")
     logger.info("Review list of the %d least confident examples: %s", len(review), paths["review_md"])
     return {"md": paths["review_md"], "csv": paths["review_csv"]}
+
+
+def measure_name(frame) -> str:
+    """What the frame's confidence is: minus the mean response perplexity (the paper's) or minus the mean IFD."""
+    return (
+        "minus the mean IFD (perplexity with / without the prompt)"
+        if "ifd" in frame
+        else "minus the mean perplexity"
+    )
 
 
 def _spans_decades(confidence) -> bool:
@@ -297,7 +308,7 @@ def draw_data_map(frame, path: Path, mark: str | None = None) -> Path:
     size = max(2.0, min(20.0, 4000.0 / max(len(frame), 1)))
     for ax, column, label in (
         (axes[0], "mean_probability", "mean probability of response tokens"),
-        (axes[1], "confidence", "confidence = - mean perplexity"),
+        (axes[1], "confidence", f"confidence = {measure_name(frame)}"),
     ):
         for group in (False, True):
             rows = frame[frame["confident"] == group]
@@ -352,7 +363,7 @@ def draw_confidence_histogram(frame, path: Path) -> Path:
         )
     threshold = frame.loc[frame["confident"], "confidence"].min()
     ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"split at {threshold:.3g}")
-    ax.set_xlabel("confidence = - mean perplexity over checkpoints")
+    ax.set_xlabel(f"confidence = {measure_name(frame)} over checkpoints")
     ax.set_ylabel("examples")
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=120)

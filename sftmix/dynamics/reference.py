@@ -68,8 +68,9 @@ class DynamicsTrainer(ResponseMaskMixin, SFTTrainer):
             self._inference_engine = prepare_inference_engine(self.model, self.accelerator)
         return self._inference_engine
 
-    def score(self, batch_size: int, desc: str = "Scoring") -> CheckpointScores:
-        """Every example's response perplexity under the current weights (collective: all processes call it)."""
+    def score(self, batch_size: int, desc: str = "Scoring", prompt_free: bool = False) -> CheckpointScores:
+        """Every example's response perplexity under the current weights (collective: all processes call it); with
+        `prompt_free`, also the perplexity of its response alone (the IFD confidence)."""
         return score_dataset(
             self.scoring_model(),
             self.train_dataset,
@@ -79,6 +80,7 @@ class DynamicsTrainer(ResponseMaskMixin, SFTTrainer):
             desc=desc,
             num_workers=self.args.dataloader_num_workers,
             progress_bar=not self.args.disable_tqdm,
+            prompt_free_start=prompt_free_start(self.processing_class) if prompt_free else None,
         )
 
     def release(self) -> None:
@@ -89,6 +91,18 @@ class DynamicsTrainer(ResponseMaskMixin, SFTTrainer):
         self.accelerator.free_memory()
         gc.collect()
         _empty_device_cache()
+
+
+def prompt_free_start(tokenizer) -> int:
+    """The token the response alone follows in the IFD's prompt-free forward: the tokenizer's BOS (what Cherry LLM's
+    tokenization of the answer alone begins with), else its EOS (a document boundary to a model without BOS)."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if start is None:
+        raise ValueError(
+            "`dynamics.confidence: ifd` scores each response alone after the tokenizer's BOS (or EOS) token, and this "
+            "tokenizer has neither: set `eos_token` in `training:`, or use `confidence: perplexity`."
+        )
+    return start
 
 
 def checkpoint_model(path: str, base_model=None):

@@ -20,7 +20,7 @@ from sftmix.dynamics.examples import ROW_INDEX
 from sftmix.response import RESPONSE_MASK
 
 # Gathered per example, as float64 (exact for row indices and token counts below 2**53)
-_STAT_FIELDS = ("row_index", "num_input_tokens", "num_tokens", "nll_sum", "probability_sum")
+_STAT_FIELDS = ("row_index", "num_input_tokens", "num_tokens", "nll_sum", "probability_sum", "alone_nll_sum")
 
 
 @dataclass
@@ -31,9 +31,11 @@ class CheckpointScores:
     num_tokens: np.ndarray  # int64, trainable tokens scored
     perplexity: np.ndarray  # float64, exp(mean NLL over the trainable tokens)
     mean_probability: np.ndarray  # float64, mean over the trainable tokens of p(token)
+    # float64, exp(mean NLL of the response tokens alone, after the start token); None unless scored (IFD)
+    alone_perplexity: np.ndarray | None = None
 
     @classmethod
-    def from_sums(cls, stats: np.ndarray) -> CheckpointScores:
+    def from_sums(cls, stats: np.ndarray, prompt_free: bool = False) -> CheckpointScores:
         """From gathered rows of `_STAT_FIELDS`; duplicates (accelerate's padding of the last round) dropped."""
         rows, first = np.unique(stats[:, 0].astype(np.int64), return_index=True)
         stats = stats[first]
@@ -41,7 +43,13 @@ class CheckpointScores:
         with np.errstate(divide="ignore", invalid="ignore"):
             perplexity = np.exp(stats[:, 3] / num_tokens)
             mean_probability = stats[:, 4] / num_tokens
-        return cls(rows, num_tokens, perplexity, mean_probability)
+            alone = np.exp(stats[:, 5] / num_tokens) if prompt_free else None
+        return cls(rows, num_tokens, perplexity, mean_probability, alone)
+
+    @property
+    def ifd(self) -> np.ndarray:
+        """Cherry LLM's instruction-following difficulty: perplexity given the prompt / perplexity alone."""
+        return self.perplexity / self.alone_perplexity
 
 
 def example_sums(log_probs: torch.Tensor, label_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -71,15 +79,31 @@ def length_sorted_order(lengths) -> list[int]:
 
 
 class _Collator:
-    """The trainer's collator (padding, attention mask) with the response as labels, plus each example's row index."""
+    """The trainer's collator (padding, attention mask) with the response as labels, plus each example's row index;
+    with `prompt_free_start`, also the batch of the responses alone (`PROMPT_FREE`)."""
 
-    def __init__(self, collator):
+    def __init__(self, collator, prompt_free_start: int | None = None):
         self.collator = collator
+        self.prompt_free_start = prompt_free_start
 
     def __call__(self, examples):
         batch = self.collator([{"input_ids": e["input_ids"], "labels": response_labels(e)} for e in examples])
         batch[ROW_INDEX] = torch.tensor([e[ROW_INDEX] for e in examples], dtype=torch.long)
+        if self.prompt_free_start is not None:
+            alone = [response_alone(e, self.prompt_free_start) for e in examples]
+            batch[PROMPT_FREE] = self.collator(
+                [{"input_ids": ids, "labels": [-100, *ids[1:]]} for ids in alone]
+            )
         return batch
+
+
+PROMPT_FREE = "sftmix_prompt_free"
+
+
+def response_alone(example, start: int) -> list[int]:
+    """`start`, then the example's response tokens that the prompted forward scores (after the causal shift)."""
+    tokens, mask = example["input_ids"], example[RESPONSE_MASK]
+    return [start, *(token for token, bit in zip(tokens[1:], mask[1:], strict=True) if bit)]
 
 
 def response_labels(example) -> list[int]:
@@ -90,14 +114,25 @@ def response_labels(example) -> list[int]:
     ]
 
 
-def build_dataloader(dataset, collator, batch_size: int, accelerator, num_workers: int = 0):
+def build_dataloader(
+    dataset,
+    collator,
+    batch_size: int,
+    accelerator,
+    num_workers: int = 0,
+    prompt_free_start: int | None = None,
+):
     """A non-shuffled dataloader of length-grouped batches, sharded by accelerate over the processes."""
     from torch.utils.data import DataLoader
 
     dataset = dataset.select_columns(["input_ids", RESPONSE_MASK, ROW_INDEX])
     order = length_sorted_order(sequence_lengths(dataset))
     loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=order, collate_fn=_Collator(collator), num_workers=num_workers
+        dataset,
+        batch_size=batch_size,
+        sampler=order,
+        collate_fn=_Collator(collator, prompt_free_start),
+        num_workers=num_workers,
     )
     return accelerator.prepare(loader)
 
@@ -113,15 +148,17 @@ def score_dataset(
     desc: str = "Scoring",
     num_workers: int = 0,
     progress_bar: bool = True,
+    prompt_free_start: int | None = None,
 ):
-    """Score every row of the prepared `dataset` (columns `input_ids`, `labels`, `ROW_INDEX`) with `model`.
+    """Score every row of the prepared `dataset` (columns `input_ids`, `labels`, `ROW_INDEX`) with `model`; with
+    `prompt_free_start` (a token id), also its response alone (`CheckpointScores.alone_perplexity`).
 
     `model` is what the forward must go through: the DeepSpeed engine under ZeRO-3, the plain model otherwise.
     Every process must call this (collective gather); every process gets all the scores.
     """
     from tqdm.auto import tqdm
 
-    loader = build_dataloader(dataset, collator, batch_size, accelerator, num_workers)
+    loader = build_dataloader(dataset, collator, batch_size, accelerator, num_workers, prompt_free_start)
     was_training = model.training
     model.eval()
     progress = tqdm(
@@ -131,10 +168,15 @@ def score_dataset(
     try:
         with fused_log_probs_head(accelerator.unwrap_model(model)):
             for batch in loader:
-                rows = batch.pop(ROW_INDEX)
+                rows, alone = batch.pop(ROW_INDEX), batch.pop(PROMPT_FREE, None)
                 with accelerator.autocast():
                     outputs = model(**batch, fused_lm_head=True)
                 num_tokens, nll_sum, probability_sum = example_sums(outputs.log_probs, outputs.label_mask)
+                alone_nll_sum = torch.zeros_like(nll_sum)
+                if alone is not None:
+                    with accelerator.autocast():
+                        outputs = model(**alone, fused_lm_head=True)
+                    alone_nll_sum = example_sums(outputs.log_probs, outputs.label_mask)[1]
                 stats = torch.stack(
                     [
                         rows.double().to(nll_sum.device),
@@ -142,6 +184,7 @@ def score_dataset(
                         num_tokens,
                         nll_sum,
                         probability_sum,
+                        alone_nll_sum,
                     ],
                     dim=1,
                 )
@@ -154,4 +197,4 @@ def score_dataset(
         progress.close()
         model.train(was_training)
     stats = torch.cat(gathered).numpy() if gathered else np.zeros((0, len(_STAT_FIELDS)))
-    return CheckpointScores.from_sums(stats)
+    return CheckpointScores.from_sums(stats, prompt_free=prompt_free_start is not None)

@@ -21,6 +21,14 @@ def confidence(perplexities: np.ndarray) -> np.ndarray:
     return -np.asarray(perplexities, dtype=np.float64).mean(axis=1)
 
 
+def ifd_confidence(perplexities: np.ndarray, alone_perplexities: np.ndarray) -> np.ndarray:
+    """Minus the mean over checkpoints of Cherry LLM's IFD, perplexity given the prompt / perplexity alone (a
+    response that its prompt makes no more predictable, as one written for another prompt, scores near -1)."""
+    return -(
+        np.asarray(perplexities, dtype=np.float64) / np.asarray(alone_perplexities, dtype=np.float64)
+    ).mean(1)
+
+
 def check_finite(perplexity: np.ndarray, num_tokens: np.ndarray, checkpoint: str) -> None:
     """A FloatingPointError naming `checkpoint` when any scored example (one with a trainable token) has a
     non-finite perplexity: its confidence would be NaN or infinite and the split meaningless."""
@@ -115,11 +123,14 @@ def scores_frame(
     labels: list[str],
     confident_fraction: float,
     random_seed: int | None = None,
+    measure: str = "perplexity",
 ):
-    """The scores DataFrame and the raw rows scored with no trainable token (left out of it)."""
+    """The scores DataFrame and the raw rows scored with no trainable token (left out of it); `measure` is
+    `DynamicsConfig.confidence` ('ifd' adds the columns `ifds` and `ifd`, and ranks by IFD)."""
     import pandas as pd
 
     rows, num_tokens, perplexities, probabilities = stack_checkpoints(per_checkpoint, labels)
+    alone = np.stack([s.alone_perplexity for s in per_checkpoint], axis=1) if measure == "ifd" else None
     empty = (
         num_tokens == 0
     )  # a trainable token only at position 0 has no context: nothing to score after the shift
@@ -128,8 +139,14 @@ def scores_frame(
     perplexities, probabilities = perplexities[~empty], probabilities[~empty]
     for column, label in enumerate(labels):
         check_finite(perplexities[:, column], num_tokens, label)
+        if alone is not None:
+            check_finite(alone[~empty, column], num_tokens, f"{label} (the responses alone)")
     ids = [example_ids[r] for r in rows]
-    example_confidence = confidence(perplexities)
+    if alone is not None:
+        alone = alone[~empty]
+        example_confidence = ifd_confidence(perplexities, alone)
+    else:
+        example_confidence = confidence(perplexities)
     if not np.isfinite(example_confidence).all():  # never write a scores file with a non-finite confidence
         raise FloatingPointError(
             f"{int((~np.isfinite(example_confidence)).sum())} example(s) have a non-finite confidence; no scores file was "
@@ -147,4 +164,8 @@ def scores_frame(
             "confident": split_confident(example_confidence, ids, confident_fraction, random_seed),
         }
     )
+    if alone is not None:
+        ifds = perplexities / alone
+        frame.insert(4, "ifds", [p.tolist() for p in ifds])
+        frame.insert(5, "ifd", ifds.mean(axis=1))
     return frame, empty_rows
