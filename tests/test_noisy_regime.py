@@ -136,8 +136,9 @@ def test_the_smallest_noisy_study_reports_detection(tmp_path, tiny_model_dir):
     assert by_ifd["perplexities"].tolist() == [pytest.approx(p, rel=1e-5) for p in split["perplexities"]]
     assert by_ifd["confidence"].tolist() == pytest.approx((-by_ifd["ifd"]).tolist())
     assert not (out / "noisy" / "split" / "reference").exists()  # its checkpoints deleted once scored
-    assert "--dynamics_path " + str(out / "noisy" / "split" / "ifd" / "scores.parquet") in (
-        results["noisy"]["sftmix_ifd"][0]["command"]
+    assert (
+        "--dynamics_path " + str(out / "noisy" / "split" / "ifd" / "scores.parquet")
+        in (results["noisy"]["sftmix_ifd"][0]["command"])
     )
     assert "IFD's cost" in (out / "study.md").read_text()
     assert (out / "noisy_ifd_data_map.png").is_file()
