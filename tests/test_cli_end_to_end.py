@@ -121,3 +121,33 @@ def test_the_random_split_ablation_runs_no_reference_and_no_scoring(tmp_path, ti
 
     ids = scores["example_id"].tolist()
     assert scores["confident"].tolist() == list(split_confident([0.0] * len(ids), ids, 0.5, 0))
+
+
+@pytest.mark.slow
+def test_sftmix_dynamics_by_ifd_from_another_directory_and_again(tmp_path, tiny_model_dir):
+    """`sftmix check` and `sftmix dynamics --dynamics.confidence ifd` as a user types them, from another directory:
+    the plan names the second forward, the scores file ranks by IFD beside the paper's perplexities, and running
+    the command again (as after an interruption) rescores nothing and leaves the same file."""
+    recipe, out = write_recipe(tmp_path, tiny_model_dir)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+
+    def sftmix(*args):
+        cmd = [sys.executable, "-m", "sftmix", *args, "--config", str(recipe), "--dynamics.confidence", "ifd"]
+        done = subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+        return done
+
+    assert "confidence by IFD" in sftmix("check").stdout
+    first = sftmix("dynamics")
+    scores = pd.read_parquet(out / "dynamics" / "scores.parquet")
+    assert len(scores) > 0 and scores["confident"].sum() == len(scores) // 2
+    assert scores["confidence"].tolist() == pytest.approx((-scores["ifd"]).tolist())
+    assert all(len(p) == 2 == len(i) for p, i in zip(scores["perplexities"], scores["ifds"], strict=True))
+    assert scores.loc[scores["confident"], "ifd"].max() <= scores.loc[~scores["confident"], "ifd"].min()
+    assert "Scoring" in first.stderr
+    again = sftmix("dynamics")
+    assert "Scoring" not in again.stderr, again.stderr[-3000:]
+    assert pd.read_parquet(out / "dynamics" / "scores.parquet")["ifd"].tolist() == scores["ifd"].tolist()
