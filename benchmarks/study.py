@@ -302,9 +302,11 @@ def auroc(scores, positives) -> float | None:
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def detection(scores_path: Path) -> dict | None:
+def detection(scores_path: Path, turns=None) -> dict | None:
     """How a scores file's split finds the marked (corrupted) rows: their share of the unconfident half, the AUROC
-    of minus confidence for them, and how many of the review list's entries are marked."""
+    of minus confidence for them (also apart on single- and multi-turn rows, `turns`: assistant turns by raw row),
+    and how many of the review list's entries are marked."""
+    import numpy as np
     import pandas as pd
 
     if not scores_path.is_file():
@@ -315,42 +317,71 @@ def detection(scores_path: Path) -> dict | None:
     unconfident = frame[~frame["confident"]]
     review = scores_path.with_name(scores_path.stem.replace("scores", "") + "review.csv")
     listed = pd.read_csv(review) if review.is_file() else None
-    return {
+    found = {
         "corrupted_share": float(frame[MARK].mean()),
         "corrupted_in_unconfident": float(unconfident[MARK].mean()),
         "auroc": auroc(-frame["confidence"], frame[MARK]),
         "review_corrupted": None if listed is None else f"{int(listed[MARK].sum())} of {len(listed)}",
     }
+    if turns is not None:
+        single = np.asarray(turns)[frame["row_index"].to_numpy()] == 1
+        for name, rows in (("single_turn", single), ("multi_turn", ~single)):
+            found[f"auroc_{name}"] = auroc(-frame["confidence"][rows], frame[MARK][rows])
+            found[f"corrupted_{name}"] = f"{int(frame[MARK][rows].sum())} of {int(rows.sum())}"
+    return found
 
 
-def detections(out: Path, split: Path, seeds) -> dict:
-    """Every way of scoring the noisy regime ran: the paper-mode split, the training mode per seed, the random split."""
-    found = {"paper mode (one-epoch reference)": [detection(split)]}
-    found["IFD (the same checkpoints)"] = [detection(ifd_path(split))]
-    found["IFD of the untrained model"] = [detection(split.parent / "untrained_ifd" / "scores.parquet")]
+def assistant_turns(recipe: str, extra: list[str]) -> list[int]:
+    """The number of assistant turns of each training row, as the pipeline loads them (the recipe's data)."""
+    from sftmix.data import load_sft_data
+    from sftmix.recipe import load_recipe
+
+    train, _ = load_sft_data(load_recipe(recipe, extra).data, (MARK,))
+    return [sum(m["role"] == "assistant" for m in row["messages"] or []) for row in train]
+
+
+def detections(out: Path, split: Path, seeds, turns=None) -> dict:
+    """Every way of scoring the noisy regime ran: the paper-mode split, IFD at its checkpoints and on the untrained
+    model, the training mode per seed, the random split."""
+    found = {"paper mode (one-epoch reference)": [detection(split, turns)]}
+    found["IFD (the same checkpoints)"] = [detection(ifd_path(split), turns)]
+    found["IFD of the untrained model"] = [
+        detection(split.parent / "untrained_ifd" / "scores.parquet", turns)
+    ]
     found["training mode"] = [
-        detection(out / "sftmix_training" / f"seed{s}" / "dynamics" / "scores.parquet") for s in seeds
+        detection(out / "sftmix_training" / f"seed{s}" / "dynamics" / "scores.parquet", turns) for s in seeds
     ]
     found["random split (base rate)"] = [
-        detection(out / "random_split" / f"seed{s}" / "random_split.parquet") for s in seeds
+        detection(out / "random_split" / f"seed{s}" / "random_split.parquet", turns) for s in seeds
     ]
     return {name: [d for d in runs if d] for name, runs in found.items() if any(runs)}
 
 
 def render_detection(found: dict) -> list[str]:
+    first = next(iter(found.values()))[0]
+    parts = [p for p in ("single_turn", "multi_turn") if f"corrupted_{p}" in first]
     lines = [
         "Do the dynamics find the corrupted rows? (mean over seeds where there are several)",
         "",
-        "| way of scoring | corrupted share | corrupted in the unconfident half | AUROC (confidence) | review list |",
-        "|---|---|---|---|---|",
+        "| way of scoring | corrupted share | corrupted in the unconfident half | AUROC (confidence) | review list |"
+        + "".join(
+            f" AUROC, {p.replace('_', '-')} rows ({first[f'corrupted_{p}']} corrupted) |" for p in parts
+        ),
+        "|---|---|---|---|---|" + "---|" * len(parts),
     ]
+
+    def mean_auroc(runs, key):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        return f"{statistics.fmean(values):.3f}" if values else "n/a"
+
     for name, runs in found.items():
         share = statistics.fmean(r["corrupted_share"] for r in runs)
         inside = statistics.fmean(r["corrupted_in_unconfident"] for r in runs)
-        aurocs = [r["auroc"] for r in runs if r["auroc"] is not None]
-        auc = f"{statistics.fmean(aurocs):.3f}" if aurocs else "n/a"
         review = ", ".join(str(r["review_corrupted"]) for r in runs if r["review_corrupted"]) or "n/a"
-        lines.append(f"| {name} | {share:.3f} | {inside:.3f} | {auc} | {review} |")
+        cells = "".join(f" {mean_auroc(runs, f'auroc_{p}')} |" for p in parts)
+        lines.append(
+            f"| {name} | {share:.3f} | {inside:.3f} | {mean_auroc(runs, 'auroc')} | {review} |{cells}"
+        )
     return lines + [""]
 
 
@@ -509,7 +540,8 @@ def main(argv=None) -> dict:
             if args.arms and arm not in args.arms and arm != "ntp":
                 continue
             results[regime][arm] = [run_arm(recipe, arm, s, out / regime, split, extra) for s in seeds]
-        found[regime] = detections(out / regime, split, seeds)
+        turns = assistant_turns(recipe, extra) if regime in IFD_REGIMES else None
+        found[regime] = detections(out / regime, split, seeds, turns)
         costs[regime] = ifd_cost(split)
         data_map = split.with_name("data_map.png")
         if (

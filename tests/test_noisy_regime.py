@@ -141,6 +141,9 @@ def test_the_smallest_noisy_study_reports_detection(tmp_path, tiny_model_dir):
         in (results["noisy"]["sftmix_ifd"][0]["command"])
     )
     assert "IFD's cost" in (out / "study.md").read_text()
+    ifd = found["IFD (the same checkpoints)"][0]  # apart on rows with one reply and with several ("k of n")
+    counts = [int(ifd[f"corrupted_{p}"].split(" of ")[1]) for p in ("single_turn", "multi_turn")]
+    assert sum(counts) == len(by_ifd) and min(counts) > 0
     assert (out / "noisy_ifd_data_map.png").is_file()
     assert split["corrupted"].any() and not split["corrupted"].all()
     assert found["paper mode (one-epoch reference)"][0]["corrupted_share"] == pytest.approx(
