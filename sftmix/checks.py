@@ -52,9 +52,9 @@ def collect_problems(recipe) -> list[str]:
     from sftmix.data import set_error_excerpts
 
     set_error_excerpts(recipe.data.error_excerpts)
-    problems = settings_problems(recipe)
+    problems = recipe.data.source_problems() + settings_problems(recipe)
     held_out = None
-    if not any(p.startswith("`dataset_files`") or p.startswith("No data") for p in problems):
+    if not recipe.data.source_problems():
         data_problems, held_out = data_problems_and_held_out(recipe.data)
         problems += data_problems
     problems += model_problems(recipe)
@@ -86,23 +86,9 @@ def extras_problems(recipe) -> list[str]:
 
 
 def settings_problems(recipe) -> list[str]:
-    from sftmix.data import FILE_BUILDERS
-
-    data, problems = recipe.data, []
-    if not data.dataset_name and not data.dataset_files:
-        problems.append("No data: set `dataset_name` (Hub id or 'sftmix/quickstart') or `dataset_files`.")
-    for path in data.dataset_files or []:
-        if not Path(path).is_file():
-            problems.append(f"`dataset_files`: {path} does not exist (cwd {os.getcwd()}). Fix the path.")
-        elif Path(path).suffix not in FILE_BUILDERS:
-            problems.append(
-                f"`dataset_files`: {path} has an unsupported extension; use one of {sorted(FILE_BUILDERS)}."
-            )
-    suffixes = {Path(p).suffix for p in data.dataset_files or []}
-    if len(suffixes) > 1:
-        problems.append(f"`dataset_files` mixes file types {sorted(suffixes)}; convert them to one type.")
-    if not recipe.model.model_name_or_path:
-        problems.append("The recipe names no model: set `model_name_or_path`.")
+    problems = (
+        [] if recipe.model.model_name_or_path else ["The recipe names no model: set `model_name_or_path`."]
+    )
     if recipe.training.mixup_enabled:
         try:
             recipe.training.validate_for_mixup()
@@ -113,9 +99,9 @@ def settings_problems(recipe) -> list[str]:
 
 def data_problems_and_held_out(data) -> tuple[list[str], bool | None]:
     """Load and check every row (sftmix.data.load_sft_data): (problems, whether a held-out split exists or None)."""
-    from sftmix.data import DataError, _file_key, load_sft_data
+    from sftmix.data import DataError, load_sft_data
 
-    key = repr(data) + repr([_file_key(p) for p in data.dataset_files or []])
+    key = repr(data) + repr([(os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in data.dataset_files or []])
     if key in _checked_data:
         return [], _checked_data[key]
     try:
