@@ -1,14 +1,10 @@
-"""What is checked before any forward pass: everything a recipe names, all problems reported together.
+"""Everything a recipe names, checked before any forward pass; all problems reported together.
 
-`sftmix run`, `dynamics` and `train` call `check_recipe` first (sftmix.pipeline), so a bad input fails in
-seconds, not after hours of dynamics and training. `collect_problems` returns the same list without raising,
-one line per problem naming the file, line or key and the fix (for a `sftmix check` command to print).
-
-Checked: the data sources and every data row (named by file and line, before shuffling); every evaluation file
-(MedQA, MedMCQA, PubMedQA, held-out), parsed completely; the model, reference model, checkpoints and chat
-templates (a local path exists and holds what loading needs; a Hub id is looked up only offline, in the
-cache); the scores file given as `dynamics_path`; write access to every output directory; the SFTMix
-settings. Recipe value types are checked when the recipe is read (sftmix.recipe.coerce_settings).
+`sftmix run`, `dynamics` and `train` call `check_recipe` first (sftmix.pipeline), so a bad input fails in seconds.
+`collect_problems` returns the list without raising, one line per problem naming the file, line or key and the fix:
+the data (every row), the evaluation files, models, checkpoints and chat templates (a Hub id only offline, in the
+cache), the scores file, write access to the output directories and the SFTMix settings. Value types are checked
+when the recipe is read (sftmix.recipe.coerce_settings).
 """
 
 from __future__ import annotations
@@ -52,11 +48,11 @@ def collect_problems(recipe) -> list[str]:
     from sftmix.data import set_error_excerpts
 
     set_error_excerpts(recipe.data.error_excerpts)
-    problems = recipe.data.source_problems() + settings_problems(recipe)
+    problems = recipe.data.source_problems()
     held_out = None
-    if not recipe.data.source_problems():
-        data_problems, held_out = data_problems_and_held_out(recipe.data)
-        problems += data_problems
+    if not problems:
+        problems, held_out = data_problems_and_held_out(recipe.data)
+    problems = settings_problems(recipe) + problems
     problems += model_problems(recipe)
     if recipe.evaluation is not None:
         problems += evaluation_problems(recipe.evaluation, held_out)
@@ -204,12 +200,11 @@ def path_or_hub_problems(name: str, key: str, *, tokenizer: bool = True, revisio
         return [f"`{key}`: {name} is a file, not a model folder (config.json, weights and tokenizer files)."]
     if not _looks_like_hub_id(name):
         return [f"`{key}`: {name} does not exist (cwd {os.getcwd()}). Fix the path."]
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        if not _in_hub_cache(name, CONFIG_FILES, revision):
-            return [
-                f"`{key}`: {name} is neither a local folder nor in the Hugging Face cache, and HF_HUB_OFFLINE is "
-                "set. Download it where the Hub is reachable (`hf download ...`), or fix the path."
-            ]
+    if _offline() and not _in_hub_cache(name, CONFIG_FILES, revision):
+        return [
+            f"`{key}`: {name} is neither a local folder nor in the Hugging Face cache, and HF_HUB_OFFLINE is "
+            "set. Download it where the Hub is reachable (`hf download ...`), or fix the path."
+        ]
     return []
 
 
@@ -240,9 +235,7 @@ def template_problems(template: str, key: str) -> list[str]:
             return []
         return [f"`{key}`: {template} is a folder without tokenizer files; name a .jinja template file."]
     if _looks_like_hub_id(template) and not template.endswith((".jinja", ".j2")):
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") and not _in_hub_cache(
-            template, ("tokenizer_config.json",), None
-        ):
+        if _offline() and not _in_hub_cache(template, ("tokenizer_config.json",), None):
             return [
                 f"`{key}`: {template} is neither a file nor in the Hugging Face cache (HF_HUB_OFFLINE is set)."
             ]
@@ -303,11 +296,13 @@ def _looks_like_hub_id(name: str) -> bool:
     return bool(HUB_ID.match(name)) and ".." not in name
 
 
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
 def _in_hub_cache(repo_id: str, filenames, revision) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - transformers depends on it
-        return True
+    from huggingface_hub import try_to_load_from_cache
+
     for filename in filenames:
         try:
             found = try_to_load_from_cache(repo_id, filename, revision=revision)
