@@ -1,20 +1,15 @@
-"""Load SFT data from the Hub or local files and bring it to one of SFTTrainer's formats, checked row by row.
+"""Load SFT data from the Hub or local files into one of SFTTrainer's formats, checked row by row.
 
-Accepted inputs (`dataset_format: auto` detects them from the columns):
-- `messages`: [{"role", "content"}, ...] (UltraChat-200K, TRL's conversational format);
-- `prompt` / `completion` strings;
-- `text`;
-- `conversations`: ShareGPT [{"from", "value"}, ...], converted to `messages`;
-- `alpaca`: `instruction`, optional `input`, `output` (Alpaca-52K, MedAlpaca), converted to `messages` with
-  the instruction and the input (after a blank line) as the user turn and the output as the assistant turn.
-Only the format's own columns are kept (plus the confidence column when present), so that a dataset
-carrying e.g. both `prompt` and `messages` (UltraChat) is not misread by SFTTrainer.
+Accepted inputs (`dataset_format: auto` detects them from the columns): `messages` (TRL's conversational format),
+`prompt` / `completion`, `text`, ShareGPT `conversations` and Alpaca `instruction` / `input` / `output` (the last
+two converted to `messages`, the input after a blank line in the user turn). Only the format's own columns are
+kept (plus the confidence column), so that e.g. UltraChat's `prompt` next to `messages` is not misread.
 
-Every row is checked before the data is shuffled or split, and a bad row is named where a person finds it:
-`FILE, line N` in a JSON-lines file (1-based, as editors count), `FILE, item N` in a JSON array and
-`FILE, row N` in a parquet, arrow or CSV file (0-based, as pandas counts); `row N of split S` for Hub and
-built-in data. All bad rows are reported together (`DataError.problems`). Error messages quote at most
-`EXCERPT_CHARS` characters of a row, and none when `error_excerpts` is off (patient texts stay out of logs).
+Every row is checked before shuffling, and a bad row is named where a person finds it: `FILE, line N` (JSON lines,
+1-based), `FILE, item N` (JSON array), `FILE, row N` (parquet, arrow, CSV; 0-based), `row N of split S` (Hub and
+built-in data); all together (`DataError.problems`). Local files are read once, by `datasets`; only when that read
+fails are they scanned line by line for the cause. Errors quote at most `EXCERPT_CHARS` characters of a row, and
+none when `error_excerpts` is off (patient texts stay out of logs).
 """
 
 from __future__ import annotations
@@ -258,7 +253,8 @@ def _scan_file(path: str) -> tuple[list[tuple[str, dict | None]], list[str]]:
                 with pa.memory_map(path) as source:
                     count = pa.ipc.open_stream(source).read_all().num_rows
         except Exception as error:
-            return [], [f"{path}: not a readable {suffix[1:]} file ({error})"]
+            kind = "parquet file" if suffix == ".parquet" else "arrow stream"
+            return [], [f"{path}: not a readable {kind} ({error})"]
         return [(f"{path}, row {i}", None) for i in range(count)], _empty(path, count)
     lines, problems = _decode_lines(path)
     text = "\n".join(line or "" for line in lines)
@@ -271,40 +267,30 @@ def _scan_file(path: str) -> tuple[list[tuple[str, dict | None]], list[str]]:
             else [(f"{path}, row {i} (line {reader.line_num})", None) for i, _ in enumerate(reader)]
         )
         return rows, problems or _empty(path, len(rows))
+    document = None
     if suffix == ".json" and text.lstrip()[:1] in ("[", "{") and not problems:
         try:
             document = json.loads(text)
         except json.JSONDecodeError as error:
             if text.lstrip()[:1] == "[":
                 return [], [f"{path}, line {error.lineno}: not valid JSON ({error.msg}). Fix the file"]
-            document = None  # JSON lines
-        if isinstance(document, dict):  # one object: one row, as `datasets` reads it
-            return [(f"{path}, line 1", document)], []
-        if isinstance(document, list):
-            items = [(f"{path}, item {i}", row) for i, row in enumerate(document)]
-            bad = [
-                f"{o}: a JSON {type(r).__name__}, not an object (a row)"
-                for o, r in items
-                if not isinstance(r, dict)
-            ]
-            return [(o, r) for o, r in items if isinstance(r, dict)], bad or _empty(path, len(items))
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if line is None or not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            problems.append(
-                f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno}). Expected one JSON "
-                "object per line"
-            )
-            continue
-        if not isinstance(row, dict):
-            problems.append(f"{path}, line {number}: a JSON {type(row).__name__}, not an object (a row)")
-            continue
-        rows.append((f"{path}, line {number}", row))
-    problems.sort(key=lambda problem: int(re.search(r", line (\d+)", problem).group(1)))
+    if isinstance(document, dict):  # one object: one row, as `datasets` reads it
+        return [(f"{path}, line 1", document)], []
+    items = [(f"{path}, item {i}", value) for i, value in enumerate(document or [])]
+    for number, line in enumerate([] if isinstance(document, list) else lines, start=1):
+        if line and line.strip():
+            try:
+                items.append((f"{path}, line {number}", json.loads(line)))
+            except json.JSONDecodeError as error:
+                problems.append(
+                    f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno}). Expected one "
+                    "JSON object per line"
+                )
+    rows = [(origin, value) for origin, value in items if isinstance(value, dict)]
+    problems += [
+        f"{o}: a JSON {type(v).__name__}, not an object (a row)" for o, v in items if not isinstance(v, dict)
+    ]
+    problems.sort(key=lambda problem: int(re.match(r", (?:line|item) (\d+)", problem[len(path) :])[1]))
     return rows, problems or _empty(path, len(rows))
 
 
@@ -399,17 +385,9 @@ def to_sft_format(
     bad = [(i, row, p) for i, row in enumerate(dataset.select_columns(columns)) if (p := check_row(row, fmt))]
     if bad:
         origins = origins() if callable(origins) else origins
-        if origins is not None and len(origins) != len(dataset):
-            origins = None  # the loader read the files differently: plain row numbers
-        problems = [
-            _row_problem(
-                origins[i] if origins else f"row {i}" + (f" of split {split!r}" if split else ""),
-                p,
-                row,
-                excerpts,
-            )
-            for i, row, p in bad
-        ]
+        if not origins or len(origins) != len(dataset):  # none, or the loader read the files differently
+            origins = [f"row {i}" + (f" of split {split!r}" if split else "") for i in range(len(dataset))]
+        problems = [_row_problem(origins[i], p, row, excerpts) for i, row, p in bad]
         raise DataError(f"{len(problems)} malformed training example(s):", problems)
     return dataset
 
