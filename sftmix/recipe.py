@@ -1,21 +1,16 @@
 """Recipes: one YAML per experiment, in the TRL / alignment-handbook way.
 
-Top-level keys are the fields of `DataArguments` (sftmix.data), TRL's `ModelConfig` and `SFTMixConfig`;
-they are defaults that command-line flags (`--learning_rate 1e-5`) override. Two optional mappings hold the
-other stages: `dynamics:` (fields of `sftmix.dynamics.DynamicsConfig`) and `evaluation:` (fields of
-`sftmix.evaluation.EvalConfig`); `env:` exports environment variables. Unknown keys are errors.
+Top-level keys are the fields of `DataArguments` (sftmix.data), TRL's `ModelConfig` and `SFTMixConfig`; the
+`dynamics:` and `evaluation:` mappings hold the fields of `DynamicsConfig` and `EvalConfig`; `env:` exports
+environment variables. Unknown keys are errors, with the closest known key. A recipe is a path or the name of a
+shipped one (`quickstart`, `llama-3.1-8b/alpaca/sftmix`; `find_recipe`). Command-line settings (`--key value`,
+`--section.key value`, `--key null` for None; `parse_overrides`) override the YAML.
 
-YAML values are checked against the settings' types as the command line checks them (`coerce_settings`):
-a quoted number (`num_checkpoints: "3"`, or `1e-5`, which YAML reads as text) becomes a number, one string
-where a list is expected (`dataset_files: data.jsonl`) becomes a list, and a YAML boolean where a number is
-expected (`mixup_weight: yes`) is an error naming the key. All problems of a recipe are reported together
-(`sftmix.checks.RecipeProblems`), with those the other checks find.
-
-A recipe is named by its path or by its name among the recipes shipped with the package (`quickstart`,
-`llama-3.1-8b/alpaca/sftmix`; `find_recipe`). Command-line settings (`--key value`, `--section.key value` for
-the nested sections, `--key null` for None) override the YAML and go through the same type checks
-(`parse_overrides`). Relative paths inside a recipe (data, templates, evaluation files, checkpoints) are
-looked up next to the recipe file, then in the package, then in the working directory (`resolve_paths`).
+YAML and command-line values are typed as HfArgumentParser types command-line values (`coerce_settings`): `"3"` and
+`1e-5` (text in YAML) become numbers, one string where a list is expected becomes a list, and a YAML boolean where
+a number is expected (`mixup_weight: yes`) is a problem naming the key. All problems are reported together
+(`sftmix.checks.RecipeProblems`). Relative paths are looked up next to the recipe, then in the package, then in the
+working directory (`resolve_paths`).
 """
 
 from __future__ import annotations
@@ -175,11 +170,13 @@ def coerce_settings(classes, values: dict, where: str) -> tuple[dict, list[str]]
 NULL_WORDS = ("null", "none", "~")
 
 # Keys users bring from TRL and the alignment-handbook, and what sftmix reads instead
+ONE_DATASET = (
+    "sftmix trains on one dataset: `dataset_name` (+ `dataset_config`, `dataset_train_split`) for a Hub dataset, or "
+    "`dataset_files: [a.jsonl, b.jsonl]` for local files (several files are concatenated)"
+)
 FOREIGN_KEYS = {
-    "datasets": "sftmix trains on one dataset: `dataset_name` (+ `dataset_config`, `dataset_train_split`) for a Hub "
-    "dataset, or `dataset_files: [a.jsonl, b.jsonl]` for local files (several files are concatenated)",
-    "dataset_mixture": "sftmix trains on one dataset: `dataset_name` (+ `dataset_config`, `dataset_train_split`) for "
-    "a Hub dataset, or `dataset_files: [a.jsonl, b.jsonl]` for local files (several files are concatenated)",
+    "datasets": ONE_DATASET,
+    "dataset_mixture": ONE_DATASET,
     "chat_template": "put the template in a .jinja file and set `chat_template_path: that/file.jinja`",
 }
 
@@ -366,10 +363,8 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
             "here, so the recipe's `bf16: true` runs in fp32. Set SFTMIX_CPU_BF16=1 to keep bf16."
         )
         main["bf16"] = False
-    parser = HfArgumentParser(classes[""])
-    parser.set_defaults(**main)
     try:
-        data, model, training = parser.parse_args_into_dataclasses(args=[])
+        data, model, training = HfArgumentParser(classes[""]).parse_dict(main)
     except (ValueError, TypeError) as error:
         if not problems:
             raise
