@@ -62,19 +62,17 @@ def settings_parser(command: str) -> argparse.ArgumentParser:
     from dataclasses import MISSING, fields
 
     from transformers import HfArgumentParser
-    from trl import ModelConfig
 
-    from sftmix.config import SFTMixConfig
-    from sftmix.data import DataArguments
-    from sftmix.recipe import _section_classes
+    from sftmix.recipe import setting_classes
 
+    classes = setting_classes()
     parser = HfArgumentParser(
-        (DataArguments, ModelConfig, SFTMixConfig),
+        classes.pop(""),
         prog=f"sftmix {command}",
         description=STAGES[command] + " Recipe keys are defaults; these options override them.",
     )
     parser.add_argument("--config", help=CONFIG_HELP)
-    for section, cls in _section_classes().items():
+    for section, (cls,) in classes.items():
         group = parser.add_argument_group(f"`{section}:` section (--{section}.<key>)")
         for f in fields(cls):
             if not f.init:

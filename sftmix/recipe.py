@@ -39,11 +39,20 @@ class Recipe:
     path: Path | None = None
 
 
-def _section_classes():
+def setting_classes() -> dict[str, tuple]:
+    """The dataclasses each part of a recipe sets: the top level ("") and each section."""
+    from trl import ModelConfig
+
+    from sftmix.config import SFTMixConfig
+    from sftmix.data import DataArguments
     from sftmix.dynamics import DynamicsConfig
     from sftmix.evaluation import EvalConfig
 
-    return {"dynamics": DynamicsConfig, "evaluation": EvalConfig}
+    return {
+        "": (DataArguments, ModelConfig, SFTMixConfig),
+        "dynamics": (DynamicsConfig,),
+        "evaluation": (EvalConfig,),
+    }
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
@@ -316,18 +325,13 @@ def cpu_has_fast_bf16() -> bool:
 def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Recipe:
     """Parse a recipe (and command-line overrides) into its dataclasses; nothing heavy is loaded."""
     from transformers import HfArgumentParser
-    from trl import ModelConfig
-
-    from sftmix.config import SFTMixConfig
-    from sftmix.data import DataArguments
 
     path = find_recipe(path) if path else None
     raw = read_yaml(path) if path else {}
     for key, value in (raw.pop("env", None) or {}).items():
         os.environ[str(key)] = str(value)
     where = f"recipe {path}" if path else "recipe"
-    classes = {"": (DataArguments, ModelConfig, SFTMixConfig)}
-    classes.update({name: (cls,) for name, cls in _section_classes().items()})
+    classes = setting_classes()
     known = {
         name: {f.name for cls in group for f in fields(cls) if f.init} for name, group in classes.items()
     }
@@ -339,14 +343,15 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
 
     recipe_dir, values, problems = (path.parent if path else None), {}, []
     for name, group in classes.items():
-        if given[name] is None and not cli[name] and name:
+        if given[name] is not None and not isinstance(given[name], dict):
+            raise ValueError(f"`{name}:` in {path} must be a mapping of settings.")
+        if name and given[name] is None and not cli[name]:
             values[name] = None  # no such section
             continue
-        if not isinstance(given[name] or {}, dict):
-            raise ValueError(f"`{name}:` in {path} must be a mapping of settings.")
-        _check_known(given[name] or {}, known[name], f"`{name}:`")
+        yaml_values = given[name] or {}
+        _check_known(yaml_values, known[name], f"`{name}:`")
         merged = {
-            **resolve_paths(given[name] or {}, name, recipe_dir),
+            **resolve_paths(yaml_values, name, recipe_dir),
             **resolve_paths(cli[name], name, Path.cwd()),
         }
         values[name], found = coerce_settings(group, merged, f"`{name}:` of {where}" if name else where)
@@ -371,9 +376,9 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
         _raise_problems(problems + [str(error)], path)
 
     sections = {}
-    for name, cls in _section_classes().items():
+    for name in SECTIONS:
         try:
-            sections[name] = None if values[name] is None else cls(**values[name])
+            sections[name] = None if values[name] is None else classes[name][0](**values[name])
         except (ValueError, TypeError) as error:
             if not problems:
                 raise
