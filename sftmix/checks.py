@@ -95,30 +95,27 @@ def settings_problems(recipe) -> list[str]:
 
 def data_problems_and_held_out(data) -> tuple[list[str], bool | None]:
     """Load and check every row (sftmix.data.load_sft_data): (problems, whether a held-out split exists or None)."""
-    from sftmix.data import DataError, load_sft_data
+    from sftmix.data import load_sft_data
 
     key = repr(data) + repr([(os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in data.dataset_files or []])
     if key in _checked_data:
         return [], _checked_data[key]
     try:
         _, held_out = load_sft_data(data)
-    except DataError as error:
-        return error.problems, None
-    except Exception as error:  # a Hub dataset that cannot be loaded, a loader error: said in the message
-        return [f"Data: {error}"], None
+    except Exception as error:  # a `DataError` lists every bad row; else a Hub dataset or loader error
+        return getattr(error, "problems", None) or [f"Data: {error}"], None
     _checked_data[key] = held_out is not None
     return [], held_out is not None
 
 
 def evaluation_problems(evaluation, held_out: bool | None) -> list[str]:
     """Parse every local evaluation file completely (Hub benchmarks are loaded when evaluation runs)."""
-    from sftmix.data import DataError
     from sftmix.evaluation.benchmarks import is_hub_source, load_benchmark
     from sftmix.evaluation.heldout import load_heldout
     from sftmix.evaluation.lm_eval_tasks import require_lm_eval
 
-    problems = []
-    if evaluation.benchmark_sources():
+    problems, sources, ids = [], evaluation.benchmark_sources(), evaluation.pubmedqa_ids
+    if sources:
         try:
             require_lm_eval()
         except ImportError as error:
@@ -135,11 +132,12 @@ def evaluation_problems(evaluation, held_out: bool | None) -> list[str]:
     if evaluation.heldout:
         try:
             load_heldout(evaluation.heldout, evaluation.heldout_format)
-        except DataError as error:
-            problems += [f"`evaluation.heldout`: {p}" for p in error.problems]
-        except Exception as error:
-            problems.append(f"`evaluation.heldout`: {error}")
-    for name, source in evaluation.benchmark_sources().items():
+        except Exception as error:  # a `DataError` lists every bad row
+            problems += [f"`evaluation.heldout`: {p}" for p in getattr(error, "problems", [error])]
+    if ids and not Path(ids).is_file():
+        problems.append(f"`evaluation.pubmedqa_ids`: {ids} does not exist. Fix the path.")
+        ids = None
+    for name, source in sources.items():
         if is_hub_source(source) and not Path(source).is_file():
             continue
         try:
@@ -147,14 +145,10 @@ def evaluation_problems(evaluation, held_out: bool | None) -> list[str]:
                 name,
                 source,
                 medmcqa_answer_base=evaluation.medmcqa_answer_base,
-                pubmedqa_ids=evaluation.pubmedqa_ids
-                if name == "pubmedqa" and evaluation.pubmedqa_ids and Path(evaluation.pubmedqa_ids).is_file()
-                else None,
+                pubmedqa_ids=ids if name == "pubmedqa" else None,
             )
         except Exception as error:
             problems.append(f"`evaluation.{name}`: {error}")
-    if evaluation.pubmedqa_ids and not Path(evaluation.pubmedqa_ids).is_file():
-        problems.append(f"`evaluation.pubmedqa_ids`: {evaluation.pubmedqa_ids} does not exist. Fix the path.")
     if evaluation.chat_template_path:
         problems += template_problems(evaluation.chat_template_path, "evaluation.chat_template_path")
     return problems
