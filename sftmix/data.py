@@ -149,26 +149,16 @@ def load_sft_data(args: DataArguments, keep_columns: tuple[str, ...] = ("confide
             f"The dataset has no split {args.dataset_train_split!r} (splits: {list(splits)}); set "
             "`dataset_train_split`."
         )
-    train = to_sft_format(
-        splits[args.dataset_train_split],
-        args.dataset_format,
-        keep_columns,
-        origins=origins,
-        split=args.dataset_train_split,
-        excerpts=args.error_excerpts,
+    convert = functools.partial(
+        to_sft_format, fmt=args.dataset_format, keep_columns=keep_columns, excerpts=args.error_excerpts
     )
+    train = convert(splits[args.dataset_train_split], origins=origins, split=args.dataset_train_split)
     if len(train) == 0:
         raise DataError("No training data.", [f"split {args.dataset_train_split!r} has no rows"])
     train = train.shuffle(seed=args.split_seed)
     held_out = None
     if args.dataset_test_split in splits:
-        held_out = to_sft_format(
-            splits[args.dataset_test_split],
-            args.dataset_format,
-            keep_columns,
-            split=args.dataset_test_split,
-            excerpts=args.error_excerpts,
-        )
+        held_out = convert(splits[args.dataset_test_split], split=args.dataset_test_split)
     elif args.eval_fraction > 0:
         parts = train.train_test_split(test_size=args.eval_fraction, seed=args.split_seed)
         train, held_out = parts["train"], parts["test"]
