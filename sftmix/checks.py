@@ -1,14 +1,10 @@
-"""What is checked before any forward pass: everything a recipe names, all problems reported together.
+"""Everything a recipe names, checked before any forward pass; all problems reported together.
 
-`sftmix run`, `dynamics` and `train` call `check_recipe` first (sftmix.pipeline), so a bad input fails in
-seconds, not after hours of dynamics and training. `collect_problems` returns the same list without raising,
-one line per problem naming the file, line or key and the fix (for a `sftmix check` command to print).
-
-Checked: the data sources and every data row (named by file and line, before shuffling); every evaluation file
-(MedQA, MedMCQA, PubMedQA, held-out), parsed completely; the model, reference model, checkpoints and chat
-templates (a local path exists and holds what loading needs; a Hub id is looked up only offline, in the
-cache); the scores file given as `dynamics_path`; write access to every output directory; the SFTMix
-settings. Recipe value types are checked when the recipe is read (sftmix.recipe.coerce_settings).
+`sftmix run`, `dynamics` and `train` call `check_recipe` first (sftmix.pipeline), so a bad input fails in seconds.
+`collect_problems` returns the list without raising, one line per problem naming the file, line or key and the fix:
+the data (every row), the evaluation files, models, checkpoints and chat templates (a Hub id only offline, in the
+cache), the scores file, write access to the output directories and the SFTMix settings. Value types are checked
+when the recipe is read (sftmix.recipe.coerce_settings).
 """
 
 from __future__ import annotations
@@ -52,11 +48,11 @@ def collect_problems(recipe) -> list[str]:
     from sftmix.data import set_error_excerpts
 
     set_error_excerpts(recipe.data.error_excerpts)
-    problems = settings_problems(recipe)
+    problems = recipe.data.source_problems()
     held_out = None
-    if not any(p.startswith("`dataset_files`") or p.startswith("No data") for p in problems):
-        data_problems, held_out = data_problems_and_held_out(recipe.data)
-        problems += data_problems
+    if not problems:
+        problems, held_out = data_problems_and_held_out(recipe.data)
+    problems = settings_problems(recipe) + problems
     problems += model_problems(recipe)
     if recipe.evaluation is not None:
         problems += evaluation_problems(recipe.evaluation, held_out)
@@ -86,23 +82,9 @@ def extras_problems(recipe) -> list[str]:
 
 
 def settings_problems(recipe) -> list[str]:
-    from sftmix.data import FILE_BUILDERS
-
-    data, problems = recipe.data, []
-    if not data.dataset_name and not data.dataset_files:
-        problems.append("No data: set `dataset_name` (Hub id or 'sftmix/quickstart') or `dataset_files`.")
-    for path in data.dataset_files or []:
-        if not Path(path).is_file():
-            problems.append(f"`dataset_files`: {path} does not exist (cwd {os.getcwd()}). Fix the path.")
-        elif Path(path).suffix not in FILE_BUILDERS:
-            problems.append(
-                f"`dataset_files`: {path} has an unsupported extension; use one of {sorted(FILE_BUILDERS)}."
-            )
-    suffixes = {Path(p).suffix for p in data.dataset_files or []}
-    if len(suffixes) > 1:
-        problems.append(f"`dataset_files` mixes file types {sorted(suffixes)}; convert them to one type.")
-    if not recipe.model.model_name_or_path:
-        problems.append("The recipe names no model: set `model_name_or_path`.")
+    problems = (
+        [] if recipe.model.model_name_or_path else ["The recipe names no model: set `model_name_or_path`."]
+    )
     if recipe.training.mixup_enabled:
         try:
             recipe.training.validate_for_mixup()
@@ -113,30 +95,27 @@ def settings_problems(recipe) -> list[str]:
 
 def data_problems_and_held_out(data) -> tuple[list[str], bool | None]:
     """Load and check every row (sftmix.data.load_sft_data): (problems, whether a held-out split exists or None)."""
-    from sftmix.data import DataError, _file_key, load_sft_data
+    from sftmix.data import load_sft_data
 
-    key = repr(data) + repr([_file_key(p) for p in data.dataset_files or []])
+    key = repr(data) + repr([(os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in data.dataset_files or []])
     if key in _checked_data:
         return [], _checked_data[key]
     try:
         _, held_out = load_sft_data(data)
-    except DataError as error:
-        return error.problems, None
-    except Exception as error:  # a Hub dataset that cannot be loaded, a loader error: said in the message
-        return [f"Data: {error}"], None
+    except Exception as error:  # a `DataError` lists every bad row; else a Hub dataset or loader error
+        return getattr(error, "problems", None) or [f"Data: {error}"], None
     _checked_data[key] = held_out is not None
     return [], held_out is not None
 
 
 def evaluation_problems(evaluation, held_out: bool | None) -> list[str]:
     """Parse every local evaluation file completely (Hub benchmarks are loaded when evaluation runs)."""
-    from sftmix.data import DataError
     from sftmix.evaluation.benchmarks import is_hub_source, load_benchmark
     from sftmix.evaluation.heldout import load_heldout
     from sftmix.evaluation.lm_eval_tasks import require_lm_eval
 
-    problems = []
-    if evaluation.benchmark_sources():
+    problems, sources, ids = [], evaluation.benchmark_sources(), evaluation.pubmedqa_ids
+    if sources:
         try:
             require_lm_eval()
         except ImportError as error:
@@ -153,11 +132,12 @@ def evaluation_problems(evaluation, held_out: bool | None) -> list[str]:
     if evaluation.heldout:
         try:
             load_heldout(evaluation.heldout, evaluation.heldout_format)
-        except DataError as error:
-            problems += [f"`evaluation.heldout`: {p}" for p in error.problems]
-        except Exception as error:
-            problems.append(f"`evaluation.heldout`: {error}")
-    for name, source in evaluation.benchmark_sources().items():
+        except Exception as error:  # a `DataError` lists every bad row
+            problems += [f"`evaluation.heldout`: {p}" for p in getattr(error, "problems", [error])]
+    if ids and not Path(ids).is_file():
+        problems.append(f"`evaluation.pubmedqa_ids`: {ids} does not exist. Fix the path.")
+        ids = None
+    for name, source in sources.items():
         if is_hub_source(source) and not Path(source).is_file():
             continue
         try:
@@ -165,14 +145,10 @@ def evaluation_problems(evaluation, held_out: bool | None) -> list[str]:
                 name,
                 source,
                 medmcqa_answer_base=evaluation.medmcqa_answer_base,
-                pubmedqa_ids=evaluation.pubmedqa_ids
-                if name == "pubmedqa" and evaluation.pubmedqa_ids and Path(evaluation.pubmedqa_ids).is_file()
-                else None,
+                pubmedqa_ids=ids if name == "pubmedqa" else None,
             )
         except Exception as error:
             problems.append(f"`evaluation.{name}`: {error}")
-    if evaluation.pubmedqa_ids and not Path(evaluation.pubmedqa_ids).is_file():
-        problems.append(f"`evaluation.pubmedqa_ids`: {evaluation.pubmedqa_ids} does not exist. Fix the path.")
     if evaluation.chat_template_path:
         problems += template_problems(evaluation.chat_template_path, "evaluation.chat_template_path")
     return problems
@@ -218,12 +194,11 @@ def path_or_hub_problems(name: str, key: str, *, tokenizer: bool = True, revisio
         return [f"`{key}`: {name} is a file, not a model folder (config.json, weights and tokenizer files)."]
     if not _looks_like_hub_id(name):
         return [f"`{key}`: {name} does not exist (cwd {os.getcwd()}). Fix the path."]
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        if not _in_hub_cache(name, CONFIG_FILES, revision):
-            return [
-                f"`{key}`: {name} is neither a local folder nor in the Hugging Face cache, and HF_HUB_OFFLINE is "
-                "set. Download it where the Hub is reachable (`hf download ...`), or fix the path."
-            ]
+    if _offline() and not _in_hub_cache(name, CONFIG_FILES, revision):
+        return [
+            f"`{key}`: {name} is neither a local folder nor in the Hugging Face cache, and HF_HUB_OFFLINE is "
+            "set. Download it where the Hub is reachable (`hf download ...`), or fix the path."
+        ]
     return []
 
 
@@ -254,9 +229,7 @@ def template_problems(template: str, key: str) -> list[str]:
             return []
         return [f"`{key}`: {template} is a folder without tokenizer files; name a .jinja template file."]
     if _looks_like_hub_id(template) and not template.endswith((".jinja", ".j2")):
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") and not _in_hub_cache(
-            template, ("tokenizer_config.json",), None
-        ):
+        if _offline() and not _in_hub_cache(template, ("tokenizer_config.json",), None):
             return [
                 f"`{key}`: {template} is neither a file nor in the Hugging Face cache (HF_HUB_OFFLINE is set)."
             ]
@@ -317,11 +290,13 @@ def _looks_like_hub_id(name: str) -> bool:
     return bool(HUB_ID.match(name)) and ".." not in name
 
 
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
 def _in_hub_cache(repo_id: str, filenames, revision) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - transformers depends on it
-        return True
+    from huggingface_hub import try_to_load_from_cache
+
     for filename in filenames:
         try:
             found = try_to_load_from_cache(repo_id, filename, revision=revision)

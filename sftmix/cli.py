@@ -62,19 +62,17 @@ def settings_parser(command: str) -> argparse.ArgumentParser:
     from dataclasses import MISSING, fields
 
     from transformers import HfArgumentParser
-    from trl import ModelConfig
 
-    from sftmix.config import SFTMixConfig
-    from sftmix.data import DataArguments
-    from sftmix.recipe import _section_classes
+    from sftmix.recipe import setting_classes
 
+    classes = setting_classes()
     parser = HfArgumentParser(
-        (DataArguments, ModelConfig, SFTMixConfig),
+        classes.pop(""),
         prog=f"sftmix {command}",
         description=STAGES[command] + " Recipe keys are defaults; these options override them.",
     )
     parser.add_argument("--config", help=CONFIG_HELP)
-    for section, cls in _section_classes().items():
+    for section, (cls,) in classes.items():
         group = parser.add_argument_group(f"`{section}:` section (--{section}.<key>)")
         for f in fields(cls):
             if not f.init:
@@ -152,13 +150,10 @@ def _main(argv: list[str]) -> int:
 def check(recipe) -> int:
     """`sftmix check`: the problems (exit 1), or the resolved settings and the plan (exit 0)."""
     from sftmix import plan
-    from sftmix.checks import RecipeProblems, collect_problems
-
-    problems = collect_problems(recipe)
-    if problems:
-        raise RecipeProblems(problems, recipe.path)
+    from sftmix.checks import check_recipe
     from sftmix.data import load_sft_data
 
+    check_recipe(recipe)
     train, held_out = load_sft_data(recipe.data)
     print(f"Recipe {recipe.path}: no problems found.\n")
     print("Settings")

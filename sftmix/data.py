@@ -1,20 +1,15 @@
-"""Load SFT data from the Hub or local files and bring it to one of SFTTrainer's formats, checked row by row.
+"""Load SFT data from the Hub or local files into one of SFTTrainer's formats, checked row by row.
 
-Accepted inputs (`dataset_format: auto` detects them from the columns):
-- `messages`: [{"role", "content"}, ...] (UltraChat-200K, TRL's conversational format);
-- `prompt` / `completion` strings;
-- `text`;
-- `conversations`: ShareGPT [{"from", "value"}, ...], converted to `messages`;
-- `alpaca`: `instruction`, optional `input`, `output` (Alpaca-52K, MedAlpaca), converted to `messages` with
-  the instruction and the input (after a blank line) as the user turn and the output as the assistant turn.
-Only the format's own columns are kept (plus the confidence column when present), so that a dataset
-carrying e.g. both `prompt` and `messages` (UltraChat) is not misread by SFTTrainer.
+Accepted inputs (`dataset_format: auto` detects them from the columns): `messages` (TRL's conversational format),
+`prompt` / `completion`, `text`, ShareGPT `conversations` and Alpaca `instruction` / `input` / `output` (the last
+two converted to `messages`, the input after a blank line in the user turn). Only the format's own columns are
+kept (plus the confidence column), so that e.g. UltraChat's `prompt` next to `messages` is not misread.
 
-Every row is checked before the data is shuffled or split, and a bad row is named where a person finds it:
-`FILE, line N` in a JSON-lines file (1-based, as editors count), `FILE, item N` in a JSON array and
-`FILE, row N` in a parquet, arrow or CSV file (0-based, as pandas counts); `row N of split S` for Hub and
-built-in data. All bad rows are reported together (`DataError.problems`). Error messages quote at most
-`EXCERPT_CHARS` characters of a row, and none when `error_excerpts` is off (patient texts stay out of logs).
+Every row is checked before shuffling, and a bad row is named where a person finds it: `FILE, line N` (JSON lines,
+1-based), `FILE, item N` (JSON array), `FILE, row N` (parquet, arrow, CSV; 0-based), `row N of split S` (Hub and
+built-in data); all together (`DataError.problems`). Local files are read once, by `datasets`; only when that read
+fails are they scanned line by line for the cause. Errors quote at most `EXCERPT_CHARS` characters of a row, and
+none when `error_excerpts` is off (patient texts stay out of logs).
 """
 
 from __future__ import annotations
@@ -33,6 +28,7 @@ ROLES = {"system", "user", "assistant", "tool"}
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 BUILTIN_PREFIX = "sftmix/"
 EXCERPT_CHARS = 80
+NO_DATA = "No data: set `dataset_name` (Hub id or 'sftmix/quickstart') or `dataset_files`."
 MAX_LISTED = 20  # problems listed in one message; `DataError.problems` keeps them all
 _excerpts_enabled = True
 
@@ -110,21 +106,27 @@ class DataArguments:
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"`eval_fraction` must lie in [0, 1), got {self.eval_fraction}.")
 
+    def source_problems(self) -> list[str]:
+        """What stops the data from loading, found before anything loads: no source, missing or mixed files."""
+        files = self.dataset_files or []
+        problems = [] if self.dataset_name or files else [NO_DATA]
+        for path in files:
+            if not Path(path).is_file():
+                problems.append(f"`dataset_files`: {path} does not exist (cwd {os.getcwd()}). Fix the path.")
+            elif Path(path).suffix not in FILE_BUILDERS:
+                problems.append(
+                    f"`dataset_files`: {path} has an unsupported extension; use one of {sorted(FILE_BUILDERS)}."
+                )
+        suffixes = sorted({Path(p).suffix for p in files})
+        if len(suffixes) > 1:
+            problems.append(f"`dataset_files` mixes file types {suffixes}; convert them to one type.")
+        return problems
+
     def check_sources(self) -> None:
-        """Cheap checks (before any model loads): something to load, and local files that exist."""
-        if not self.dataset_name and not self.dataset_files:
-            raise ValueError(
-                "No data: set `dataset_name` (Hub id or 'sftmix/quickstart') or `dataset_files`."
-            )
-        for path in self.dataset_files or []:
-            if not Path(path).exists():
-                raise FileNotFoundError(
-                    f"Data file {path} does not exist (from `dataset_files`). Fix the path."
-                )
-            if Path(path).suffix not in FILE_BUILDERS:
-                raise ValueError(
-                    f"Data file {path} has an unsupported extension; use one of {sorted(FILE_BUILDERS)}."
-                )
+        """Raise `DataError` listing `source_problems`, if any."""
+        problems = self.source_problems()
+        if problems:
+            raise DataError("The data cannot be loaded:", problems)
 
 
 def load_sft_data(args: DataArguments, keep_columns: tuple[str, ...] = ("confident",)):
@@ -132,21 +134,13 @@ def load_sft_data(args: DataArguments, keep_columns: tuple[str, ...] = ("confide
 
     Every row is checked before shuffling, so a bad row is named by its file and line whatever `split_seed` is.
     """
-    import datasets
-
     args.check_sources()
     origins = None
     if args.dataset_name and args.dataset_name.startswith(BUILTIN_PREFIX):
         splits = _builtin(args.dataset_name)
     elif args.dataset_files:
-        suffixes = {Path(p).suffix for p in args.dataset_files}
-        if len(suffixes) > 1:
-            raise ValueError(
-                f"`dataset_files` mixes file types {sorted(suffixes)}; convert them to one type."
-            )
-        builder = FILE_BUILDERS[suffixes.pop()]
-        origins = locate_rows(args.dataset_files, args.dataset_format, args.error_excerpts)
-        splits = datasets.load_dataset(builder, data_files={"train": list(args.dataset_files)})
+        splits = {"train": read_files(args.dataset_files, args.dataset_format, args.error_excerpts)}
+        origins = functools.partial(row_origins, args.dataset_files)
     else:
         splits = _load_hub(args)
 
@@ -155,29 +149,16 @@ def load_sft_data(args: DataArguments, keep_columns: tuple[str, ...] = ("confide
             f"The dataset has no split {args.dataset_train_split!r} (splits: {list(splits)}); set "
             "`dataset_train_split`."
         )
-    raw = splits[args.dataset_train_split]
-    if origins is not None and len(origins) != len(raw):
-        origins = None  # the loader read the files differently: fall back to plain row numbers
-    train = to_sft_format(
-        raw,
-        args.dataset_format,
-        keep_columns,
-        origins=origins,
-        split=args.dataset_train_split,
-        excerpts=args.error_excerpts,
+    convert = functools.partial(
+        to_sft_format, fmt=args.dataset_format, keep_columns=keep_columns, excerpts=args.error_excerpts
     )
+    train = convert(splits[args.dataset_train_split], origins=origins, split=args.dataset_train_split)
     if len(train) == 0:
         raise DataError("No training data.", [f"split {args.dataset_train_split!r} has no rows"])
     train = train.shuffle(seed=args.split_seed)
     held_out = None
     if args.dataset_test_split in splits:
-        held_out = to_sft_format(
-            splits[args.dataset_test_split],
-            args.dataset_format,
-            keep_columns,
-            split=args.dataset_test_split,
-            excerpts=args.error_excerpts,
-        )
+        held_out = convert(splits[args.dataset_test_split], split=args.dataset_test_split)
     elif args.eval_fraction > 0:
         parts = train.train_test_split(test_size=args.eval_fraction, seed=args.split_seed)
         train, held_out = parts["train"], parts["test"]
@@ -206,131 +187,115 @@ def load_sft_data(args: DataArguments, keep_columns: tuple[str, ...] = ("confide
     return train, held_out
 
 
-def locate_rows(paths, fmt: str = "auto", excerpts: bool = True) -> list[str]:
-    """Where each row of the local data files is (`FILE, line N`), in the order `datasets` loads them.
+def read_files(paths, fmt: str = "auto", excerpts: bool = True):
+    """The local data files as one `datasets.Dataset`, read by `datasets`; when that read fails, `DataError` names
+    every undecodable or broken line, non-row, empty file and bad row of every file (`_scan_file`)."""
+    import datasets
 
-    Every file is read completely: undecodable bytes, broken JSON and malformed rows of every file are
-    collected and raised together as one `DataError`.
-    """
-    problems, origins, rows = [], [], []
-    for path in paths:
-        file_origins, file_rows, file_problems = _scan_file(*_file_key(path))
-        problems += file_problems
-        origins += file_origins
-        rows += [(o, r) for o, r in zip(file_origins, file_rows, strict=True) if r is not None]
-    if rows:  # JSON rows are checked here, with their lines (parquet / CSV: after loading)
-        columns = sorted({key for _, row in rows for key in row})
-        try:
-            row_fmt = detect_format(columns) if fmt == "auto" else fmt
-        except ValueError as error:
-            problems.append(str(error))
-        else:
-            for origin, row in rows:
-                problem = check_row(row, row_fmt)
-                if problem:
-                    problems.append(
-                        f"{origin}: {problem} (row: {excerpt(row, excerpts)}). Fix or drop that row"
-                    )
-    if problems:
-        raise DataError(f"The data files have {len(problems)} problem(s):", problems)
+    try:
+        return datasets.load_dataset(
+            FILE_BUILDERS[Path(paths[0]).suffix], data_files={"train": list(paths)}, split="train"
+        )
+    except Exception:
+        scans = [_scan_file(str(path)) for path in paths]
+        problems = [problem for _, file_problems in scans for problem in file_problems]
+        rows = [(origin, row) for file_rows, _ in scans for origin, row in file_rows if row is not None]
+        if rows:
+            try:
+                row_fmt = detect_format({key for _, row in rows for key in row}) if fmt == "auto" else fmt
+            except ValueError as error:
+                problems.append(str(error))
+            else:
+                problems += [
+                    _row_problem(o, p, row, excerpts) for o, row in rows if (p := check_row(row, row_fmt))
+                ]
+        if not problems:
+            raise
+    raise DataError(f"The data files have {len(problems)} problem(s):", problems) from None
+
+
+def row_origins(paths) -> list[str]:
+    """Where each row of the local data files is, in the order `datasets` reads them: `FILE, line N` (JSON lines),
+    `FILE, item N` (a JSON array), `FILE, row N` (parquet, arrow; CSV with its line)."""
+    return [origin for path in paths for origin, _ in _scan_file(str(path))[0]]
+
+
+def locate_rows(paths, fmt: str = "auto", excerpts: bool = True) -> list[str]:
+    """`row_origins`, after `DataError` for every problem of the files and their rows."""
+    dataset = read_files(paths, fmt, excerpts)
+    origins = row_origins(paths)
+    to_sft_format(dataset, fmt, (), origins=origins, excerpts=excerpts)
     return origins
 
 
-def _file_key(path):
-    stat = Path(path).stat()
-    return str(path), stat.st_size, stat.st_mtime_ns
-
-
-@functools.lru_cache(maxsize=32)
-def _scan_file(path: str, size: int, mtime_ns: int):
-    """`(origins, json_rows_or_None, problems)` of one data file; cached by path, size and time."""
+def _scan_file(path: str) -> tuple[list[tuple[str, dict | None]], list[str]]:
+    """`([(origin, JSON row or None)], problems)`: where each row of one data file is and a problem per line (or
+    file) that cannot be read."""
     suffix = Path(path).suffix
-    if suffix == ".parquet":
+    if suffix in (".parquet", ".arrow"):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         try:
-            count = pq.ParquetFile(path).metadata.num_rows
+            if suffix == ".parquet":
+                count = pq.ParquetFile(path).metadata.num_rows
+            else:
+                with pa.memory_map(path) as source:
+                    count = pa.ipc.open_stream(source).read_all().num_rows
         except Exception as error:
-            return [], [], [f"{path}: not a readable parquet file ({error})"]
-        return [f"{path}, row {i}" for i in range(count)], [None] * count, _empty(path, count)
-    if suffix == ".arrow":
-        import pyarrow as pa
-
-        try:
-            with pa.memory_map(path) as source:
-                count = pa.ipc.open_stream(source).read_all().num_rows
-        except Exception as error:
-            return [], [], [f"{path}: not a readable arrow stream ({error})"]
-        return [f"{path}, row {i}" for i in range(count)], [None] * count, _empty(path, count)
+            kind = "parquet file" if suffix == ".parquet" else "arrow stream"
+            return [], [f"{path}: not a readable {kind} ({error})"]
+        return [(f"{path}, row {i}", None) for i in range(count)], _empty(path, count)
     lines, problems = _decode_lines(path)
-    if suffix == ".csv":
-        if problems:
-            return [], [], problems
-        reader = csv.reader(io.StringIO("\n".join(lines)))
-        origins, header = [], True
-        for _ in reader:
-            if header:
-                header = False
-                continue
-            origins.append(f"{path}, row {len(origins)} (line {reader.line_num})")
-        return origins, [None] * len(origins), _empty(path, len(origins))
     text = "\n".join(line or "" for line in lines)
+    if suffix == ".csv":
+        reader = csv.reader(io.StringIO(text))
+        next(reader, None)  # the header
+        rows = (
+            []
+            if problems
+            else [(f"{path}, row {i} (line {reader.line_num})", None) for i, _ in enumerate(reader)]
+        )
+        return rows, problems or _empty(path, len(rows))
+    document = None
     if suffix == ".json" and text.lstrip()[:1] in ("[", "{") and not problems:
         try:
             document = json.loads(text)
         except json.JSONDecodeError as error:
             if text.lstrip()[:1] == "[":
-                return [], [], [f"{path}, line {error.lineno}: not valid JSON ({error.msg}). Fix the file"]
-        else:
-            if isinstance(document, dict):  # one object: one row, as `datasets` reads it
-                return [f"{path}, line 1"], [document], []
-            if not isinstance(document, list):
-                return (
-                    [],
-                    [],
-                    [f"{path}: a JSON {type(document).__name__}, not rows. Expected a list of objects"],
+                return [], [f"{path}, line {error.lineno}: not valid JSON ({error.msg}). Fix the file"]
+    if isinstance(document, dict):  # one object: one row, as `datasets` reads it
+        return [(f"{path}, line 1", document)], []
+    items = [(f"{path}, item {i}", value) for i, value in enumerate(document or [])]
+    for number, line in enumerate([] if isinstance(document, list) else lines, start=1):
+        if line and line.strip():
+            try:
+                items.append((f"{path}, line {number}", json.loads(line)))
+            except json.JSONDecodeError as error:
+                problems.append(
+                    f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno}). Expected one "
+                    "JSON object per line"
                 )
-            bad = [
-                f"{path}, item {i}: a JSON {type(row).__name__}, not an object (a row)"
-                for i, row in enumerate(document)
-                if not isinstance(row, dict)
-            ]
-            origins = [f"{path}, item {i}" for i in range(len(document))]
-            return origins, document, bad or _empty(path, len(document))
-    origins, rows = [], []
-    for number, line in enumerate(lines, start=1):
-        if line is None or not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            problems.append(
-                f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno}). Expected one JSON "
-                "object per line"
-            )
-            continue
-        if not isinstance(row, dict):
-            problems.append(f"{path}, line {number}: a JSON {type(row).__name__}, not an object (a row)")
-            continue
-        origins.append(f"{path}, line {number}")
-        rows.append(row)
-    problems.sort(key=lambda problem: int(re.search(r", line (\d+)", problem).group(1)))
-    return origins, rows, problems or _empty(path, len(rows))
+    rows = [(origin, value) for origin, value in items if isinstance(value, dict)]
+    problems += [
+        f"{o}: a JSON {type(v).__name__}, not an object (a row)" for o, v in items if not isinstance(v, dict)
+    ]
+    problems.sort(key=lambda problem: int(re.match(r", (?:line|item) (\d+)", problem[len(path) :])[1]))
+    return rows, problems or _empty(path, len(rows))
 
 
 def _decode_lines(path: str) -> tuple[list[str | None], list[str]]:
     """The file's lines as text; an undecodable line is None and a problem naming its line and byte."""
     lines, problems = [], []
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                lines.append(raw.decode("utf-8").rstrip("\r\n"))
-            except UnicodeDecodeError as error:
-                lines.append(None)
-                problems.append(
-                    f"{path}, line {number}: not UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1}). "
-                    "Re-save the file as UTF-8"
-                )
+    for number, raw in enumerate(Path(path).read_bytes().split(b"\n"), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            lines.append(None)
+            problems.append(
+                f"{path}, line {number}: not UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1}). "
+                "Re-save the file as UTF-8"
+            )
     return lines, problems
 
 
@@ -387,51 +352,45 @@ def to_sft_format(
     fmt: str = "auto",
     keep_columns: tuple[str, ...] = ("confident",),
     *,
-    origins: list[str] | None = None,
+    origins=None,
     split: str | None = None,
     excerpts: bool | None = None,
 ):
     """Convert to `messages`, `prompt`/`completion` or `text`, keep only those columns, check every row.
 
-    `origins[i]` names row i in error messages (e.g. `FILE, line N`); by default `row i` (of `split`).
-    All malformed rows are reported together in one `DataError`.
+    `origins` (a list, or a function giving it, called only for a bad row) names row i in error messages (e.g.
+    `FILE, line N`); by default `row i` (of `split`). All malformed rows are reported together in one `DataError`.
     """
     fmt = detect_format(dataset.column_names) if fmt == "auto" else fmt
-    if fmt == "alpaca":
-        dataset = dataset.map(_alpaca_to_messages, desc="Converting Alpaca rows to messages")
+    if fmt in CONVERTERS:
+        dataset = dataset.map(CONVERTERS[fmt], desc=f"Converting {fmt} rows to messages")
         fmt = "messages"
-    elif fmt == "sharegpt":
-        dataset = dataset.map(_sharegpt_to_messages, desc="Converting ShareGPT rows to messages")
-        fmt = "messages"
-    columns = {"messages": ["messages"], "prompt_completion": ["prompt", "completion"], "text": ["text"]}[fmt]
+    columns = COLUMNS[fmt]
     missing = [c for c in columns if c not in dataset.column_names]
     if missing:
         raise ValueError(
             f"`dataset_format: {fmt}` needs the columns {columns}; the dataset has {dataset.column_names}."
         )
     dataset = dataset.select_columns(columns + [c for c in keep_columns if c in dataset.column_names])
-    problems = []
-    for index, row in enumerate(dataset.select_columns(columns)):
-        problem = check_row(row, fmt)
-        if problem:
-            where = origins[index] if origins else f"row {index}" + (f" of split {split!r}" if split else "")
-            problems.append(f"{where}: {problem} (row: {excerpt(row, excerpts)}). Fix or drop that row")
-    if problems:
+    bad = [(i, row, p) for i, row in enumerate(dataset.select_columns(columns)) if (p := check_row(row, fmt))]
+    if bad:
+        origins = origins() if callable(origins) else origins
+        if not origins or len(origins) != len(dataset):  # none, or the loader read the files differently
+            origins = [f"row {i}" + (f" of split {split!r}" if split else "") for i in range(len(dataset))]
+        problems = [_row_problem(origins[i], p, row, excerpts) for i, row, p in bad]
         raise DataError(f"{len(problems)} malformed training example(s):", problems)
     return dataset
 
 
+def _row_problem(where: str, problem: str, row, excerpts: bool | None) -> str:
+    return f"{where}: {problem} (row: {excerpt(row, excerpts)}). Fix or drop that row"
+
+
 def check_row(row: dict, fmt: str) -> str | None:
     """What is wrong with one row of format `fmt` (any accepted format, before conversion), or None."""
-    if fmt == "alpaca":
-        row, fmt = _alpaca_to_messages(row), "messages"
-    elif fmt == "sharegpt":
-        row, fmt = _sharegpt_to_messages(row), "messages"
-    columns = {"messages": ["messages"], "prompt_completion": ["prompt", "completion"], "text": ["text"]}[fmt]
-    row = {c: row.get(c) for c in columns}
-    return {"messages": check_messages_row, "prompt_completion": check_prompt_row, "text": check_text_row}[
-        fmt
-    ](row)
+    if fmt in CONVERTERS:
+        row, fmt = CONVERTERS[fmt](row), "messages"
+    return ROW_CHECKS[fmt]({c: row.get(c) for c in COLUMNS[fmt]})
 
 
 def check_messages_row(row) -> str | None:
@@ -494,3 +453,8 @@ def _sharegpt_to_messages(row):
         return {"messages": []}  # reported by the row check
     messages = maybe_convert_to_chatml({"conversations": [dict(t) for t in turns]})["messages"]
     return {"messages": [{**m, "role": SHAREGPT_ROLES.get(m.get("role"), m.get("role"))} for m in messages]}
+
+
+CONVERTERS = {"alpaca": _alpaca_to_messages, "sharegpt": _sharegpt_to_messages}
+COLUMNS = {"messages": ["messages"], "prompt_completion": ["prompt", "completion"], "text": ["text"]}
+ROW_CHECKS = {"messages": check_messages_row, "prompt_completion": check_prompt_row, "text": check_text_row}

@@ -1,34 +1,28 @@
 """Recipes: one YAML per experiment, in the TRL / alignment-handbook way.
 
-Top-level keys are the fields of `DataArguments` (sftmix.data), TRL's `ModelConfig` and `SFTMixConfig`;
-they are defaults that command-line flags (`--learning_rate 1e-5`) override. Two optional mappings hold the
-other stages: `dynamics:` (fields of `sftmix.dynamics.DynamicsConfig`) and `evaluation:` (fields of
-`sftmix.evaluation.EvalConfig`); `env:` exports environment variables. Unknown keys are errors.
+Top-level keys are the fields of `DataArguments` (sftmix.data), TRL's `ModelConfig` and `SFTMixConfig`; the
+`dynamics:` and `evaluation:` mappings hold the fields of `DynamicsConfig` and `EvalConfig`; `env:` exports
+environment variables. Unknown keys are errors, with the closest known key. A recipe is a path or the name of a
+shipped one (`quickstart`, `llama-3.1-8b/alpaca/sftmix`; `find_recipe`). Command-line settings (`--key value`,
+`--section.key value`, `--key null` for None; `parse_overrides`) override the YAML.
 
-YAML values are checked against the settings' types as the command line checks them (`coerce_settings`):
-a quoted number (`num_checkpoints: "3"`, or `1e-5`, which YAML reads as text) becomes a number, one string
-where a list is expected (`dataset_files: data.jsonl`) becomes a list, and a YAML boolean where a number is
-expected (`mixup_weight: yes`) is an error naming the key. All problems of a recipe are reported together
-(`sftmix.checks.RecipeProblems`), with those the other checks find.
-
-A recipe is named by its path or by its name among the recipes shipped with the package (`quickstart`,
-`llama-3.1-8b/alpaca/sftmix`; `find_recipe`). Command-line settings (`--key value`, `--section.key value` for
-the nested sections, `--key null` for None) override the YAML and go through the same type checks
-(`parse_overrides`). Relative paths inside a recipe (data, templates, evaluation files, checkpoints) are
-looked up next to the recipe file, then in the package, then in the working directory (`resolve_paths`).
+YAML and command-line values are typed as HfArgumentParser types command-line values (`coerce_settings`): `"3"` and
+`1e-5` (text in YAML) become numbers, one string where a list is expected becomes a list, and a YAML boolean where
+a number is expected (`mixup_weight: yes`) is a problem naming the key. All problems are reported together
+(`sftmix.checks.RecipeProblems`). Relative paths are looked up next to the recipe, then in the package, then in the
+working directory (`resolve_paths`).
 """
 
 from __future__ import annotations
 
+import argparse
 import difflib
-import enum
 import logging
 import os
-import types
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +39,20 @@ class Recipe:
     path: Path | None = None
 
 
-def _section_classes():
+def setting_classes() -> dict[str, tuple]:
+    """The dataclasses each part of a recipe sets: the top level ("") and each section."""
+    from trl import ModelConfig
+
+    from sftmix.config import SFTMixConfig
+    from sftmix.data import DataArguments
     from sftmix.dynamics import DynamicsConfig
     from sftmix.evaluation import EvalConfig
 
-    return {"dynamics": DynamicsConfig, "evaluation": EvalConfig}
+    return {
+        "": (DataArguments, ModelConfig, SFTMixConfig),
+        "dynamics": (DynamicsConfig,),
+        "evaluation": (EvalConfig,),
+    }
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
@@ -64,179 +67,125 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return raw
 
 
-def _check_known(keys, known: set[str], where: str) -> None:
-    unknown = [k for k in keys if k not in known]
-    if unknown:
-        hints = []
-        for key in unknown:
+def _unknown(keys, known, show) -> list[str]:
+    """Each of `keys` not in `known`, as `show` writes it, with the closest known one."""
+    found = []
+    for key in keys:
+        if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ValueError(f"Unknown {where} key(s): {', '.join(hints)}.")
+            found.append(show(key) + (f" (did you mean {show(close[0])}?)" if close else ""))
+    return found
 
 
-class _Mistyped(Exception):
-    pass
-
-
-TRUE_WORDS = ("true", "yes", "on", "1")
-FALSE_WORDS = ("false", "no", "off", "0")
-
-
-def _type_name(hint) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def _coerce(value, hint):
-    """`value` as type `hint`, with the conversions the command line makes; raises `_Mistyped`."""
-    if value is None or hint is Any or isinstance(hint, (str, typing.ForwardRef)):
-        return value
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        for option in options:  # a value already of one of the types stays as it is
-            if _is_instance(value, option):
-                return _coerce(value, option)
-        for option in options:
-            try:
-                return _coerce(value, option)
-            except _Mistyped:
-                continue
-        raise _Mistyped(" or ".join(_type_name(o) for o in options))
-    if origin is Literal:
-        choices = typing.get_args(hint)
-        for choice in choices:
-            if value == choice or (not isinstance(value, bool) and str(value) == str(choice)):
-                return choice
-        raise _Mistyped(f"one of {list(choices)}")
-    if origin in (list, tuple) or hint in (list, tuple):
-        (item,) = typing.get_args(hint)[:1] or (Any,)
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise _Mistyped(f"a list of {_type_name(item)}")
-        return [_coerce(v, item) for v in value]
-    if origin is dict or hint is dict:
-        if isinstance(value, str):  # from the command line: JSON or YAML text
-            import yaml
-
-            try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError:
-                raise _Mistyped("a mapping") from None
-        if not isinstance(value, dict):
-            raise _Mistyped("a mapping")
-        return value
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
-            return value.strip().lower() in TRUE_WORDS
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        raise _Mistyped("true or false")
-    if hint in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise _Mistyped("a number" if hint is float else "a whole number")
-        try:
-            number = float(value) if hint is float else _to_int(value)
-        except ValueError:
-            raise _Mistyped("a number" if hint is float else "a whole number") from None
-        return number
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise _Mistyped("text")
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        if isinstance(value, hint):
-            return value
-        try:
-            return hint(value)
-        except ValueError:
-            raise _Mistyped(f"one of {[m.value for m in hint]}") from None
-    return value  # other types (objects given from Python): passed through as before
+def _check_known(keys, known, where: str) -> None:
+    unknown = _unknown(keys, known, repr)
+    if unknown:
+        raise ValueError(f"Unknown {where} key(s): {', '.join(unknown)}.")
 
 
 def _to_int(value) -> int:
-    if isinstance(value, str):
-        value = value.strip()
-        try:
-            return int(value)
-        except ValueError:
-            value = float(value)
-    if isinstance(value, float) and not value.is_integer():
+    number = float(value)  # "2.0" and "1e3" are whole numbers too
+    if not number.is_integer():
         raise ValueError(value)
-    return int(value)
+    return int(number)
 
 
-def _is_instance(value, hint) -> bool:
-    origin = typing.get_origin(hint) or hint
-    if origin is Literal:
-        return value in typing.get_args(hint)
-    if not isinstance(origin, type):
-        return False
-    if origin in (int, float) and isinstance(value, bool):
-        return False
-    if origin is float:
-        return isinstance(value, (int, float))
-    return isinstance(value, origin)
+def _to_dict(value) -> dict:
+    import yaml
+
+    value = yaml.safe_load(value) if isinstance(value, str) else value  # from the command line: JSON or YAML
+    if not isinstance(value, dict):
+        raise TypeError(value)
+    return value
+
+
+def _typed(value, action, hint):
+    """`value` converted by the command line's own `type`, `nargs` and `choices` of its field (HfArgumentParser's
+    `action`); a mapping or list passes as given where the annotation allows one (`dict | str`, `str | list[str]`)."""
+    allowed = tuple(
+        t for t in (typing.get_origin(a) or a for a in typing.get_args(hint)) if isinstance(t, type)
+    )
+    if isinstance(value, (dict, list)) and action.nargs != "+" and isinstance(value, allowed):
+        return value
+    if action.nargs != "+":
+        return _scalar(value, action)
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise TypeError(value)
+    return [_scalar(item, action) for item in items]
+
+
+def _scalar(value, action):
+    from transformers.hf_argparser import string_to_bool
+
+    if action.type is dict:
+        return _to_dict(value)
+    if not isinstance(value, (str, int, float)) or (
+        isinstance(value, bool) and action.type is not string_to_bool
+    ):
+        raise TypeError(value)  # a YAML boolean (yes/no) where a number or text is expected
+    if action.type is string_to_bool:
+        return string_to_bool({"on": "yes", "off": "no"}.get(str(value).strip().lower(), str(value).strip()))
+    convert = {int: _to_int, float: float}.get(action.type)
+    converted = convert(value) if convert else (action.type or str)(str(value))
+    if action.choices and converted not in action.choices:
+        raise ValueError(value)
+    return converted
+
+
+def _expected(action) -> str:
+    from transformers.hf_argparser import string_to_bool
+
+    if action.choices:
+        text = f"one of {[str(c) for c in action.choices]}"
+    else:
+        names = {float: "a number", int: "a whole number", string_to_bool: "true or false", dict: "a mapping"}
+        text = names.get(action.type, "text")
+    return f"a list, each {text}" if action.nargs == "+" else text
 
 
 def coerce_settings(classes, values: dict, where: str) -> tuple[dict, list[str]]:
-    """`values` converted to the types of the dataclass fields they set, and a problem per value that is not.
+    """`values` typed as the command line types them (HfArgumentParser's `type`, `choices` and `nargs` of each
+    field), and a problem per value that is not. One string where a list is expected becomes a list; a YAML
+    boolean where a number or text is expected is refused; None stays None. A mistyped key is left out."""
+    from transformers import HfArgumentParser
 
-    Handles `X | None` / Optional, unions, `list[...]` (one string becomes a list of one), bool, int, float,
-    str, Literal and enums, and a field's `choices`; None stays None. A mistyped key is left out of the result.
-    """
-    specs = {}
+    hints = {}
     for cls in classes:
-        try:
-            hints = typing.get_type_hints(cls)
-        except Exception:  # an annotation this Python cannot resolve: use the raw ones
-            hints = {}
-        for f in fields(cls):
-            if f.init and f.name not in specs:
-                specs[f.name] = (hints.get(f.name, f.type), f.metadata.get("choices"))
+        hints.update(typing.get_type_hints(cls))
+    actions = {}
+    for action in HfArgumentParser(classes)._actions:
+        actions.setdefault(action.dest, action)
     result, problems = {}, []
     for key, value in values.items():
-        if key not in specs:
+        if key == "resume_from_checkpoint" and isinstance(value, bool):  # `true`: the latest checkpoint
+            value = "true" if value else None
+        if value is None or key not in actions:
             result[key] = value
             continue
-        if key == "resume_from_checkpoint" and isinstance(
-            value, bool
-        ):  # `true`: the latest checkpoint in output_dir
-            result[key] = "true" if value else None
-            continue
-        hint, choices = specs[key]
         try:
-            converted = _coerce(value, hint)
-        except _Mistyped as expected:
+            result[key] = _typed(value, actions[key], hints.get(key))
+        except (ValueError, TypeError, argparse.ArgumentTypeError):
             yaml_bool = (
                 " (YAML reads yes/no/on/off/true/false as booleans)" if isinstance(value, bool) else ""
             )
             problems.append(
-                f"`{key}: {value!r}` in {where}: expected {expected}, got {type(value).__name__}{yaml_bool}. "
-                "Fix the value."
+                f"`{key}: {value!r}` in {where}: expected {_expected(actions[key])}, got {type(value).__name__}"
+                f"{yaml_bool}. Fix the value."
             )
-            continue
-        if choices and converted is not None and not isinstance(converted, list):
-            allowed = [str(c) for c in choices]
-            if str(converted) not in allowed:
-                problems.append(f"`{key}: {value!r}` in {where}: expected one of {allowed}. Fix the value.")
-                continue
-        result[key] = converted
     return result, problems
 
 
 NULL_WORDS = ("null", "none", "~")
 
 # Keys users bring from TRL and the alignment-handbook, and what sftmix reads instead
+ONE_DATASET = (
+    "sftmix trains on one dataset: `dataset_name` (+ `dataset_config`, `dataset_train_split`) for a Hub dataset, or "
+    "`dataset_files: [a.jsonl, b.jsonl]` for local files (several files are concatenated)"
+)
 FOREIGN_KEYS = {
-    "datasets": "sftmix trains on one dataset: `dataset_name` (+ `dataset_config`, `dataset_train_split`) for a Hub "
-    "dataset, or `dataset_files: [a.jsonl, b.jsonl]` for local files (several files are concatenated)",
-    "dataset_mixture": "sftmix trains on one dataset: `dataset_name` (+ `dataset_config`, `dataset_train_split`) for "
-    "a Hub dataset, or `dataset_files: [a.jsonl, b.jsonl]` for local files (several files are concatenated)",
+    "datasets": ONE_DATASET,
+    "dataset_mixture": ONE_DATASET,
     "chat_template": "put the template in a .jinja file and set `chat_template_path: that/file.jinja`",
 }
 
@@ -315,26 +264,18 @@ def parse_overrides(tokens: list[str]) -> tuple[dict, dict[str, dict]]:
     return top, sections
 
 
-def _check_cli_keys(top: dict, sections: dict, known: set[str], section_known: dict[str, set[str]]) -> dict:
+def _check_cli_keys(top: dict, sections: dict, known: dict[str, set[str]]) -> dict:
     """Unknown command-line keys, with the closest known one; `--no_flag` becomes `flag: false`."""
-    problems, renamed = [], {}
+    renamed = {}
     for key, value in top.items():
-        if key in known:
-            renamed[key] = value
-        elif key.startswith("no_") and key[3:] in known and value == "true":
-            renamed[key[3:]] = "false"
-        else:
-            close = difflib.get_close_matches(key, known, n=1)
-            problems.append(f"--{key}" + (f" (did you mean --{close[0]}?)" if close else ""))
+        if key not in known[""] and key.startswith("no_") and key[3:] in known[""] and value == "true":
+            key, value = key[3:], "false"
+        renamed[key] = value
+    unknown = _unknown(renamed, known[""], lambda key: f"--{key}")
     for section, values in sections.items():
-        for key in values:
-            if key not in section_known[section]:
-                close = difflib.get_close_matches(key, section_known[section], n=1)
-                problems.append(
-                    f"--{section}.{key}" + (f" (did you mean --{section}.{close[0]}?)" if close else "")
-                )
-    if problems:
-        raise ValueError(f"Unknown command-line setting(s): {', '.join(problems)}. See `sftmix run --help`.")
+        unknown += _unknown(values, known[section], lambda key, section=section: f"--{section}.{key}")
+    if unknown:
+        raise ValueError(f"Unknown command-line setting(s): {', '.join(unknown)}. See `sftmix run --help`.")
     return renamed
 
 
@@ -384,83 +325,66 @@ def cpu_has_fast_bf16() -> bool:
 def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Recipe:
     """Parse a recipe (and command-line overrides) into its dataclasses; nothing heavy is loaded."""
     from transformers import HfArgumentParser
-    from trl import ModelConfig
-
-    from sftmix.config import SFTMixConfig
-    from sftmix.data import DataArguments
 
     path = find_recipe(path) if path else None
     raw = read_yaml(path) if path else {}
     for key, value in (raw.pop("env", None) or {}).items():
         os.environ[str(key)] = str(value)
-    sections = {name: raw.pop(name, None) for name in SECTIONS}
-
     where = f"recipe {path}" if path else "recipe"
+    classes = setting_classes()
+    known = {
+        name: {f.name for cls in group for f in fields(cls) if f.init} for name, group in classes.items()
+    }
+    given = {**{name: raw.pop(name, None) for name in SECTIONS}, "": raw}
     _refuse_foreign_keys(raw, where)
-    main_classes = (DataArguments, ModelConfig, SFTMixConfig)
-    parser = HfArgumentParser(main_classes)
-    known = {f.name for cls in main_classes for f in fields(cls) if f.init}
-    _check_known(raw, known, where)
-    section_classes = _section_classes()
+    _check_known(raw, known[""], where)
     cli_top, cli_sections = parse_overrides(list(overrides or []))
-    cli_top = _check_cli_keys(
-        cli_top,
-        cli_sections,
-        known,
-        {name: {f.name for f in fields(cls) if f.init} for name, cls in section_classes.items()},
-    )
-    recipe_dir = path.parent if path else None
-    raw = {**resolve_paths(raw, "", recipe_dir), **resolve_paths(cli_top, "", Path.cwd())}
-    for name, values in cli_sections.items():
-        if values:
-            yaml_values = sections[name] if isinstance(sections[name], dict) else {}
-            yaml_values = resolve_paths(yaml_values, name, recipe_dir)
-            sections[name] = {**yaml_values, **resolve_paths(values, name, Path.cwd())}
-    raw, problems = coerce_settings(main_classes, raw, where)
-    if "use_cpu" not in raw:  # a recipe written for GPUs still runs (slowly) on a machine without one
+    cli = {**cli_sections, "": _check_cli_keys(cli_top, cli_sections, known)}
+
+    recipe_dir, values, problems = (path.parent if path else None), {}, []
+    for name, group in classes.items():
+        if given[name] is not None and not isinstance(given[name], dict):
+            raise ValueError(f"`{name}:` in {path} must be a mapping of settings.")
+        if name and given[name] is None and not cli[name]:
+            values[name] = None  # no such section
+            continue
+        yaml_values = given[name] or {}
+        _check_known(yaml_values, known[name], f"`{name}:`")
+        merged = {
+            **resolve_paths(yaml_values, name, recipe_dir),
+            **resolve_paths(cli[name], name, Path.cwd()),
+        }
+        values[name], found = coerce_settings(group, merged, f"`{name}:` of {where}" if name else where)
+        problems += found
+
+    main = values[""]
+    if "use_cpu" not in main:  # a recipe written for GPUs still runs (slowly) on a machine without one
         import torch
 
-        raw["use_cpu"] = not torch.cuda.is_available()
-    if raw.get("use_cpu") and raw.get("bf16") and not cpu_has_fast_bf16():
+        main["use_cpu"] = not torch.cuda.is_available()
+    if main.get("use_cpu") and main.get("bf16") and not cpu_has_fast_bf16():
         logger.warning(
             "This CPU has no native bf16 (AVX512-BF16 / AMX): bf16 autocast would be about 100x slower than fp32 "
             "here, so the recipe's `bf16: true` runs in fp32. Set SFTMIX_CPU_BF16=1 to keep bf16."
         )
-        raw["bf16"] = False
-    parser.set_defaults(**raw)
+        main["bf16"] = False
     try:
-        data, model, training, rest = parser.parse_args_into_dataclasses(
-            args=[], return_remaining_strings=True
-        )
+        data, model, training = HfArgumentParser(classes[""]).parse_dict(main)
     except (ValueError, TypeError) as error:
         if not problems:
             raise
         _raise_problems(problems + [str(error)], path)
-    if rest:
-        raise ValueError(f"Unknown command-line argument(s): {' '.join(rest)}.")
 
-    parsed = {}
-    for name, cls in section_classes.items():
-        values = sections[name]
-        if values is None:
-            parsed[name] = None
-            continue
-        if not isinstance(values, dict):
-            raise ValueError(f"`{name}:` in {path} must be a mapping of settings.")
-        _check_known(values, {f.name for f in fields(cls) if f.init}, f"`{name}:`")
-        values = resolve_paths(values, name, recipe_dir)
-        values, section_problems = coerce_settings([cls], values, f"`{name}:` of {where}")
-        problems += section_problems
+    sections = {}
+    for name in SECTIONS:
         try:
-            parsed[name] = cls(**values)
+            sections[name] = None if values[name] is None else classes[name][0](**values[name])
         except (ValueError, TypeError) as error:
             if not problems:
                 raise
             problems.append(f"`{name}:` {error}")
-            parsed[name] = None
-    recipe = Recipe(
-        data, model, training, parsed["dynamics"], parsed["evaluation"], Path(path) if path else None
-    )
+            sections[name] = None
+    recipe = Recipe(data, model, training, sections["dynamics"], sections["evaluation"], path)
     if recipe.dynamics is not None and recipe.dynamics.mode == "training" and training.mixup_enabled:
         training.training_dynamics = True  # the one switch the trainer and the pipeline read
     if problems:  # report them with everything else the checks find, in one error

@@ -74,6 +74,25 @@ def test_rows_of_a_parquet_file_are_named_by_file_and_row(tmp_path):
         load_sft_data(DataArguments(dataset_files=[str(path)], split_seed=7))
 
 
+def test_rows_of_a_json_array_a_csv_file_and_a_second_file_are_named_where_they_are(tmp_path):
+    bad = {"messages": [{"role": "user", "content": "no answer"}]}
+    array = tmp_path / "train.json"
+    array.write_text(json.dumps([GOOD, bad]))
+    with pytest.raises(DataError, match=rf"{array}, item 1: no non-empty assistant message"):
+        load_sft_data(DataArguments(dataset_files=[str(array)]))
+    table = tmp_path / "train.csv"
+    table.write_text('prompt,completion\n"two\nlines",a\nq, \n')
+    with pytest.raises(DataError, match=rf"{table}, row 1 \(line 4\): empty `completion`"):
+        load_sft_data(DataArguments(dataset_files=[str(table)]))
+    first = write_jsonl(tmp_path / "a.jsonl", [GOOD, GOOD])
+    second = write_jsonl(tmp_path / "b.jsonl", [GOOD, bad])
+    with pytest.raises(DataError, match=rf"{second}, line 2: no non-empty"):
+        load_sft_data(DataArguments(dataset_files=[str(first), str(second)]))
+    (tmp_path / "c.jsonl").write_text(json.dumps(GOOD) + "\n[1, 2]\n")
+    with pytest.raises(DataError, match=r"c.jsonl, line 2: a JSON list, not an object"):
+        load_sft_data(DataArguments(dataset_files=[str(tmp_path / "c.jsonl")]))
+
+
 def test_an_empty_held_out_split_or_set_is_an_error_not_a_stop_iteration(tmp_path):
     path = write_jsonl(tmp_path / "train.jsonl", make_conversations(10))
     with pytest.raises(DataError, match="held-out split is empty"):

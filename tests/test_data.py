@@ -3,7 +3,7 @@ import json
 import pytest
 from datasets import Dataset
 
-from sftmix.data import DataArguments, detect_format, load_sft_data, to_sft_format
+from sftmix.data import DataArguments, DataError, detect_format, load_sft_data, to_sft_format
 
 
 def test_alpaca_rows_become_messages_with_the_input_after_the_instruction():
@@ -82,7 +82,7 @@ def test_local_files_load_and_split(tmp_path):
 
 
 def test_missing_file_and_missing_source_are_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.jsonl does not exist"):
+    with pytest.raises(DataError, match="nope.jsonl does not exist"):
         DataArguments(dataset_files=[str(tmp_path / "nope.jsonl")]).check_sources()
     with pytest.raises(ValueError, match="No data"):
         DataArguments().check_sources()

@@ -55,6 +55,9 @@ def test_unknown_keys_are_errors_with_a_suggestion(tmp_path):
     bad.write_text("model_name_or_path: x\ndynamics:\n  num_checkpointz: 2\n")
     with pytest.raises(ValueError, match="num_checkpointz"):
         load_recipe(bad)
+    bad.write_text("model_name_or_path: x\ndynamics: [2]\n")
+    with pytest.raises(ValueError, match="`dynamics:` in .* must be a mapping of settings"):
+        load_recipe(bad)
 
 
 def test_packing_with_sftmix_is_refused_while_parsing(tmp_path):
