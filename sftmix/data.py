@@ -192,6 +192,9 @@ def read_files(paths, fmt: str = "auto", excerpts: bool = True):
     every undecodable or broken line, non-row, empty file and bad row of every file (`_scan_file`)."""
     import datasets
 
+    empty = [f"{path}: holds no rows" for path in paths if not _holds_rows(path)]
+    if empty:  # `datasets` reads an empty file among others without a word
+        raise DataError(f"The data files have {len(empty)} problem(s):", empty)
     try:
         return datasets.load_dataset(
             FILE_BUILDERS[Path(paths[0]).suffix], data_files={"train": list(paths)}, split="train"
@@ -297,6 +300,25 @@ def _decode_lines(path: str) -> tuple[list[str | None], list[str]]:
                 "Re-save the file as UTF-8"
             )
     return lines, problems
+
+
+def _holds_rows(path) -> bool:
+    """False for a data file with nothing to read: blank text, `[]`, a CSV header alone, a parquet of no rows
+    (reads no further than its first non-blank bytes)."""
+    suffix = Path(path).suffix
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(path).num_rows > 0
+    if suffix not in (".json", ".jsonl", ".csv"):
+        return True
+    with open(path, "rb") as file:
+        if suffix == ".csv":
+            file.readline()
+        while chunk := file.read(1 << 16):
+            if chunk.strip():
+                return chunk.strip() != b"[]"
+    return False
 
 
 def _empty(path: str, count: int) -> list[str]:

@@ -88,6 +88,15 @@ def test_rows_of_a_json_array_a_csv_file_and_a_second_file_are_named_where_they_
     second = write_jsonl(tmp_path / "b.jsonl", [GOOD, bad])
     with pytest.raises(DataError, match=rf"{second}, line 2: no non-empty"):
         load_sft_data(DataArguments(dataset_files=[str(first), str(second)]))
+    (tmp_path / "blank.jsonl").write_text("\n\n")
+    (tmp_path / "header.csv").write_text("prompt,completion\n")
+    for empty in (
+        "blank.jsonl",
+        "header.csv",
+    ):  # an empty file among others is named, though datasets reads it
+        files = [str(first), str(tmp_path / empty)] if empty.endswith("jsonl") else [str(tmp_path / empty)]
+        with pytest.raises(DataError, match=rf"{empty}: holds no rows"):
+            load_sft_data(DataArguments(dataset_files=files))
     (tmp_path / "c.jsonl").write_text(json.dumps(GOOD) + "\n[1, 2]\n")
     with pytest.raises(DataError, match=r"c.jsonl, line 2: a JSON list, not an object"):
         load_sft_data(DataArguments(dataset_files=[str(tmp_path / "c.jsonl")]))
