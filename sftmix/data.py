@@ -223,14 +223,6 @@ def row_origins(paths) -> list[str]:
     return [origin for path in paths for origin, _ in _scan_file(str(path))[0]]
 
 
-def locate_rows(paths, fmt: str = "auto", excerpts: bool = True) -> list[str]:
-    """`row_origins`, after `DataError` for every problem of the files and their rows."""
-    dataset = read_files(paths, fmt, excerpts)
-    origins = row_origins(paths)
-    to_sft_format(dataset, fmt, (), origins=origins, excerpts=excerpts)
-    return origins
-
-
 def _scan_file(path: str) -> tuple[list[tuple[str, dict | None]], list[str]]:
     """`([(origin, JSON row or None)], problems)`: where each row of one data file is and a problem per line (or
     file) that cannot be read."""

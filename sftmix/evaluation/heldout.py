@@ -50,9 +50,9 @@ def load_heldout(path: str | Path, dataset_format: str = "auto"):
 
     The whole file is read and checked now; bad rows are named by line, and an empty file is an error.
     """
-    import datasets
+    import functools
 
-    from sftmix.data import FILE_BUILDERS, DataError, locate_rows
+    from sftmix.data import FILE_BUILDERS, DataError, read_files, row_origins
 
     path = Path(path)
     if path.suffix not in FILE_BUILDERS:
@@ -62,16 +62,15 @@ def load_heldout(path: str | Path, dataset_format: str = "auto"):
     if not path.is_file():
         raise FileNotFoundError(f"Held-out file {path} does not exist. Fix the path given as `heldout`.")
     try:
-        origins = locate_rows([str(path)], dataset_format)
+        dataset = read_files([str(path)], dataset_format)
+        return as_sft_dataset(dataset, dataset_format, functools.partial(row_origins, [str(path)]))
     except DataError as error:
         raise DataError(
             f"The held-out file (`heldout`) has {len(error.problems)} problem(s):", error.problems
         ) from None
-    dataset = datasets.load_dataset(FILE_BUILDERS[path.suffix], data_files=str(path), split="train")
-    return as_sft_dataset(dataset, dataset_format, origins if len(origins) == len(dataset) else None)
 
 
-def as_sft_dataset(data, dataset_format: str = "auto", origins: list[str] | None = None):
+def as_sft_dataset(data, dataset_format: str = "auto", origins=None):
     """A `datasets.Dataset` (or a list of dicts) brought to an SFT format and checked row by row."""
     import datasets
 
