@@ -110,6 +110,11 @@ def test_an_empty_held_out_split_or_set_is_an_error_not_a_stop_iteration(tmp_pat
     empty.write_text("\n")
     with pytest.raises(DataError, match="heldout.jsonl: holds no rows"):
         load_heldout(empty)
+    bad = write_jsonl(tmp_path / "bad.jsonl", [GOOD, {"messages": [{"role": "user", "content": "a"}]}])
+    with pytest.raises(
+        DataError, match=r"held-out file \(`heldout`\) has 1 problem.*bad.jsonl, line 2: no non-empty"
+    ):
+        load_heldout(bad)
 
 
 # --- evaluation files ------------------------------------------------------------------------------------
