@@ -112,7 +112,7 @@ def test_an_empty_held_out_split_or_set_is_an_error_not_a_stop_iteration(tmp_pat
         load_heldout(empty)
     bad = write_jsonl(tmp_path / "bad.jsonl", [GOOD, {"messages": [{"role": "user", "content": "a"}]}])
     with pytest.raises(
-        DataError, match=r"held-out file \(`heldout`\) has 1 problem.*bad.jsonl, line 2: no non-empty"
+        DataError, match=r"held-out file \(`heldout`\) has 1 problem(?s:.)*bad.jsonl, line 2: no non-empty"
     ):
         load_heldout(bad)
 
