@@ -193,12 +193,14 @@ def test_sftmix_dynamics_refuses_the_training_mode_and_online_is_gone(tmp_path, 
 
 
 @pytest.mark.slow
-def test_two_processes_record_and_train_as_one(tmp_path):
-    """In-batch labels (4 steps, 2 of warm-up): each process labels its own micro-batch against the gathered table."""
-    length = "max_steps=4"
+@pytest.mark.parametrize("length", ["max_steps=4", "num_train_epochs=2"])
+def test_two_processes_record_and_train_as_one(tmp_path, length):
+    """In-batch labels (4 steps, 2 of warm-up): each process labels its own micro-batch against the gathered table.
+    Two epochs: the second epoch's pairs come from the median split of the first, the same on every process."""
     from test_distributed import BACKENDS, assert_same_training, run
 
     common = ["training_dynamics=true", "training_dynamics_warmup_ratio=0.5", length]
+    common += ["max_steps=-1"] if length.startswith("num_train_epochs") else []
     single = run(
         [sys.executable],
         tmp_path / "one",
@@ -219,3 +221,8 @@ def test_two_processes_record_and_train_as_one(tmp_path):
     assert two["row_index"].tolist() == one["row_index"].tolist()
     assert two["confident"].tolist() == one["confident"].tolist()
     np.testing.assert_allclose(np.stack(two["perplexities"]), np.stack(one["perplexities"]), rtol=1e-5)
+    if length.startswith("num_train_epochs"):  # epoch 1 plain NTP, epoch 2 mixed pairs; one column per epoch
+        assert {len(p) for p in two["perplexities"]} == {2}
+        steps = [h["step"] for h in single["logs"]]  # the steps that logged a Mixup term: all of epoch 2's
+        assert steps == list(range(len(steps) + 1, 2 * len(steps) + 1))
+        assert all(h["epoch"] > 1 and h["mixed_tokens"] > 0 for h in single["logs"])
