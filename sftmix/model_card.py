@@ -40,6 +40,7 @@ MIXUP_SETTINGS = (
     "confidence_column",
 )
 DYNAMICS_SETTINGS = (
+    "confidence",
     "num_checkpoints",
     "checkpoints",
     "confident_fraction",
@@ -99,7 +100,11 @@ def sftmix_section(args, scores_path=None, data_map: str | None = None) -> str:
     else:
         quantiles = frame["confidence"].quantile(list(QUANTILES))
         lines += [
-            "Confidence is minus the response perplexity averaged over "
+            (
+                "Confidence is minus the IFD (response perplexity with / without its prompt) averaged over "
+                if dynamics.get("confidence") == "ifd"
+                else "Confidence is minus the response perplexity averaged over "
+            )
             + (
                 "the epochs of this run's own training forward (`dynamics.mode: training`)."
                 if dynamics.get("mode") == "training"

@@ -77,6 +77,17 @@ def test_the_card_cites_the_paper_and_records_settings_split_and_data_map(traine
     assert card.index("## SFTMix") < card.index("## Citations")
 
 
+def test_the_card_names_the_ifd_confidence(tmp_path):
+    from sftmix.model_card import sftmix_section
+
+    path = fake_scores(tmp_path)
+    frame = pd.read_parquet(path)
+    write_scores(frame, path, {"settings": {"confidence": "ifd", "num_checkpoints": 2}})
+    section = sftmix_section(cpu_args(tmp_path, mixup_weight=0.2), path)
+    assert "| dynamics `confidence` | `ifd` |" in section
+    assert "Confidence is minus the IFD (response perplexity with / without its prompt)" in section
+
+
 def test_push_to_hub_uploads_the_model_but_not_the_dynamics_pass_or_checkpoints(trained, monkeypatch):
     import huggingface_hub
 
