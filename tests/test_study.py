@@ -23,7 +23,7 @@ def test_the_smallest_study_runs_end_to_end_and_resumes(tmp_path, tiny_model_dir
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads((out / "study.json").read_text())
-    assert set(results) == {"one_pass", "small_data", "detection"}
+    assert set(results) == {"one_pass", "small_data", "detection", "ifd_seconds"}
     for regime in (results["one_pass"], results["small_data"]):
         assert set(regime) == {"ntp", "sftmix", "random_split"}
         for runs in regime.values():

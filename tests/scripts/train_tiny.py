@@ -57,6 +57,12 @@ def main():
     logs = [h for h in trainer.state.log_history if "mixup_loss" in h]
     with open(os.path.join(output_dir, f"rank{trainer.accelerator.process_index}.json"), "w") as f:
         json.dump({"logs": logs, "weights": weights, "world_size": trainer.accelerator.num_processes}, f)
+    import torch.distributed as dist
+
+    # a clean gloo teardown (an abort at exit otherwise, at times: "terminate called without an active exception")
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
