@@ -46,11 +46,6 @@ class CheckpointScores:
             alone = np.exp(stats[:, 5] / num_tokens) if prompt_free else None
         return cls(rows, num_tokens, perplexity, mean_probability, alone)
 
-    @property
-    def ifd(self) -> np.ndarray:
-        """Cherry LLM's instruction-following difficulty: perplexity given the prompt / perplexity alone."""
-        return self.perplexity / self.alone_perplexity
-
 
 def example_sums(log_probs: torch.Tensor, label_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Per example: trainable-token count, summed NLL and summed token probability (float64)."""

@@ -17,16 +17,9 @@ if TYPE_CHECKING:
 
 
 def confidence(perplexities: np.ndarray) -> np.ndarray:
-    """The paper's Conf(Y|X): minus the mean response perplexity over checkpoints (higher = more confident)."""
+    """Minus the mean over checkpoints (higher = more confident): of the response perplexity, the paper's Conf(Y|X),
+    or of the IFD (`confidence: ifd`)."""
     return -np.asarray(perplexities, dtype=np.float64).mean(axis=1)
-
-
-def ifd_confidence(perplexities: np.ndarray, alone_perplexities: np.ndarray) -> np.ndarray:
-    """Minus the mean over checkpoints of Cherry LLM's IFD, perplexity given the prompt / perplexity alone (a
-    response that its prompt makes no more predictable, as one written for another prompt, scores near -1)."""
-    return -(
-        np.asarray(perplexities, dtype=np.float64) / np.asarray(alone_perplexities, dtype=np.float64)
-    ).mean(1)
 
 
 def check_finite(perplexity: np.ndarray, num_tokens: np.ndarray, checkpoint: str) -> None:
@@ -130,7 +123,6 @@ def scores_frame(
     import pandas as pd
 
     rows, num_tokens, perplexities, probabilities = stack_checkpoints(per_checkpoint, labels)
-    alone = np.stack([s.alone_perplexity for s in per_checkpoint], axis=1) if measure == "ifd" else None
     empty = (
         num_tokens == 0
     )  # a trainable token only at position 0 has no context: nothing to score after the shift
@@ -139,14 +131,14 @@ def scores_frame(
     perplexities, probabilities = perplexities[~empty], probabilities[~empty]
     for column, label in enumerate(labels):
         check_finite(perplexities[:, column], num_tokens, label)
-        if alone is not None:
-            check_finite(alone[~empty, column], num_tokens, f"{label} (the responses alone)")
     ids = [example_ids[r] for r in rows]
-    if alone is not None:
-        alone = alone[~empty]
-        example_confidence = ifd_confidence(perplexities, alone)
-    else:
-        example_confidence = confidence(perplexities)
+    ifds = None
+    if measure == "ifd":  # Cherry LLM's IFD per checkpoint: perplexity given the prompt / perplexity alone
+        alone = np.stack([s.alone_perplexity for s in per_checkpoint], axis=1)[~empty]
+        for column, label in enumerate(labels):
+            check_finite(alone[:, column], num_tokens, f"{label} (the responses alone)")
+        ifds = perplexities / alone
+    example_confidence = confidence(perplexities if ifds is None else ifds)
     if not np.isfinite(example_confidence).all():  # never write a scores file with a non-finite confidence
         raise FloatingPointError(
             f"{int((~np.isfinite(example_confidence)).sum())} example(s) have a non-finite confidence; no scores file was "
@@ -164,8 +156,7 @@ def scores_frame(
             "confident": split_confident(example_confidence, ids, confident_fraction, random_seed),
         }
     )
-    if alone is not None:
-        ifds = perplexities / alone
+    if ifds is not None:
         frame.insert(4, "ifds", [p.tolist() for p in ifds])
         frame.insert(5, "ifd", ifds.mean(axis=1))
     return frame, empty_rows
