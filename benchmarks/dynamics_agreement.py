@@ -68,7 +68,7 @@ def run_mode(name: str, out: Path, extra: list[str]) -> tuple[Path, float]:
     from sftmix.pipeline import run_dynamics, run_train
     from sftmix.recipe import load_recipe
 
-    scores = out / name / "dynamics" / "scores.parquet"
+    scores = out / name / "_dynamics" / "scores.parquet"
     if scores.is_file():
         return scores, float("nan")
     overrides = [*MODES[name], *extra, "--output_dir", str(out / name), "--dynamics.scores_path", str(scores)]

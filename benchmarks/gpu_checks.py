@@ -90,7 +90,7 @@ def check_cli(mode: str) -> str:
     if done.returncode:
         raise AssertionError(f"sftmix run failed:\n{done.stderr[-3000:]}")
     summary = json.loads((out / "sftmix_summary.json").read_text())
-    if not (out / "dynamics" / "scores.parquet").is_file():
+    if not (out / "_dynamics" / "scores.parquet").is_file():
         raise AssertionError("no scores file")
     return f"{summary['steps']} steps, train loss {summary['train_loss']:.4f}, mixup loss {summary.get('mixup_loss')}"
 

@@ -61,7 +61,7 @@ def main(argv=None):
         extra = [] if scores is None else ["--dynamics_path", str(scores)]
         evaluation, took = run_one(f"{args.recipes}/sftmix.yaml", seed, out / f"sftmix-seed{seed}", extra)
         if scores is None:
-            scores = out / f"sftmix-seed{seed}" / "dynamics" / "scores.parquet"
+            scores = out / f"sftmix-seed{seed}" / "_dynamics" / "scores.parquet"
         results["sftmix"].append(evaluation)
         seconds["sftmix"].append(took)
     (out / "quality.json").write_text(

@@ -349,7 +349,7 @@ def detections(out: Path, split: Path, seeds, turns=None) -> dict:
         detection(split.parent / "untrained_ifd" / "scores.parquet", turns)
     ]
     found["training mode"] = [
-        detection(out / "sftmix_training" / f"seed{s}" / "dynamics" / "scores.parquet", turns) for s in seeds
+        detection(out / "sftmix_training" / f"seed{s}" / "_dynamics" / "scores.parquet", turns) for s in seeds
     ]
     found["random split (base rate)"] = [
         detection(out / "random_split" / f"seed{s}" / "random_split.parquet", turns) for s in seeds

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import shutil
 import textwrap
-from contextlib import contextmanager
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -49,8 +48,6 @@ DYNAMICS_SETTINGS = (
     "reference_max_steps",
 )
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
-# Trainer.push_to_hub skips `_*` and `checkpoint-*`; the dynamics pass's folder holds the reference run's checkpoints
-HUB_IGNORE_PATTERNS = ("_*", "checkpoint-*", "dynamics/*", "*/checkpoint-*")
 
 
 def data_map_path(scores_path) -> Path:
@@ -159,56 +156,11 @@ def _without_none_links(card: str, trainer, model_name: str) -> str:
     return card.replace('model="None"', f'model="{model_name}"')
 
 
-@contextmanager
-def skipping_run_caches():
-    """Inside it, the Trainer's Hub uploads (`push_to_hub`, the pushes at each save) also skip `HUB_IGNORE_PATTERNS`.
-
-    `Trainer.push_to_hub` uploads all of `output_dir` but `_*` and `checkpoint-*`, through `transformers.trainer`'s
-    `hf_api()`; the upload call is wrapped here rather than copied, so the rest of the Trainer's logic stays its own.
-    """
-    import transformers.trainer as trainer_module
-
-    original = getattr(trainer_module, "hf_api", None)
-    if original is None:  # refuse rather than upload the caches
-        raise RuntimeError(
-            "This transformers version uploads to the Hub differently (no `transformers.trainer.hf_api`); sftmix "
-            "cannot keep the dynamics pass's checkpoints out of the upload. Upload the model with "
-            f"`huggingface_hub.upload_folder(..., ignore_patterns={list(HUB_IGNORE_PATTERNS)})`."
-        )
-    trainer_module.hf_api = lambda: _Uploads(original())
-    try:
-        yield
-    finally:
-        trainer_module.hf_api = original
-
-
-class _Uploads:
-    """An `HfApi` whose `upload_folder` adds `HUB_IGNORE_PATTERNS` to the patterns it is given."""
-
-    def __init__(self, api):
-        self._api = api
-
-    def upload_folder(self, *args, ignore_patterns=None, **kwargs):
-        patterns = [ignore_patterns] if isinstance(ignore_patterns, str) else list(ignore_patterns or [])
-        patterns += [p for p in HUB_IGNORE_PATTERNS if p not in patterns]
-        return self._api.upload_folder(*args, ignore_patterns=patterns, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._api, name)
-
-
 class SFTMixHubMixin:
-    """For `SFTMixTrainer`: the SFTMix model card, and Hub uploads without the run's caches."""
+    """For `SFTMixTrainer`: the SFTMix model card (Hub uploads skip `_dynamics/` by transformers' own `_*` rule)."""
 
     _paper = SFTMIX_PAPER
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         write_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
 
-    def push_to_hub(self, *args, **kwargs):
-        with skipping_run_caches():
-            return super().push_to_hub(*args, **kwargs)
-
-    def _push_from_checkpoint(self, checkpoint_folder):
-        with skipping_run_caches():
-            return super()._push_from_checkpoint(checkpoint_folder)

@@ -11,7 +11,9 @@ logger = logging.getLogger(__name__)
 
 
 def default_scores_path(recipe) -> Path:
-    return Path(recipe.training.output_dir) / "dynamics" / "scores.parquet"
+    from sftmix.scores import default_scores_path as in_output_dir
+
+    return in_output_dir(recipe.training.output_dir)
 
 
 _TRUE = ("true", "yes", "1", "latest")
@@ -29,7 +31,7 @@ def wants_resume(args) -> bool:
 def resume_checkpoint(args) -> str | None:
     """The checkpoint `resume_from_checkpoint` names: its path, the latest complete checkpoint in `output_dir` for
     `true`, or None (start at step 0; also for `true` when no checkpoint was saved yet, e.g. a run pre-empted in
-    its dynamics pass or before its first save). The reference run's checkpoints (in `dynamics/`) are not these."""
+    its dynamics pass or before its first save). The reference run's checkpoints (in `_dynamics/`) are not these."""
     from sftmix._trl_compat import complete_checkpoints
 
     if not wants_resume(args):
@@ -178,7 +180,7 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
         dynamics=recipe.dynamics,
     )
     started = time.perf_counter()
-    # Hub pushes (`push_to_hub: true`) skip dynamics/ and checkpoints: SFTMixTrainer's (sftmix.model_card)
+    # Hub pushes (`push_to_hub: true`) skip `_dynamics/` and checkpoints (transformers skips `_*`)
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
     trainer.save_model(args.output_dir)

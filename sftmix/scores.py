@@ -49,7 +49,15 @@ REQUIRED_COLUMNS = ("example_id", "confidence", "confident")
 ID_KEY_DOMAIN = b"sftmix example_id v2\n"
 
 # The fields that define what a model is trained on, in every format SFTTrainer accepts.
+# The dynamics pass's folder inside `output_dir`: transformers' `push_to_hub` (and its pushes at each save) skip
+# `_*`, so the reference run's checkpoints and the scores stay off the Hub without a filter of sftmix's own
+DYNAMICS_DIR = "_dynamics"
 CONTENT_FIELDS = ("text", "messages", "prompt", "completion", "conversations", "input_ids", "labels", "tools")
+
+
+def default_scores_path(output_dir: str | os.PathLike) -> Path:
+    """Where a run's dynamics pass (or `training_dynamics`) writes its scores file unless `scores_path` says."""
+    return Path(output_dir, DYNAMICS_DIR, "scores.parquet")
 
 
 def content_digest(row: dict[str, Any]) -> bytes:

@@ -39,7 +39,7 @@ from sftmix.response import (
     data_format,
 )
 from sftmix.sampler import ConfidencePairSampler, TrainingDynamicsSampler
-from sftmix.scores import attach_confidence, dataset_example_ids
+from sftmix.scores import attach_confidence, dataset_example_ids, default_scores_path
 from sftmix.training_dynamics import Recorder, epoch_wise, warmup_steps
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
         **kwargs,
     ):
         """`dynamics` (a `sftmix.dynamics.DynamicsConfig`): with `args.training_dynamics`, where and how the recorded
-        scores are written (`scores_path`, default <output_dir>/dynamics/scores.parquet; `plots`, `review_size`)."""
+        scores are written (`scores_path`, default <output_dir>/_dynamics/scores.parquet; `plots`, `review_size`)."""
         args = _as_sftmix_config(model, args)
         self._recorder = None
         if args.training_dynamics:
@@ -325,7 +325,7 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
     def training_dynamics_path(self) -> Path:
         """Where `training_dynamics` writes its scores file."""
         scores_path = getattr(self._dynamics, "scores_path", None)
-        return Path(scores_path or Path(self.args.output_dir, "dynamics", "scores.parquet"))
+        return Path(scores_path) if scores_path else default_scores_path(self.args.output_dir)
 
     def _write_scores(self) -> None:
         from sftmix.dynamics.config import tokenization_key

@@ -49,7 +49,7 @@ def test_compute_dynamics_leaves_the_given_model_object_unchanged(tmp_path, tiny
     model = build_tiny_llama(len(tiny_tokenizer), seed=0)
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     params = dict(model.named_parameters())
-    args = DynamicsConfig(scores_path=str(tmp_path / "dynamics" / "scores.parquet"), num_checkpoints=2)
+    args = DynamicsConfig(scores_path=str(tmp_path / "_dynamics" / "scores.parquet"), num_checkpoints=2)
     with caplog.at_level(logging.WARNING):
         compute_dynamics(
             model,
@@ -79,7 +79,7 @@ def test_compute_dynamics_with_lora_leaves_no_adapter_on_the_given_model(tmp_pat
     compute_dynamics(
         model,
         plain_conversations(16),
-        DynamicsConfig(scores_path=str(tmp_path / "dynamics" / "scores.parquet"), num_checkpoints=2),
+        DynamicsConfig(scores_path=str(tmp_path / "_dynamics" / "scores.parquet"), num_checkpoints=2),
         processing_class=tiny_tokenizer,
         sft_args=sft_config(tmp_path / "run", max_steps=4, learning_rate=1e-2),
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
@@ -100,7 +100,7 @@ def test_compute_dynamics_restores_the_model_when_the_pass_fails(tmp_path, tiny_
     monkeypatch.setattr(reference.CheckpointCallback, "on_save", crash)
     model = build_tiny_llama(len(tiny_tokenizer), seed=0)
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    args = DynamicsConfig(scores_path=str(tmp_path / "dynamics" / "scores.parquet"), num_checkpoints=2)
+    args = DynamicsConfig(scores_path=str(tmp_path / "_dynamics" / "scores.parquet"), num_checkpoints=2)
     with pytest.raises(KeyboardInterrupt):
         compute_dynamics(
             model,

@@ -65,10 +65,10 @@ def run(cmd, timeout=600):
 
 
 def check_outputs(out: Path):
-    scores = pd.read_parquet(out / "dynamics" / "scores.parquet")
+    scores = pd.read_parquet(out / "_dynamics" / "scores.parquet")
     assert len(scores) > 0 and scores["confident"].sum() == len(scores) // 2
-    assert (out / "dynamics" / "data_map.png").is_file()
-    assert "least confident training examples" in (out / "dynamics" / "review.md").read_text()
+    assert (out / "_dynamics" / "data_map.png").is_file()
+    assert "least confident training examples" in (out / "_dynamics" / "review.md").read_text()
     assert (out / "model.safetensors").is_file()
     summary = json.loads((out / "sftmix_summary.json").read_text())
     assert summary["confident_examples"] > 0 and summary["unconfident_examples"] > 0
@@ -112,9 +112,9 @@ def test_the_random_split_ablation_runs_no_reference_and_no_scoring(tmp_path, ti
     done = subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-6000:]
     assert "Random split (split_seed 0)" in done.stderr and "Reference run" not in done.stderr
-    assert not (out / "dynamics" / "reference").exists()  # no reference run
-    assert not list((out / "dynamics").rglob("*checkpoint-*"))  # nothing scored
-    scores = pd.read_parquet(out / "dynamics" / "scores.parquet")
+    assert not (out / "_dynamics" / "reference").exists()  # no reference run
+    assert not list((out / "_dynamics").rglob("*checkpoint-*"))  # nothing scored
+    scores = pd.read_parquet(out / "_dynamics" / "scores.parquet")
     assert scores["confident"].sum() == len(scores) // 2 and scores["confidence"].isna().all()
     assert (out / "model.safetensors").is_file()
     from sftmix.dynamics.split import split_confident
@@ -142,7 +142,7 @@ def test_sftmix_dynamics_by_ifd_from_another_directory_and_again(tmp_path, tiny_
 
     assert "confidence by IFD" in sftmix("check").stdout
     first = sftmix("dynamics")
-    scores = pd.read_parquet(out / "dynamics" / "scores.parquet")
+    scores = pd.read_parquet(out / "_dynamics" / "scores.parquet")
     assert len(scores) > 0 and scores["confident"].sum() == len(scores) // 2
     assert scores["confidence"].tolist() == pytest.approx((-scores["ifd"]).tolist())
     assert all(len(p) == 2 == len(i) for p, i in zip(scores["perplexities"], scores["ifds"], strict=True))
@@ -150,4 +150,4 @@ def test_sftmix_dynamics_by_ifd_from_another_directory_and_again(tmp_path, tiny_
     assert "Scoring" in first.stderr
     again = sftmix("dynamics")
     assert "Scoring" not in again.stderr, again.stderr[-3000:]
-    assert pd.read_parquet(out / "dynamics" / "scores.parquet")["ifd"].tolist() == scores["ifd"].tolist()
+    assert pd.read_parquet(out / "_dynamics" / "scores.parquet")["ifd"].tolist() == scores["ifd"].tolist()

@@ -225,7 +225,7 @@ def test_check_and_run_count_steps_as_the_trainer_with_a_partial_accumulation_gr
     done = sftmix("run", "--config", str(recipe), "--dynamics.num_checkpoints", "2", cwd=elsewhere)
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "recipe" / "out"
-    reference = json.loads((out / "dynamics" / "reference" / "sftmix_dynamics_plan.json").read_text())
+    reference = json.loads((out / "_dynamics" / "reference" / "sftmix_dynamics_plan.json").read_text())
     assert reference["max_steps"] == 2 and reference["steps"] == [1, 2]
     assert json.loads((out / "trainer_state.json").read_text())["max_steps"] == 2
     assert json.loads((out / "sftmix_summary.json").read_text())["steps"] == 2

@@ -75,5 +75,5 @@ def test_sftmix_dynamics_with_a_diverging_reference_run_fails_without_a_scores_f
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-4000:]
     assert "non-finite perplexity" in done.stderr and "checkpoint-2" in done.stderr, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
-    assert not (out / "dynamics" / "scores.parquet").exists()
-    assert not list((out / "dynamics" / "scores_checkpoints").glob("*.parquet"))  # nothing bad cached either
+    assert not (out / "_dynamics" / "scores.parquet").exists()
+    assert not list((out / "_dynamics" / "scores_checkpoints").glob("*.parquet"))  # nothing bad cached either

@@ -33,7 +33,7 @@ def run(tmp_path, tokenizer, **settings):
     # six steps (1.5 epochs: longer than the default one-epoch reference), checkpoints kept to rescore from disk
     settings = {"reference_max_steps": 6, "keep_reference_checkpoints": True, **settings}
     args = DynamicsConfig(
-        scores_path=str(tmp_path / "dynamics" / "scores.parquet"), num_checkpoints=2, **settings
+        scores_path=str(tmp_path / "_dynamics" / "scores.parquet"), num_checkpoints=2, **settings
     )
     model = build_tiny_llama(len(tokenizer), seed=0)
     sft = sft_config(tmp_path / "run", per_device_train_batch_size=4, max_steps=6)
@@ -50,7 +50,7 @@ def test_reference_run_scores_evenly_spaced_checkpoints_and_resumes_without_redo
     perplexities = np.array(frame["perplexities"].tolist())
     assert (perplexities[:, 1] < perplexities[:, 0]).mean() > 0.9  # the reference learned between checkpoints
     scores_mtime = {
-        p.name: p.stat().st_mtime_ns for p in (tmp_path / "dynamics" / "scores_checkpoints").iterdir()
+        p.name: p.stat().st_mtime_ns for p in (tmp_path / "_dynamics" / "scores_checkpoints").iterdir()
     }
 
     # Everything done: neither training nor scoring runs again, the same file comes out
@@ -58,12 +58,12 @@ def test_reference_run_scores_evenly_spaced_checkpoints_and_resumes_without_redo
     run(tmp_path, tiny_tokenizer)
     assert calls == {"train": [], "score": []}
     assert {
-        p.name: p.stat().st_mtime_ns for p in (tmp_path / "dynamics" / "scores_checkpoints").iterdir()
+        p.name: p.stat().st_mtime_ns for p in (tmp_path / "_dynamics" / "scores_checkpoints").iterdir()
     } == scores_mtime
     np.testing.assert_array_equal(np.array(read_scores(path)[0]["perplexities"].tolist()), perplexities)
 
     # Interrupted while scoring the last checkpoint: only it is scored, from disk, to the same numbers
-    (tmp_path / "dynamics" / "scores_checkpoints" / "001-checkpoint-6.parquet").unlink()
+    (tmp_path / "_dynamics" / "scores_checkpoints" / "001-checkpoint-6.parquet").unlink()
     run(tmp_path, tiny_tokenizer)
     assert calls == {"train": [], "score": ["checkpoint-6"]}
     again = np.array(read_scores(path)[0]["perplexities"].tolist())
@@ -88,7 +88,7 @@ def test_training_interrupted_after_a_scored_checkpoint_resumes_from_it(
     monkeypatch.setattr(reference.CheckpointCallback, "on_save", on_save)
     calls["train"].clear(), calls["score"].clear()
     (
-        tmp_path / "dynamics" / "reference" / "checkpoint-6" / "trainer_state.json"
+        tmp_path / "_dynamics" / "reference" / "checkpoint-6" / "trainer_state.json"
     ).unlink()  # saved only in part
 
     path = run(tmp_path, tiny_tokenizer)
@@ -107,7 +107,7 @@ def test_changed_training_settings_invalidate_checkpoints_and_scores(tmp_path, t
     run(tmp_path, tiny_tokenizer)
     calls["train"].clear(), calls["score"].clear()
     args = DynamicsConfig(
-        scores_path=str(tmp_path / "dynamics" / "scores.parquet"), num_checkpoints=2, reference_max_steps=4
+        scores_path=str(tmp_path / "_dynamics" / "scores.parquet"), num_checkpoints=2, reference_max_steps=4
     )
     model = build_tiny_llama(len(tiny_tokenizer), seed=0)
     path = compute_dynamics(
@@ -150,12 +150,12 @@ def test_the_default_reference_run_lasts_one_epoch_and_its_checkpoints_go_once_s
     tmp_path, tiny_tokenizer, calls
 ):
     """16 examples, batch 4: one epoch is 4 steps, although the SFTMix run is 3 epochs (12 steps)."""
-    args = DynamicsConfig(scores_path=str(tmp_path / "dynamics" / "scores.parquet"), num_checkpoints=2)
+    args = DynamicsConfig(scores_path=str(tmp_path / "_dynamics" / "scores.parquet"), num_checkpoints=2)
     sft = sft_config(tmp_path / "run", per_device_train_batch_size=4, max_steps=-1, num_train_epochs=3)
     model = build_tiny_llama(len(tiny_tokenizer), seed=0)
     path = compute_dynamics(model, conversations(16), args, processing_class=tiny_tokenizer, sft_args=sft)
     assert [c["label"] for c in read_scores(path)[1]["checkpoints"]] == ["checkpoint-2", "checkpoint-4"]
-    assert not list((tmp_path / "dynamics" / "reference").glob("checkpoint-*"))  # deleted once scored
+    assert not list((tmp_path / "_dynamics" / "reference").glob("checkpoint-*"))  # deleted once scored
     # run again: the scores are cached, nothing is retrained although the checkpoints are gone
     calls["train"].clear(), calls["score"].clear()
     compute_dynamics(model, conversations(16), args, processing_class=tiny_tokenizer, sft_args=sft)

@@ -30,9 +30,9 @@ def fake_scores(directory: Path) -> Path:
         "excluded_ids": ["x"],
         "settings": {"num_checkpoints": 2, "confident_fraction": 0.5},
     }
-    path = write_scores(frame, directory / "dynamics" / "scores.parquet", metadata)
-    (directory / "dynamics" / "data_map.png").write_bytes(b"\x89PNG fake")
-    reference = directory / "dynamics" / "reference" / "checkpoint-2"
+    path = write_scores(frame, directory / "_dynamics" / "scores.parquet", metadata)
+    (directory / "_dynamics" / "data_map.png").write_bytes(b"\x89PNG fake")
+    reference = directory / "_dynamics" / "reference" / "checkpoint-2"
     reference.mkdir(parents=True)
     (reference / "model.safetensors").write_text("reference weights")
     return path
@@ -106,7 +106,7 @@ def test_push_to_hub_uploads_the_model_but_not_the_dynamics_pass_or_checkpoints(
     files = [str(p.relative_to(out)) for p in Path(call["folder_path"]).rglob("*") if p.is_file()]
     uploaded = set(filter_repo_objects(files, ignore_patterns=call["ignore_patterns"]))
     assert {"model.safetensors", "config.json", "README.md", "data_map.png", "tokenizer.json"} <= uploaded
-    assert not [f for f in uploaded if f.startswith(("dynamics", "checkpoint-")) or "/checkpoint-" in f], (
+    assert not [f for f in uploaded if f.startswith(("_dynamics", "checkpoint-")) or "/checkpoint-" in f], (
         uploaded
     )
     assert "## SFTMix" in (out / "README.md").read_text()  # the card pushed is the SFTMix one
@@ -134,7 +134,7 @@ def test_pushes_at_each_save_skip_the_dynamics_pass_and_checkpoints(tmp_path, ti
     files = [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()]
     uploaded = set(filter_repo_objects(files, ignore_patterns=call["ignore_patterns"]))
     assert "model.safetensors" in uploaded and (out / "checkpoint-1").is_dir()
-    assert not [f for f in uploaded if f.startswith(("dynamics", "checkpoint-"))], uploaded
+    assert not [f for f in uploaded if f.startswith(("_dynamics", "checkpoint-"))], uploaded
 
 
 def test_sftmix_trainer_writes_the_sftmix_card_and_skips_the_caches_on_push():
@@ -151,7 +151,7 @@ def test_the_reference_run_and_the_sftmix_run_are_two_runs_of_one_group(tmp_path
     assert os.environ["WANDB_RUN_GROUP"] == "my-run"
     assert reference_run_name("my-run") == "my-run-reference" and reference_run_name(None) is None
     reference = reference_training_config(
-        args, tmp_path / "my-run" / "dynamics" / "reference", DynamicsConfig(), 8
+        args, tmp_path / "my-run" / "_dynamics" / "reference", DynamicsConfig(), 8
     )
     assert reference.run_name == "my-run-reference"
 

@@ -85,7 +85,7 @@ def test_the_training_mode_carries_the_mark_column(tmp_path, tiny_tokenizer):
         dynamics=DynamicsConfig(mark_column="corrupted"),
     )
     trainer.train()
-    frame = pd.read_parquet(tmp_path / "dynamics" / "scores.parquet")
+    frame = pd.read_parquet(tmp_path / "_dynamics" / "scores.parquet")
     assert len(frame) == 16
     assert frame["corrupted"].tolist() == [data[int(r)]["corrupted"] for r in frame["row_index"]]
 

@@ -101,4 +101,4 @@ def test_paper_recipes_are_resumable_and_say_what_it_costs_on_disk(path):
     text = path.read_text()
     assert "--resume_from_checkpoint true" in text and "GB" in text
     if recipe.dynamics is not None:  # and the reference run's checkpoints, separately
-        assert "dynamics/reference/" in text
+        assert "_dynamics/reference/" in text

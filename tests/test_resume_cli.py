@@ -138,7 +138,7 @@ def test_killed_after_the_scores_file_and_resumed_leaves_what_an_uninterrupted_r
     tmp_path, tiny_model_dir
 ):
     """Killed between writing the scores file and deleting the reference checkpoints, then resumed: the finished
-    run holds the same files (no `dynamics/reference/checkpoint-*` left) and the same weights."""
+    run holds the same files (no `_dynamics/reference/checkpoint-*` left) and the same weights."""
     recipe = write_recipe(tmp_path, tiny_model_dir)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     options = ["--save_strategy", "no", "--dynamics.num_checkpoints", "2"]
@@ -154,7 +154,7 @@ def test_killed_after_the_scores_file_and_resumed_leaves_what_an_uninterrupted_r
         "--dynamics.keep_reference_checkpoints",
         "true",
     )
-    assert list((killed / "dynamics" / "reference").glob("checkpoint-*"))
+    assert list((killed / "_dynamics" / "reference").glob("checkpoint-*"))
     sftmix("run", "--config", recipe, "--output_dir", killed, *options, "--resume_from_checkpoint", "true")
 
     def files(directory):
@@ -162,7 +162,7 @@ def test_killed_after_the_scores_file_and_resumed_leaves_what_an_uninterrupted_r
             str(p.relative_to(directory)) for p in directory.rglob("*") if "scores_checkpoints" not in str(p)
         )
 
-    assert not list((killed / "dynamics" / "reference").glob("checkpoint-*"))
+    assert not list((killed / "_dynamics" / "reference").glob("checkpoint-*"))
     assert files(killed) == files(whole)
     expected, got = load_file(whole / "model.safetensors"), load_file(killed / "model.safetensors")
     for name in expected:

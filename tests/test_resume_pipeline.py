@@ -58,7 +58,7 @@ def test_an_earlier_runs_checkpoints_are_never_overwritten_silently(tmp_path):
 def test_a_finished_run_without_checkpoints_and_the_reference_runs_checkpoints_are_no_conflict(tmp_path):
     # `make demo` twice: a final model, the dynamics pass with its reference checkpoints, no training checkpoint
     (tmp_path / "model.safetensors").write_text("x")
-    checkpoint(tmp_path / "dynamics" / "reference", 2)
+    checkpoint(tmp_path / "_dynamics" / "reference", 2)
     checkpoint(tmp_path, 3, complete=False)  # a save cut short holds nothing to lose
     pipeline.check_output_dir(args(tmp_path))
 
@@ -81,7 +81,7 @@ def test_sftmix_run_resumed_after_the_dynamics_pass_reuses_its_scores_file(tmp_p
     pipeline.run_all(recipe)  # no scores file yet: the dynamics pass runs
     assert calls == ["dynamics", "train"]
 
-    scores = tmp_path / "dynamics" / "scores.parquet"
+    scores = tmp_path / "_dynamics" / "scores.parquet"
     scores.parent.mkdir()
     scores.write_text("done")
     calls.clear()

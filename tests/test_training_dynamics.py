@@ -49,7 +49,7 @@ def frozen_run(tmp_path, tokenizer, n, **overrides):
     trainer = SFTMixTrainer(model, args, train_dataset=conversations(n), processing_class=tokenizer)
     trainer.train()
     model.eval()
-    return trainer, model, pd.read_parquet(tmp_path / "dynamics" / "scores.parquet")
+    return trainer, model, pd.read_parquet(tmp_path / "_dynamics" / "scores.parquet")
 
 
 def epoch_batches(trainer, epoch):
@@ -156,10 +156,10 @@ def test_resumed_in_either_phase_ends_as_an_uninterrupted_run(tmp_path, tiny_mod
     assert "dynamics (training): recorded from the SFTMix run's own forward" in done.stdout
     whole = tmp_path / "whole"
     sftmix("run", "--config", recipe, "--output_dir", whole)
-    frame = pd.read_parquet(whole / "dynamics" / "scores.parquet")
+    frame = pd.read_parquet(whole / "_dynamics" / "scores.parquet")
     assert len(frame) == (32 if epochs == 1 else 16) and frame["confident"].sum() == len(frame) // 2
-    assert (whole / "dynamics" / "data_map.png").is_file() and (whole / "dynamics" / "review.md").is_file()
-    assert not (whole / "dynamics" / "reference").exists()  # no reference run
+    assert (whole / "_dynamics" / "data_map.png").is_file() and (whole / "_dynamics" / "review.md").is_file()
+    assert not (whole / "_dynamics" / "reference").exists()  # no reference run
     history = json.loads((whole / "trainer_state.json").read_text())["log_history"]
     assert any(h.get("mixed_tokens", 0) > 0 for h in history)
     for step in (2, 6) if epochs == 1 else (6,):  # pre-empted in the NTP phase, and in the Mixup phase
@@ -170,7 +170,7 @@ def test_resumed_in_either_phase_ends_as_an_uninterrupted_run(tmp_path, tiny_mod
         expected, got = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
         for name in expected:
             torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=f"{step} {name}")
-        again = pd.read_parquet(resumed / "dynamics" / "scores.parquet")
+        again = pd.read_parquet(resumed / "_dynamics" / "scores.parquet")
         assert again["confident"].tolist() == frame["confident"].tolist()
         np.testing.assert_allclose(
             np.stack(again["perplexities"]), np.stack(frame["perplexities"]), rtol=1e-6
@@ -216,8 +216,8 @@ def test_two_processes_record_and_train_as_one(tmp_path, length):
     )
     assert ranks[0]["world_size"] == 2 and single["logs"]
     assert_same_training(ranks[0], single)
-    one = pd.read_parquet(tmp_path / "one" / "dynamics" / "scores.parquet")
-    two = pd.read_parquet(tmp_path / "two" / "dynamics" / "scores.parquet")
+    one = pd.read_parquet(tmp_path / "one" / "_dynamics" / "scores.parquet")
+    two = pd.read_parquet(tmp_path / "two" / "_dynamics" / "scores.parquet")
     assert two["row_index"].tolist() == one["row_index"].tolist()
     assert two["confident"].tolist() == one["confident"].tolist()
     np.testing.assert_allclose(np.stack(two["perplexities"]), np.stack(one["perplexities"]), rtol=1e-5)

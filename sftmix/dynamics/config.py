@@ -30,7 +30,7 @@ class DynamicsConfig:
         default=None,
         metadata={
             "help": "Where to write the scores file (parquet). The data map, the confidence histogram and the "
-            "per-checkpoint cache go next to it. `sftmix dynamics` defaults to <output_dir>/dynamics/scores.parquet."
+            "per-checkpoint cache go next to it. `sftmix dynamics` defaults to <output_dir>/_dynamics/scores.parquet."
         },
     )
     num_checkpoints: int = field(
