@@ -163,4 +163,3 @@ class SFTMixHubMixin:
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         write_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
-
