@@ -10,10 +10,12 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
-def default_scores_path(recipe) -> Path:
-    from sftmix.scores import default_scores_path as in_output_dir
+def scores_path(recipe) -> Path:
+    """The scores file of this run's dynamics pass: `dynamics.scores_path`, else <output_dir>/_dynamics/."""
+    from sftmix.scores import default_scores_path
 
-    return in_output_dir(recipe.training.output_dir)
+    given = recipe.dynamics and recipe.dynamics.scores_path
+    return Path(given) if given else default_scores_path(recipe.training.output_dir)
 
 
 _TRUE = ("true", "yes", "1", "latest")
@@ -78,20 +80,14 @@ def check_output_dir(args) -> None:
         )
 
 
-def _check_before_loading(recipe) -> None:
-    """Everything that can be checked without a model (sftmix.checks), all problems reported together."""
-    from sftmix.checks import check_recipe
-
-    check_recipe(recipe)
-
-
 def run_dynamics(recipe):
     """Stage 1: write the scores file (and data map) the training stage reads; returns its path."""
+    from sftmix.checks import check_recipe
     from sftmix.data import load_sft_data
-    from sftmix.dynamics import compute_dynamics
+    from sftmix.dynamics import DynamicsConfig, compute_dynamics
     from sftmix.modeling import load_model_and_tokenizer
 
-    _check_before_loading(recipe)
+    check_recipe(recipe)
     if recipe.training.training_dynamics:
         raise ValueError(
             "`dynamics.mode: training` records the confidence inside the SFTMix run: there is no separate dynamics "
@@ -101,9 +97,8 @@ def run_dynamics(recipe):
     from sftmix.logs import group_tracking_runs
 
     group_tracking_runs(recipe.training)
-    dynamics = recipe.dynamics or _default_dynamics()
-    if not dynamics.scores_path:
-        dynamics.scores_path = str(default_scores_path(recipe))
+    dynamics = recipe.dynamics or DynamicsConfig()
+    dynamics.scores_path = str(scores_path(recipe))
     train, _ = load_sft_data(recipe.data, kept_columns(dynamics))
     model, tokenizer, peft_config = load_model_and_tokenizer(recipe.model, recipe.training)
     started = time.perf_counter()
@@ -128,12 +123,6 @@ def kept_columns(dynamics) -> tuple[str, ...]:
     return ("confident", *([mark] if mark else []))
 
 
-def _default_dynamics():
-    from sftmix.dynamics import DynamicsConfig
-
-    return DynamicsConfig()
-
-
 def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
     """Stage 2: SFTMix training; saves the model and its card and returns a summary.
 
@@ -141,25 +130,21 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
     stage that follows scores the same split (`held_out_evaluated_later`): its `heldout` loss is the same number.
     """
     from sftmix._trl_compat import share_deepspeed_state
+    from sftmix.checks import check_recipe
     from sftmix.data import load_sft_data
     from sftmix.logs import group_tracking_runs
     from sftmix.model_card import write_model_card
     from sftmix.modeling import load_model_and_tokenizer
     from sftmix.trainer import SFTMixTrainer
 
-    _check_before_loading(recipe)
+    check_recipe(recipe)
     args = recipe.training
     check_output_dir(args)
     resume = resume_checkpoint(args)
     group_tracking_runs(args)
     recording = args.training_dynamics  # the scores file is this run's output, not its input
-    if (
-        args.mixup_enabled
-        and not recording
-        and not args.dynamics_path
-        and default_scores_path(recipe).is_file()
-    ):
-        args.dynamics_path = str(default_scores_path(recipe))
+    if args.mixup_enabled and not recording and not args.dynamics_path and scores_path(recipe).is_file():
+        args.dynamics_path = str(scores_path(recipe))
     logger.info(
         "SFTMix training (mixup_weight %s)%s",
         args.mixup_weight,
@@ -249,13 +234,14 @@ def remove_reference_checkpoints(recipe) -> None:
     uninterrupted run leaves. Checkpoints of a scores file from elsewhere are not touched."""
     from transformers.trainer_utils import sort_checkpoints
 
+    from sftmix.dynamics import DynamicsConfig
     from sftmix.dynamics.compute import remove_checkpoints
     from sftmix.dynamics.config import reference_dir
 
-    dynamics = recipe.dynamics or _default_dynamics()
+    dynamics = recipe.dynamics or DynamicsConfig()
     if dynamics.keep_reference_checkpoints:
         return
-    own = Path(dynamics.scores_path or default_scores_path(recipe))
+    own = scores_path(recipe)
     dynamics_path = recipe.training.dynamics_path
     if not dynamics.checkpoints and dynamics_path and Path(dynamics_path).resolve() == own.resolve():
         remove_checkpoints(sort_checkpoints(str(reference_dir(dynamics, own))))
@@ -270,12 +256,6 @@ def run_eval(recipe, model_path: str | None = None) -> dict | None:
     return evaluate_from_config(model_path or recipe.training.output_dir, recipe.evaluation, recipe.data)
 
 
-def finished_scores(recipe) -> Path | None:
-    """The scores file of a finished dynamics pass of this run (written atomically at its very end), if any."""
-    path = Path((recipe.dynamics and recipe.dynamics.scores_path) or default_scores_path(recipe))
-    return path if path.is_file() else None
-
-
 def run_all(recipe) -> dict:
     from sftmix.logs import finish_tracking_run, group_tracking_runs
 
@@ -288,8 +268,8 @@ def run_all(recipe) -> dict:
             "Stage 1/3: dynamics recorded during training (dynamics.mode: training): no separate pass"
         )
     elif args.mixup_enabled and not args.dynamics_path:
-        scores = finished_scores(recipe) if wants_resume(args) else None
-        if scores is not None:
+        scores = scores_path(recipe)  # written atomically at the very end of the pass
+        if wants_resume(args) and scores.is_file():
             logger.info("Resuming: the dynamics pass is done, training reads %s", scores)
             args.dynamics_path = str(scores)
         else:  # resumes by itself: reuses the reference run's scored checkpoints or continues that run
