@@ -68,56 +68,34 @@ class ResponseMaskMixin:
     _text_as_response: bool = False
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
-        prepare = super()._prepare_dataset
-        if dataset_name not in self._response_mask_for:
-            return prepare(dataset, processing_class, args, packing, formatting_func, dataset_name)
-        if RESPONSE_MASK in dataset.column_names:
-            return prepare(dataset, processing_class, args, packing, formatting_func, dataset_name)
+        def prepare(data, prepare_args=args):
+            return super(ResponseMaskMixin, self)._prepare_dataset(
+                data, processing_class, prepare_args, packing, formatting_func, dataset_name
+            )
+
+        if dataset_name not in self._response_mask_for or RESPONSE_MASK in dataset.column_names:
+            return prepare(dataset)
         kind = "text" if formatting_func is not None else data_format(next(iter(dataset)))
         if kind == "text":
-            return self._text_response(
-                prepare(dataset, processing_class, args, packing, formatting_func, dataset_name)
-            )
+            return self._text_response(prepare(dataset))
         if kind == "tokenized":
             if "labels" not in dataset.column_names:
                 raise NoResponseError(
                     "A pre-tokenized dataset needs a `labels` column (-100 outside the response) to tell SFTMix "
                     "which tokens are the response."
                 )
-            prepared = prepare(dataset, processing_class, args, packing, formatting_func, dataset_name)
-            return prepared.map(_mask_from_labels, desc="Marking responses")
+            return prepare(dataset).map(_mask_from_labels, desc="Marking responses")
         if self._labels_are_response(kind, args):
-            prepared = self._response_pass(
-                prepare,
-                dataset,
-                processing_class,
-                args,
-                packing,
-                formatting_func,
-                dataset_name,
-                kind,
-                truncate=True,
-            )
+            prepared = self._response_pass(prepare, dataset, processing_class, args, kind, truncate=True)
             return prepared.map(_mask_from_labels, desc="Marking responses")
         # NTP trains on more than the response: TRL's preparation as the user set it, and a response-only one
-        rows = np.arange(len(dataset), dtype=np.int64)
-        indexed = dataset.add_column(_ROW, rows)
-        prepared = prepare(indexed, processing_class, args, packing, formatting_func, dataset_name)
-        responses = self._response_pass(
-            prepare,
-            indexed,
-            processing_class,
-            args,
-            packing,
-            formatting_func,
-            dataset_name,
-            kind,
-            truncate=False,
-        )
-        keep_end = args.truncation_mode == "keep_end"
+        indexed = dataset.add_column(_ROW, np.arange(len(dataset), dtype=np.int64))
+        prepared = prepare(indexed)
+        responses = self._response_pass(prepare, indexed, processing_class, args, kind, truncate=False)
         responses = responses.select_columns(
             ["input_ids", "labels"]
         )  # untruncated, unfiltered: row i is row i
+        keep_end = args.truncation_mode == "keep_end"
 
         def add_mask(example):
             response = responses[int(example[_ROW])]
@@ -140,9 +118,7 @@ class ResponseMaskMixin:
             return bool(args.assistant_only_loss)
         return bool(self.completion_only_loss) and not args.assistant_only_loss
 
-    def _response_pass(
-        self, prepare, dataset, processing_class, args, packing, formatting_func, dataset_name, kind, truncate
-    ):
+    def _response_pass(self, prepare, dataset, processing_class, args, kind, truncate):
         """TRL's preparation with response-only labels (assistant turns, or the completion)."""
         response_args = copy.copy(args)
         response_args.assistant_only_loss = kind == "conversation"
@@ -153,7 +129,7 @@ class ResponseMaskMixin:
         if kind == "conversation":
             self.chat_template = self.chat_template or _training_template(processing_class)
         try:
-            return prepare(dataset, processing_class, response_args, packing, formatting_func, dataset_name)
+            return prepare(dataset, response_args)
         except RuntimeError as error:
             if "no assistant tokens" not in str(error):
                 raise
