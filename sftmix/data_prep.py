@@ -1,35 +1,6 @@
-"""`sftmix data`: build the files the healthcare recipes and `sftmix eval` read, from the Hugging Face Hub datasets
-the paper used or from local copies of them in their published formats.
-
-    sftmix data medalpaca --out data/medalpaca   # -> data/medalpaca/medical_meadow.jsonl (Alpaca rows)
-    sftmix data mcq --out data                   # -> data/medqa/test.jsonl, data/medqa/test_5options.jsonl,
-                                                 #    data/pubmedqa/ori_pqal.json, data/medmcqa/dev.json
-
-`--source NAME=PATH` (repeatable) reads NAME from a local file instead of the Hub; `--source DIR` looks in DIR for
-`<NAME>.{jsonl,json,parquet,csv}`. NAME is a benchmark (medqa, medqa5, pubmedqa, medmcqa) or a MedAlpaca subset
-(`medical_meadow_wikidoc`, with or without the `medalpaca/` prefix).
-
-MedAlpaca: the instruction data of MedAlpaca (Han et al., 2023), published as the
-`medalpaca/medical_meadow_*` datasets (instruction / input / output). The paper does not list the subsets; the
-default `MEDALPACA_SUBSETS` below are the Medical Meadow sets on the Hub except `cord19` (a large abstract-to-summary
-set) and the USMLE self-assessment (a test set): about 77K rows. The paper's 263K also has Stack Exchange, ChatDoctor,
-OpenAssistant and CORD-19 samples that are not on the Hub under `medalpaca/`. `--subsets` chooses others; the count
-written is printed.
-
-Benchmarks (written in their original release formats, which `sftmix eval` reads and its recipes name):
-- medqa: GBaker/MedQA-USMLE-4-options-hf, test (the MedQA US 4-option test set, 1,273 questions, as lm-eval's
-  `medqa_4options` scores it);
-- medqa5: no maintained Hub copy keeps the 5 options: pass the MedQA release's `data_clean/questions/US/test.jsonl`
-  with `--source medqa5=PATH`; skipped otherwise;
-- pubmedqa: qiaojin/PubMedQA pqa_labeled (the 1,000 labelled questions) as `ori_pqal.json`, and beside it
-  `test_ground_truth.json`, the PMIDs of the official 500-question test split that the paper and lm-eval score
-  (`evaluation.pubmedqa_ids`). `--source pubmedqa_ids=PATH` copies the release's own file; without it the split is
-  drawn as the release's `preprocess/split_dataset.py` draws it (seed 0, each label's PMIDs in file order shuffled,
-  the second half of each kept), which gives the official list only if the source keeps ori_pqal.json's order:
-  unverified offline, so pass the release's file where you can;
-- medmcqa: openlifescienceai/medmcqa validation (4,183 questions; the test split has no answers), `cop` written 1-4
-  as in the original release.
-"""
+"""`sftmix data medalpaca|mcq`: the training and evaluation files of the healthcare recipes, in their published
+formats, from the Hub datasets the paper used or from local copies (`--source NAME=PATH` or `--source DIR`).
+Sources, defaults and the PubMedQA test split: docs/evaluation.md ("Data for the healthcare recipes")."""
 
 from __future__ import annotations
 
@@ -214,7 +185,7 @@ def build_benchmarks(
 
 def write_pubmedqa_test_ids(questions, target: Path, release_file: Path | None) -> Path | None:
     """The official PubMedQA test split (PMID -> answer): the release's file if given, else drawn as the release's
-    split script draws it (see the module docstring)."""
+    `preprocess/split_dataset.py` draws it (seed 0, each label's PMIDs shuffled in file order, the second half kept)."""
     import random
 
     from sftmix.evaluation.benchmarks import PUBMEDQA_OPTIONS, read_pubmedqa_ids

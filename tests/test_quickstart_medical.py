@@ -3,12 +3,8 @@
 import re
 from collections import Counter
 
-from sftmix.quickstart.medical import (
-    medical_mcq_path,
-    medical_mcq_rows,
-    medical_qa_messages,
-    medical_qa_rows,
-)
+from sftmix.quickstart.data import quickstart_datasets
+from sftmix.quickstart.medical import MEDICAL_MCQ_FILE, medical_mcq_rows, medical_qa_rows
 
 CATEGORIES = {
     "definition",
@@ -55,7 +51,7 @@ def test_multiple_choice_questions_follow_the_medqa_format():
 def test_the_evaluation_reads_the_questions_as_medqa():
     from sftmix.evaluation.benchmarks import read_medqa
 
-    questions = read_medqa(medical_mcq_path(), num_options=4)
+    questions = read_medqa(MEDICAL_MCQ_FILE, num_options=4)
     rows = medical_mcq_rows()
     assert [q.id for q in questions] == [r["id"] for r in rows]
     assert [q.options[q.answer] for q in questions] == [r["answer"] for r in rows]
@@ -66,9 +62,9 @@ def test_questions_are_not_the_training_pairs():
     assert not any(r["question"].lower().rstrip("?:") in asked for r in medical_mcq_rows())
 
 
-def test_pairs_as_messages():
-    data = medical_qa_messages()
+def test_pairs_as_messages_in_the_quickstart_data():
+    data = quickstart_datasets(n_chitchat_train=0, n_chitchat_eval=0, n_medical_eval=1)["train"]
     assert set(data.column_names) == {"id", "source", "messages"}
-    assert set(data["source"]) == {"medical_qa"}
+    assert set(data["source"]) == {"medical_qa"} and len(data) == len(medical_qa_rows()) - 1
     first = data[0]["messages"]
     assert [m["role"] for m in first] == ["user", "assistant"] and all(m["content"] for m in first)

@@ -22,11 +22,6 @@ QA_FIELDS = ("id", "category", "instruction", "response")
 MCQ_FIELDS = ("id", "question", "options", "answer_idx", "answer")
 
 
-def medical_mcq_path() -> Path:
-    """The held-out multiple-choice file (MedQA format), e.g. for `evaluation: {medqa: ...}`."""
-    return MEDICAL_MCQ_FILE
-
-
 def read_jsonl(path: Path, fields: tuple[str, ...]) -> list[dict]:
     """Rows of a jsonl file, each checked to carry `fields`; errors name the file and line."""
     rows = []
@@ -64,10 +59,3 @@ def to_messages_row(row: dict) -> dict:
             {"role": "assistant", "content": row["response"]},
         ],
     }
-
-
-def medical_qa_messages():
-    """All question-answer pairs as a `datasets.Dataset` with columns id, source, messages."""
-    from datasets import Dataset
-
-    return Dataset.from_list([to_messages_row(row) for row in medical_qa_rows()])
