@@ -1,11 +1,10 @@
-"""The model card (README.md next to the model) and what `push_to_hub` uploads.
+"""The model card (README.md next to the model).
 
 The card is TRL's (`SFTTrainer.create_model_card`: quick start, framework versions, citations) with the paper as the
 trainer's, plus an SFTMix section: the Mixup settings, the dynamics pass's settings, the confident / unconfident
 split with confidence quantiles (from the scores file) and the data map, copied next to the model.
 
-Uploads skip the run's caches: the dynamics pass's folder (reference checkpoints, per-checkpoint scores) and the
-Trainer's `checkpoint-*` folders, on top of what `Trainer.push_to_hub` already skips.
+`push_to_hub` uploads no cache of the run: transformers skips `checkpoint-*` and `_*`, which holds `_dynamics/`.
 """
 
 from __future__ import annotations
