@@ -16,33 +16,16 @@ from __future__ import annotations
 
 import importlib
 
-_LAZY = {
+_LAZY = {  # the public names; everything else is imported from its module
     "EvalConfig": "sftmix.evaluation.config",
     "BENCHMARKS": "sftmix.evaluation.config",
     "evaluate": "sftmix.evaluation.runner",
     "evaluate_from_config": "sftmix.evaluation.runner",
+    "load_lm": "sftmix.evaluation.runner",
     "run_eval_cli": "sftmix.evaluation.cli",
     "heldout_metrics": "sftmix.evaluation.heldout",
-    "load_heldout": "sftmix.evaluation.heldout",
-    "HeldoutResult": "sftmix.evaluation.heldout",
-    "ReliabilityStats": "sftmix.evaluation.calibration",
     "expected_calibration_error": "sftmix.evaluation.calibration",
     "plot_reliability_diagram": "sftmix.evaluation.reliability_plot",
-    "score_label_tokens": "sftmix.evaluation.token_scores",
-    "prepare_heldout": "sftmix.evaluation.encoding",
-    "LabelSettings": "sftmix.evaluation.label_settings",
-    "save_label_settings": "sftmix.evaluation.label_settings",
-    "load_label_settings": "sftmix.evaluation.label_settings",
-    "LABEL_SETTINGS_FILE": "sftmix.evaluation.label_settings",
-    "MultipleChoiceQuestion": "sftmix.evaluation.benchmarks",
-    "load_benchmark": "sftmix.evaluation.benchmarks",
-    "read_medqa": "sftmix.evaluation.benchmarks",
-    "read_medmcqa": "sftmix.evaluation.benchmarks",
-    "read_pubmedqa": "sftmix.evaluation.benchmarks",
-    "task_config": "sftmix.evaluation.lm_eval_tasks",
-    "score_benchmarks": "sftmix.evaluation.lm_eval_tasks",
-    "write_report": "sftmix.evaluation.report",
-    "load_lm": "sftmix.evaluation.runner",
 }
 
 __all__ = list(_LAZY)
