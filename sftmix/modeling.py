@@ -6,18 +6,13 @@ import logging
 import os
 from pathlib import Path
 
+from sftmix.quickstart.smollm2 import resolve_model_name  # stdlib imports only
+
 logger = logging.getLogger(__name__)
 
 BUILTIN_MODEL_PREFIX = "sftmix/"
-
-
-def resolve_model_path(name: str) -> str:
-    """Map built-in names (e.g. 'sftmix/smollm2-135m-instruct', installed from PyPI) to a local path."""
-    if name.startswith(BUILTIN_MODEL_PREFIX):
-        from sftmix.quickstart.smollm2 import resolve_model_name
-
-        return str(resolve_model_name(name))
-    return name
+# Built-in names (e.g. 'sftmix/smollm2-135m-instruct', installed from PyPI) to a local path; others unchanged.
+resolve_model_path = resolve_model_name
 
 
 def model_init_kwargs(model_args, training_args) -> dict:
