@@ -303,18 +303,8 @@ class ChunkedMixedCrossEntropy(torch.autograd.Function):
                     grad_weight[v_start:v_end] = slice_grad_weight
                 if grad_bias is not None:
                     grad_bias[v_start:v_end] = slice_grad_bias
-        return (
-            None if grad_hidden is None else grad_hidden.to(hidden.dtype),
-            grad_weight,
-            grad_bias,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
+        grad_hidden = None if grad_hidden is None else grad_hidden.to(hidden.dtype)
+        return grad_hidden, grad_weight, grad_bias, *[None] * 7  # (targets, lambdas and settings have none)
 
 
 def mixup_loss_sum(

@@ -1,33 +1,7 @@
 """The scores file: where the dynamics pass (stage 1) meets the SFTMix trainer (stage 2).
 
-One parquet file, one row per training example, readable with `pandas.read_parquet` or
-`datasets.Dataset.from_parquet`:
-
-| column            | type          | meaning                                                                  |
-|-------------------|---------------|--------------------------------------------------------------------------|
-| `example_id`      | str           | keyed hash of the example's content (`example_id()`), the join key       |
-| `row_index`       | int           | the row in the dataset that was scored (informative only)                |
-| `num_tokens`      | int           | trainable (label != -100) tokens scored                                  |
-| `perplexities`    | list[float]   | response perplexity at each checkpoint, in checkpoint order              |
-| `ifds`, `ifd`     | list, float   | with `confidence: ifd` only: perplexity / perplexity of the response alone, per checkpoint and mean |
-| `confidence`      | float         | minus the mean perplexity over checkpoints (the paper's Conf(Y|X)); minus `ifd` with `confidence: ifd` |
-| `mean_probability`| float         | mean over checkpoints of the mean response-token probability (Cartography) |
-| `variability`     | float         | std over checkpoints of the mean response-token probability (Cartography) |
-| `confident`       | bool          | True for the confident subset (top `confident_fraction` by confidence)   |
-
-Examples with no trainable token are not rows; their ids are listed in the metadata (`excluded_ids`).
-The metadata (reference model, checkpoints, settings, dataset fingerprint, sftmix version) is stored as
-JSON under the parquet schema key `sftmix`; `read_scores` returns it.
-
-The join key is content, not position, so reordering the dataset does not break it; identical examples
-share an id (and, being scored identically, a group).
-
-Privacy: an id is HMAC-SHA256(key, SHA-256 of the row's content), where the key is SHA-256 over the sorted
-per-row content digests of the whole dataset (`dataset_id_key`). Whoever holds the scores file but not the
-data cannot compute an id for a candidate text (they would need every other row too), so the file does not
-reveal whether a given patient text was in the training set. Reloading the same rows, in any order, gives
-the same key and so the same ids; adding, removing or editing a row changes every id, so a scores file
-matches only the exact dataset it was made for (rerun `sftmix dynamics` after changing the data).
+One parquet file, one row per training example, joined to the training data by a keyed hash of its content; its
+columns, metadata and the privacy of the ids are described in docs/dynamics.md ("The scores file").
 """
 
 from __future__ import annotations
@@ -48,10 +22,10 @@ SCORES_METADATA_KEY = b"sftmix"
 REQUIRED_COLUMNS = ("example_id", "confidence", "confident")
 ID_KEY_DOMAIN = b"sftmix example_id v2\n"
 
-# The fields that define what a model is trained on, in every format SFTTrainer accepts.
 # The dynamics pass's folder inside `output_dir`: transformers' `push_to_hub` (and its pushes at each save) skip
 # `_*`, so the reference run's checkpoints and the scores stay off the Hub without a filter of sftmix's own
 DYNAMICS_DIR = "_dynamics"
+# The fields that define what a model is trained on, in every format SFTTrainer accepts.
 CONTENT_FIELDS = ("text", "messages", "prompt", "completion", "conversations", "input_ids", "labels", "tools")
 
 
