@@ -14,8 +14,7 @@ def scores_path(recipe) -> Path:
     """The scores file of this run's dynamics pass: `dynamics.scores_path`, else <output_dir>/_dynamics/."""
     from sftmix.scores import default_scores_path
 
-    given = recipe.dynamics and recipe.dynamics.scores_path
-    return Path(given) if given else default_scores_path(recipe.training.output_dir)
+    return default_scores_path(recipe.training.output_dir, recipe.dynamics and recipe.dynamics.scores_path)
 
 
 _TRUE = ("true", "yes", "1", "latest")

@@ -29,9 +29,10 @@ DYNAMICS_DIR = "_dynamics"
 CONTENT_FIELDS = ("text", "messages", "prompt", "completion", "conversations", "input_ids", "labels", "tools")
 
 
-def default_scores_path(output_dir: str | os.PathLike) -> Path:
-    """Where a run's dynamics pass (or `training_dynamics`) writes its scores file unless `scores_path` says."""
-    return Path(output_dir, DYNAMICS_DIR, "scores.parquet")
+def default_scores_path(output_dir: str | os.PathLike, scores_path: str | None = None) -> Path:
+    """Where a run's dynamics pass (or `training_dynamics`) writes its scores file: `scores_path` (the dynamics
+    settings') if set, else <output_dir>/_dynamics/scores.parquet."""
+    return Path(scores_path) if scores_path else Path(output_dir, DYNAMICS_DIR, "scores.parquet")
 
 
 def content_digest(row: dict[str, Any]) -> bytes:

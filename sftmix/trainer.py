@@ -324,8 +324,7 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
     @property
     def training_dynamics_path(self) -> Path:
         """Where `training_dynamics` writes its scores file."""
-        scores_path = getattr(self._dynamics, "scores_path", None)
-        return Path(scores_path) if scores_path else default_scores_path(self.args.output_dir)
+        return default_scores_path(self.args.output_dir, self._dynamics.scores_path)
 
     def _write_scores(self) -> None:
         from sftmix.dynamics.config import tokenization_key

@@ -1,18 +1,7 @@
 """Confidence from the training forward itself (`SFTMixConfig.training_dynamics`, recipe `dynamics.mode: training`;
-beyond the paper): no reference run and no scoring pass.
-
-Every training forward already computes each example's response log-probabilities (TRL's fused head). The
-`Recorder` keeps one record per example each time it is trained on: epoch, optimizer step, row, response tokens,
-summed NLL and summed token probability, gathered over the processes (every process holds the same table).
-
-- Runs of two or more epochs (`epoch_wise`): the first epoch trains with plain NTP and records; each later epoch is
-  drawn by the pair sampler from the median split of the confidence over the epochs before it (`epoch_split`:
-  minus the mean over epochs of the response perplexity, the paper's mean over checkpoints).
-- Shorter runs: the first `warmup_steps` optimizer steps train with plain NTP and record; after them each
-  micro-batch's examples are labelled in their own forward against the median mean response NLL of the records of
-  the last `window` steps (`threshold`), and paired within the micro-batch (`sftmix.mixup.balanced_pair_rows`).
-
-At the end the records become the scores file: one column per complete epoch, like the reference mode's checkpoints.
+beyond the paper): the `Recorder` keeps each example's response NLL every time it is trained on, gathered over the
+processes, and decides the split from it; runs of two epochs or more split by epoch (`epoch_split`), shorter ones
+label each micro-batch against the recent median (`threshold`). The rules: docs/dynamics.md ("Training mode").
 """
 
 from __future__ import annotations
