@@ -1,10 +1,5 @@
-"""The settings of stage 1: `DynamicsConfig` (parsable from a recipe's `dynamics:`), the `SFTConfig`s the pass runs
-under, derived from the SFTMix run's, and the keys that identify them.
-
-The reference run and the scoring pass take tokenization, chat template, label masking, `max_length`, precision
-and distribution settings from the SFTMix run's config (an `SFTMixConfig` works: its Mixup fields are dropped);
-only what must differ is overridden. Nothing here imports torch or TRL at load time.
-"""
+"""The settings of stage 1: `DynamicsConfig` (a recipe's `dynamics:`), the `SFTConfig`s the pass runs under (the
+SFTMix run's, only what must differ overridden) and the cache keys. Imports neither torch nor TRL at load time."""
 
 from __future__ import annotations
 
@@ -19,135 +14,102 @@ from pathlib import Path
 from sftmix.logs import reference_run_name
 
 
+def _field(default, help: str, **metadata):
+    return field(default=default, metadata={"help": help, **metadata})
+
+
 @dataclass
 class DynamicsConfig:
-    """The training-dynamics pass of SFTMix (stage 1): a reference model trained with plain next-token prediction
-    (the SFTMix run's tokenization, label masking and `max_length`) is scored at `num_checkpoints` evenly spaced
-    checkpoints, or the given `checkpoints` are scored; confidence is minus the mean response perplexity, and
-    the top `confident_fraction` of examples form the confident subset."""
+    """The training-dynamics pass of SFTMix (stage 1; docs/dynamics.md): a plain-NTP reference run scored at
+    `num_checkpoints` checkpoints (or the given `checkpoints`); the top `confident_fraction` is the confident subset."""
 
-    scores_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "Where to write the scores file (parquet). The data map, the confidence histogram and the "
-            "per-checkpoint cache go next to it. `sftmix dynamics` defaults to <output_dir>/_dynamics/scores.parquet."
-        },
+    scores_path: str | None = _field(
+        None,
+        "Where to write the scores file (parquet). The data map, the confidence histogram and the "
+        "per-checkpoint cache go next to it. `sftmix dynamics` defaults to <output_dir>/_dynamics/scores.parquet.",
     )
-    num_checkpoints: int = field(
-        default=3,
-        metadata={
-            "help": "Checkpoints C of the reference run to score, evenly spaced over its optimizer steps (the last "
-            "one at the end of the run). The paper does not state C."
-        },
+    num_checkpoints: int = _field(
+        3,
+        "Checkpoints C of the reference run to score, evenly spaced over its optimizer steps (the last "
+        "one at the end of the run). The paper does not state C.",
     )
-    checkpoints: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "Existing checkpoints (model or PEFT adapter directories) to score instead of training a "
-            "reference model; `num_checkpoints` is then ignored."
-        },
+    checkpoints: list[str] | None = _field(
+        None,
+        "Existing checkpoints (model or PEFT adapter directories) to score instead of training a "
+        "reference model; `num_checkpoints` is then ignored.",
     )
-    reference_model: str | None = field(
-        default=None,
-        metadata={
-            "help": "Model (path or Hub id) trained as the reference, with its own tokenizer. Default: the target "
-            "model itself. The paper shows a smaller reference's split transfers to a larger target."
-        },
+    reference_model: str | None = _field(
+        None,
+        "Model (path or Hub id) trained as the reference, with its own tokenizer. Default: the target "
+        "model itself. The paper shows a smaller reference's split transfers to a larger target.",
     )
-    reference_output_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Where the reference run saves its checkpoints. Default: `reference/` next to the scores file."
-        },
+    reference_output_dir: str | None = _field(
+        None, "Where the reference run saves its checkpoints. Default: `reference/` next to the scores file."
     )
-    reference_num_train_epochs: float | None = field(
-        default=None,
-        metadata={
-            "help": "Epochs of the reference run. Default: one epoch, as in the paper's pipeline figure (or the "
-            "SFTMix run's length when that is shorter)."
-        },
+    reference_num_train_epochs: float | None = _field(
+        None,
+        "Epochs of the reference run. Default: one epoch, as in the paper's pipeline figure (or the "
+        "SFTMix run's length when that is shorter).",
     )
-    reference_max_steps: int | None = field(
-        default=None,
-        metadata={"help": "Optimizer steps of the reference run, overriding epochs. Default: one epoch."},
+    reference_max_steps: int | None = _field(
+        None, "Optimizer steps of the reference run, overriding epochs. Default: one epoch."
     )
-    keep_reference_checkpoints: bool = field(
-        default=False,
-        metadata={
-            "help": "Keep the reference run's C checkpoints once the scores file is complete (default: delete them; "
-            "each is a full checkpoint with optimizer state, ~16 bytes per parameter). Their scores stay cached."
-        },
+    keep_reference_checkpoints: bool = _field(
+        False,
+        "Keep the reference run's C checkpoints once the scores file is complete (default: delete them; "
+        "each is a full checkpoint with optimizer state, ~16 bytes per parameter). Their scores stay cached.",
     )
-    mode: str = field(
-        default="reference",
-        metadata={
-            "help": "'reference' (the paper's): a separate reference NTP run supplies the confidence. 'training' "
-            "(beyond the paper): the confidence is recorded from the SFTMix run's own training forward, no reference "
-            "run and no scoring pass (`SFTMixConfig.training_dynamics`; its warm-up and window are set there). It "
-            "replaced the former 'online' mode (a scored NTP warm-up; docs/dynamics.md).",
-            "choices": ["reference", "training"],
-        },
+    mode: str = _field(
+        "reference",
+        "'reference' (the paper's): a separate reference NTP run supplies the confidence. 'training' "
+        "(beyond the paper): the confidence is recorded from the SFTMix run's own training forward, no reference "
+        "run and no scoring pass (`SFTMixConfig.training_dynamics`; its warm-up and window are set there). It "
+        "replaced the former 'online' mode (a scored NTP warm-up; docs/dynamics.md).",
+        choices=["reference", "training"],
     )
-    confidence: str = field(
-        default="perplexity",
-        metadata={
-            "help": "'perplexity' (the paper's): confidence = minus the mean response perplexity over the checkpoints. "
-            "'ifd' (beyond the paper): minus the mean instruction-following difficulty of Cherry LLM, the response's "
-            "perplexity given its prompt divided by its perplexity alone (one more forward per checkpoint, over the "
-            "responses without their prompts), which sees whether a response answers its prompt; both are written "
-            "to the scores file. Reference mode only.",
-            "choices": ["perplexity", "ifd"],
-        },
+    confidence: str = _field(
+        "perplexity",
+        "'perplexity' (the paper's): confidence = minus the mean response perplexity over the checkpoints. "
+        "'ifd' (beyond the paper): minus the mean instruction-following difficulty of Cherry LLM, the response's "
+        "perplexity given its prompt divided by its perplexity alone (one more forward per checkpoint, over the "
+        "responses without their prompts), which sees whether a response answers its prompt; both are written "
+        "to the scores file. Reference mode only.",
+        choices=["perplexity", "ifd"],
     )
-    split: str = field(
-        default="median",
-        metadata={
-            "help": "'median' (the paper's): the most confident `confident_fraction` of examples form the confident "
-            "group. 'random': a random group of the same size (an ablation: does the confidence matter?).",
-            "choices": ["median", "random"],
-        },
+    split: str = _field(
+        "median",
+        "'median' (the paper's): the most confident `confident_fraction` of examples form the confident "
+        "group. 'random': a random group of the same size (an ablation: does the confidence matter?).",
+        choices=["median", "random"],
     )
-    split_seed: int = field(default=0, metadata={"help": "Seed of the random group when `split: random`."})
-    confident_fraction: float = field(
-        default=0.5,
-        metadata={
-            "help": "Fraction of scored examples put in the confident subset (highest confidence). 0.5 is the "
-            "paper's median split; the confident group holds floor(fraction x N) examples."
-        },
+    split_seed: int = _field(0, "Seed of the random group when `split: random`.")
+    confident_fraction: float = _field(
+        0.5,
+        "Fraction of scored examples put in the confident subset (highest confidence). 0.5 is the "
+        "paper's median split; the confident group holds floor(fraction x N) examples.",
     )
-    scoring_batch_size: int = field(
-        default=8,
-        metadata={
-            "help": "Examples per device in each scoring forward (no gradients; batches grouped by length)."
-        },
+    scoring_batch_size: int = _field(
+        8, "Examples per device in each scoring forward (no gradients; batches grouped by length)."
     )
-    overwrite_cache: bool = field(
-        default=False,
-        metadata={
-            "help": "Rescore every checkpoint and retrain the reference model even where cached scores and "
-            "checkpoints of an earlier pass exist."
-        },
+    overwrite_cache: bool = _field(
+        False,
+        "Rescore every checkpoint and retrain the reference model even where cached scores and "
+        "checkpoints of an earlier pass exist.",
     )
-    plots: bool = field(
-        default=True,
-        metadata={"help": "Draw the data map and the confidence histogram (PNG) next to the scores file."},
+    plots: bool = _field(
+        True, "Draw the data map and the confidence histogram (PNG) next to the scores file."
     )
-    review_size: int = field(
-        default=20,
-        metadata={
-            "help": "The least confident examples listed for review (review.md and review.csv next to the scores "
-            "file: example id, row, confidence, variability, a short excerpt of the response, none with "
-            "`error_excerpts: false`), where mislabelled or truncated responses tend to be. 0: none."
-        },
+    review_size: int = _field(
+        20,
+        "The least confident examples listed for review (review.md and review.csv next to the scores "
+        "file: example id, row, confidence, variability, a short excerpt of the response, none with "
+        "`error_excerpts: false`), where mislabelled or truncated responses tend to be. 0: none.",
     )
-
-    mark_column: str | None = field(
-        default=None,
-        metadata={
-            "help": "A boolean column of the training data marking rows known to be bad (e.g. `corrupted` in "
-            "`sftmix/quickstart-noisy`), copied into the scores file and the review list and drawn in its own "
-            "colour on the data map, so that one can see whether the dynamics find them. Training ignores it."
-        },
+    mark_column: str | None = _field(
+        None,
+        "A boolean column of the training data marking rows known to be bad (e.g. `corrupted` in "
+        "`sftmix/quickstart-noisy`), copied into the scores file and the review list and drawn in its own "
+        "colour on the data map, so that one can see whether the dynamics find them. Training ignores it.",
     )
 
     def __post_init__(self):
@@ -157,12 +119,8 @@ class DynamicsConfig:
                 "training forward, with no scoring pass and no warm-up checkpoint. Use `mode: training` (its warm-up "
                 "is `training_dynamics_warmup_ratio` in `training:`), or `mode: reference` for the paper's."
             )
-        for name, low in (
-            ("review_size", 0),
-            ("num_checkpoints", 1),
-            ("scoring_batch_size", 1),
-            ("reference_max_steps", 1),
-        ):
+        lows = {"review_size": 0, "num_checkpoints": 1, "scoring_batch_size": 1, "reference_max_steps": 1}
+        for name, low in lows.items():
             value = getattr(self, name)
             if value is not None and value < low:
                 raise ValueError(f"`{name}` must be >= {low}, got {value}.")
@@ -204,41 +162,16 @@ class DynamicsConfig:
 
 
 # Settings that change the tokenized examples (and so the scores): part of every cache key
-TOKENIZATION_FIELDS = (
-    "max_length",
-    "truncation_mode",
-    "assistant_only_loss",
-    "completion_only_loss",
-    "chat_template_path",
-    "dataset_text_field",
-    "eos_token",
-    "pad_token",
+TOKENIZATION_FIELDS = tuple(
+    "max_length truncation_mode assistant_only_loss completion_only_loss chat_template_path dataset_text_field "
+    "eos_token pad_token".split()
 )
 # Settings that change the reference run's weights: part of its checkpoints' key
-TRAINING_FIELDS = (
-    "learning_rate",
-    "weight_decay",
-    "adam_beta1",
-    "adam_beta2",
-    "adam_epsilon",
-    "max_grad_norm",
-    "optim",
-    "lr_scheduler_type",
-    "lr_scheduler_kwargs",
-    "warmup_ratio",
-    "warmup_steps",
-    "num_train_epochs",
-    "max_steps",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "world_size",
-    "seed",
-    "data_seed",
-    "bf16",
-    "fp16",
-    "loss_type",
-    "shuffle_dataset",
-    "neftune_noise_alpha",
+TRAINING_FIELDS = tuple(
+    "learning_rate weight_decay adam_beta1 adam_beta2 adam_epsilon max_grad_norm optim lr_scheduler_type "
+    "lr_scheduler_kwargs warmup_ratio warmup_steps num_train_epochs max_steps per_device_train_batch_size "
+    "gradient_accumulation_steps world_size seed data_seed bf16 fp16 loss_type shuffle_dataset "
+    "neftune_noise_alpha".split()
 )
 
 
@@ -281,14 +214,9 @@ def world_size() -> int:
 def optimizer_steps(
     num_examples: int, args, epochs: float | None = None, processes: int | None = None
 ) -> int:
-    """Optimizer steps of a run over `num_examples`, counted exactly as `transformers.Trainer` counts them.
-
-    `args.max_steps` when positive (and `epochs` is not given); otherwise each process gets ceil(N / (batch x
-    processes)) micro-batches an epoch, an epoch is that many / `gradient_accumulation_steps` optimizer steps with
-    a partial last accumulation group rounded *up* (the Trainer's `set_initial_training_values`), and the run is
-    ceil(epochs x that). SFTMix's pair sampler gives the same count of micro-batches for a median split. The one
-    place the dynamics pass, the training mode and `sftmix check` count steps.
-    """
+    """Optimizer steps of a run over `num_examples`, as `transformers.Trainer` counts them (its
+    `set_initial_training_values`: a partial last accumulation group rounds up): `args.max_steps` when positive
+    and `epochs` is not given. The one count of the dynamics pass, the training mode and `sftmix check`."""
     if epochs is None and args.max_steps is not None and args.max_steps > 0:
         return args.max_steps
     processes = processes or getattr(args, "world_size", None) or world_size()
