@@ -1,12 +1,5 @@
-"""The examples the dynamics pass scores: the raw rows, checked before any work, and tracked by a row index
-through SFTTrainer's preparation (`sftmix.dynamics.reference.prepare_examples`).
-
-Before any work: the settings, the paths of models and checkpoints, the tokenizers (`check_inputs`,
-`resolve_tokenizers`). SFTTrainer's own preparation (tokenize with the chat template, build labels, truncate,
-drop examples with no trainable token) runs once and is reused by every trainer of the pass, so the scored token
-sequences are exactly the trained ones; the explicit row index column maps each prepared row back to the raw
-dataset (preparation keeps extra columns, but may drop rows). Rows dropped are reported and excluded.
-"""
+"""The examples the dynamics pass scores: checks before any work, and the `ROW_INDEX` column that maps each row
+SFTTrainer's preparation keeps (`reference.prepare_examples`) back to the raw dataset; rows dropped are excluded."""
 
 from __future__ import annotations
 
@@ -98,35 +91,31 @@ def with_row_index(dataset):
 
 def dataset_fingerprint(example_ids: list[str]) -> str:
     """A short hash of the ordered example ids: identifies the data a scores file or a cache was made for."""
-    digest = hashlib.sha1()
-    for eid in example_ids:
-        digest.update(eid.encode("ascii"))
-        digest.update(b"\n")
-    return digest.hexdigest()[:16]
+    return hashlib.sha1("".join(f"{eid}\n" for eid in example_ids).encode("ascii")).hexdigest()[:16]
 
 
 def missing_rows(num_rows: int, kept_rows) -> list[int]:
     """Raw rows absent from the prepared dataset (dropped by SFTTrainer: no trainable token after truncation)."""
-    kept = np.zeros(num_rows, dtype=bool)
-    kept[np.asarray(list(kept_rows), dtype=np.int64)] = True
-    return np.flatnonzero(~kept).tolist()
+    return np.setdiff1d(np.arange(num_rows), np.asarray(list(kept_rows), dtype=np.int64)).tolist()
 
 
 def report_excluded(rows: list[int], example_ids: list[str], reason: str) -> list[str]:
     """Log the excluded rows (count and first ids) and return their example ids, once each, in row order."""
     if not rows:
         return []
-    ids = list(dict.fromkeys(example_ids[r] for r in rows))
-    preview = ", ".join(f"row {r} ({example_ids[r]})" for r in rows[:5])
     logger.warning(
-        "%d training example(s) %s and are left out of the split: %s%s. They are listed as `excluded_ids` in the "
+        "%d training example(s) %s and are left out of the split: %s. They are listed as `excluded_ids` in the "
         "scores file. Raise `max_length` or check the label masking if this is unexpected.",
         len(rows),
         reason,
-        preview,
-        ", ..." if len(rows) > 5 else "",
+        _preview(rows, example_ids),
     )
-    return ids
+    return list(dict.fromkeys(example_ids[r] for r in rows))
+
+
+def _preview(rows, example_ids) -> str:
+    """The first five rows with their example ids, then ", ..." if there are more."""
+    return ", ".join(f"row {r} ({example_ids[r]})" for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
 
 
 def same_token_ids(a, b, batch_size: int = 1000) -> bool:
@@ -143,31 +132,23 @@ def same_token_ids(a, b, batch_size: int = 1000) -> bool:
 
 
 def check_same_examples(target_rows, reference_rows, example_ids: list[str]) -> None:
-    """With different tokenizers, the reference must keep exactly the examples the target will train on.
-
-    The split is made per example and joined by content, so a reference with another tokenizer can score the data
-    (the paper transfers a Gemma-2B split to Llama-3.1-8B) -- but only if both keep the same examples.
-    """
+    """With different tokenizers, the reference must keep exactly the examples the target will train on (the split
+    is joined by content, so another tokenizer can score the data, as the paper's Gemma-2B -> Llama-3.1-8B)."""
     target_rows, reference_rows = set(target_rows), set(reference_rows)
     if target_rows == reference_rows:
         return
-    only_target = sorted(target_rows - reference_rows)
-    only_reference = sorted(reference_rows - target_rows)
-
-    def show(rows):
-        return ", ".join(f"row {r} ({example_ids[r]})" for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
-
-    parts = []
-    if only_target:
-        parts.append(
-            f"{len(only_target)} example(s) kept for the target but left with no trainable token by the "
-            f"reference's tokenizer: {show(only_target)}"
+    only_target, only_reference = sorted(target_rows - reference_rows), sorted(reference_rows - target_rows)
+    parts = [
+        f"{len(rows)} example(s) {what}: {_preview(rows, example_ids)}"
+        for rows, what in (
+            (
+                only_target,
+                "kept for the target but left with no trainable token by the reference's tokenizer",
+            ),
+            (only_reference, "kept by the reference but dropped for the target"),
         )
-    if only_reference:
-        parts.append(
-            f"{len(only_reference)} example(s) kept by the reference but dropped for the target: "
-            f"{show(only_reference)}"
-        )
+        if rows
+    ]
     raise ValueError(
         "The reference model's tokenizer differs from the target's and they keep different examples after "
         "tokenization and truncation. "

@@ -1,17 +1,6 @@
-"""The reference run: plain NTP training that keeps C evenly spaced checkpoints and scores each one as it is saved.
-
-`DynamicsTrainer` is TRL's `SFTTrainer` (plain NTP) that can also score its own prepared train dataset. The same
-class trains the reference model, prepares the examples (`prepare_examples`) and scores checkpoints, so all of
-them see exactly the examples, tokenization, chat template, label masking and truncation the SFTMix run will
-train on. Its preparation also marks each example's response (`sftmix.response`): the reference run trains on
-the NTP labels, scoring measures the response.
-
-`CheckpointCallback` decides the checkpoint steps when training starts (from the run's real number of optimizer
-steps), makes the Trainer save at exactly those steps, and hands each saved checkpoint to a scoring function while
-the training engine is still live (no reload; ZeRO-3, PEFT and quantised models are scored as they train).
-A plan file in the output directory records the steps and the settings, so that a later pass can tell whether the
-checkpoints on disk are reusable.
-"""
+"""The reference run: `DynamicsTrainer` (TRL's `SFTTrainer` that also scores its own prepared train dataset: one
+class prepares, trains and scores, so all see the SFTMix run's examples) and `CheckpointCallback` (saves C evenly
+spaced checkpoints, scored while the engine is live, and a plan file that says whether they are reusable)."""
 
 from __future__ import annotations
 
@@ -21,8 +10,10 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTTrainer
@@ -54,12 +45,8 @@ class DynamicsTrainer(ResponseMaskMixin, SFTTrainer):
         self._inference_engine = None
 
     def scoring_model(self):
-        """What the scoring forward goes through.
-
-        During or after `train()` under DeepSpeed / FSDP, the training engine (ZeRO-3 gathers the partitioned
-        parameters inside it). Without training, an inference engine built like TRL's DPO precompute. Otherwise
-        the plain model: a forward without gradients needs no DDP wrapper (and no collective in it).
-        """
+        """What the scoring forward goes through: under DeepSpeed / FSDP the training engine (after `train()`) or
+        an inference engine like TRL's DPO precompute; else the plain model (no DDP wrapper without gradients)."""
         if not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
             return self.model
         if self.model_wrapped is not self.model:
@@ -72,15 +59,7 @@ class DynamicsTrainer(ResponseMaskMixin, SFTTrainer):
         """Every example's response perplexity under the current weights (collective: all processes call it); with
         `prompt_free`, also the perplexity of its response alone (the IFD confidence)."""
         return score_dataset(
-            self.scoring_model(),
-            self.train_dataset,
-            accelerator=self.accelerator,
-            collator=self.data_collator,
-            batch_size=batch_size,
-            desc=desc,
-            num_workers=self.args.dataloader_num_workers,
-            progress_bar=not self.args.disable_tqdm,
-            prompt_free_start=prompt_free_start(self.processing_class) if prompt_free else None,
+            self, batch_size, desc, prompt_free_start(self.processing_class) if prompt_free else None
         )
 
     def release(self) -> None:
@@ -90,7 +69,8 @@ class DynamicsTrainer(ResponseMaskMixin, SFTTrainer):
         self.optimizer = self.lr_scheduler = None
         self.accelerator.free_memory()
         gc.collect()
-        _empty_device_cache()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def prompt_free_start(tokenizer) -> int:
@@ -121,13 +101,6 @@ def detach_adapter(model) -> None:
         model.unload()
 
 
-def _empty_device_cache() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 # SFTTrainer's preparation -----------------------------------------------------------------------------------
 def prepare_examples(indexed_dataset, tokenizer, config, text_as_response: bool = False):
     """`indexed_dataset` (with `ROW_INDEX`) prepared by SFTTrainer under `config` and `tokenizer`, with each example's
@@ -148,19 +121,13 @@ def prepare_examples(indexed_dataset, tokenizer, config, text_as_response: bool 
 
 
 def check_reference_tokenizer(
-    indexed_dataset,
-    prepared,
-    target_tokenizer,
-    reference_tokenizer,
-    config,
-    example_ids,
-    text_as_response=False,
+    indexed, prepared, target_tokenizer, reference_tokenizer, config, ids, text_only=False
 ):
     """The reference scores the data with its own tokenizer; if it differs from the target's, it must keep the
     same examples (compared on the data, not just the vocabularies)."""
     if target_tokenizer is None or target_tokenizer is reference_tokenizer:
         return
-    prepared_target = prepare_examples(indexed_dataset, target_tokenizer, config, text_as_response)
+    prepared_target = prepare_examples(indexed, target_tokenizer, config, text_only)
     if same_token_ids(prepared_target, prepared):
         return
     logger.warning(
@@ -170,7 +137,7 @@ def check_reference_tokenizer(
         len(reference_tokenizer),
         len(target_tokenizer),
     )
-    check_same_examples(prepared_target[ROW_INDEX], prepared[ROW_INDEX], example_ids)
+    check_same_examples(prepared_target[ROW_INDEX], prepared[ROW_INDEX], ids)
 
 
 # Checkpoint plan and callback -------------------------------------------------------------------------------
@@ -191,12 +158,9 @@ def is_resumable(path: Path) -> bool:
 
 
 def read_plan(output_dir: str | os.PathLike) -> dict | None:
-    path = Path(output_dir) / PLAN_FILE
-    if not path.is_file():
-        return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return json.loads((Path(output_dir) / PLAN_FILE).read_text())
+    except (OSError, ValueError):  # none yet, or unreadable
         return None
 
 
@@ -230,21 +194,15 @@ def resume_point(output_dir: str | os.PathLike, key: dict, is_cached: Callable[[
     return best
 
 
+@dataclass(eq=False)
 class CheckpointCallback(TrainerCallback):
     """Save at C evenly spaced steps and call `on_checkpoint(step, path)` on every process after each save."""
 
-    def __init__(
-        self,
-        num_checkpoints: int,
-        key: dict,
-        on_checkpoint: Callable[[int, Path], None],
-        is_main: bool,
-    ):
-        self.num_checkpoints = num_checkpoints
-        self.key = key
-        self.on_checkpoint = on_checkpoint
-        self.is_main = is_main
-        self.steps: list[int] = []
+    num_checkpoints: int
+    key: dict
+    on_checkpoint: Callable[[int, Path], None]
+    is_main: bool
+    steps: list[int] = field(default_factory=list)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.steps = checkpoint_steps(state.max_steps, self.num_checkpoints)

@@ -1,11 +1,5 @@
-"""One forward-only pass over the prepared training data: every example's response perplexity at one checkpoint.
-
-The response is the example's response tokens (`sftmix.response`: assistant turns, or the completion), after the
-causal shift, whatever the NTP loss covers: the paper's confidence is minus the mean *response* perplexity.
-Batches are grouped by length, the LM head is TRL's fused one (per-token log-probs, never the
-batch x seq x vocab logits), and with several processes each scores a shard of the batches; the results are
-gathered and put back in row order.
-"""
+"""One forward-only pass over the prepared training data: every example's response perplexity (`sftmix.response`'s
+tokens, after the causal shift) at one checkpoint, through TRL's fused LM head, sharded and gathered in row order."""
 
 from __future__ import annotations
 
@@ -73,26 +67,18 @@ def length_sorted_order(lengths) -> list[int]:
     return np.lexsort((np.arange(len(lengths)), -lengths)).tolist()
 
 
-class _Collator:
+PROMPT_FREE = "sftmix_prompt_free"
+
+
+def _collate(examples, collator, prompt_free_start: int | None = None):
     """The trainer's collator (padding, attention mask) with the response as labels, plus each example's row index;
     with `prompt_free_start`, also the batch of the responses alone (`PROMPT_FREE`)."""
-
-    def __init__(self, collator, prompt_free_start: int | None = None):
-        self.collator = collator
-        self.prompt_free_start = prompt_free_start
-
-    def __call__(self, examples):
-        batch = self.collator([{"input_ids": e["input_ids"], "labels": response_labels(e)} for e in examples])
-        batch[ROW_INDEX] = torch.tensor([e[ROW_INDEX] for e in examples], dtype=torch.long)
-        if self.prompt_free_start is not None:
-            alone = [response_alone(e, self.prompt_free_start) for e in examples]
-            batch[PROMPT_FREE] = self.collator(
-                [{"input_ids": ids, "labels": [-100, *ids[1:]]} for ids in alone]
-            )
-        return batch
-
-
-PROMPT_FREE = "sftmix_prompt_free"
+    batch = collator([{"input_ids": e["input_ids"], "labels": response_labels(e)} for e in examples])
+    batch[ROW_INDEX] = torch.tensor([e[ROW_INDEX] for e in examples], dtype=torch.long)
+    if prompt_free_start is not None:
+        alone = [response_alone(e, prompt_free_start) for e in examples]
+        batch[PROMPT_FREE] = collator([{"input_ids": ids, "labels": [-100, *ids[1:]]} for ids in alone])
+    return batch
 
 
 def response_alone(example, start: int) -> list[int]:
@@ -103,61 +89,32 @@ def response_alone(example, start: int) -> list[int]:
 
 def response_labels(example) -> list[int]:
     """The example's tokens where they are response (`RESPONSE_MASK`), -100 elsewhere: what is scored."""
-    return [
-        token if bit else -100
-        for token, bit in zip(example["input_ids"], example[RESPONSE_MASK], strict=True)
-    ]
-
-
-def build_dataloader(
-    dataset,
-    collator,
-    batch_size: int,
-    accelerator,
-    num_workers: int = 0,
-    prompt_free_start: int | None = None,
-):
-    """A non-shuffled dataloader of length-grouped batches, sharded by accelerate over the processes."""
-    from torch.utils.data import DataLoader
-
-    dataset = dataset.select_columns(["input_ids", RESPONSE_MASK, ROW_INDEX])
-    order = length_sorted_order(sequence_lengths(dataset))
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=order,
-        collate_fn=_Collator(collator, prompt_free_start),
-        num_workers=num_workers,
-    )
-    return accelerator.prepare(loader)
+    return [t if bit else -100 for t, bit in zip(example["input_ids"], example[RESPONSE_MASK], strict=True)]
 
 
 @torch.no_grad()
-def score_dataset(
-    model,
-    dataset,
-    *,
-    accelerator,
-    collator,
-    batch_size: int,
-    desc: str = "Scoring",
-    num_workers: int = 0,
-    progress_bar: bool = True,
-    prompt_free_start: int | None = None,
-):
-    """Score every row of the prepared `dataset` (columns `input_ids`, `labels`, `ROW_INDEX`) with `model`; with
-    `prompt_free_start` (a token id), also its response alone (`CheckpointScores.alone_perplexity`).
+def score_dataset(trainer, batch_size: int, desc: str = "Scoring", prompt_free_start: int | None = None):
+    """Score every row of `trainer`'s prepared train dataset through `trainer.scoring_model()`; with
+    `prompt_free_start` (a token id), also its response alone. Collective: every process calls it and gets all the
+    scores. Batches are length-grouped, not shuffled, and sharded by accelerate."""
+    from functools import partial
 
-    `model` is what the forward must go through: the DeepSpeed engine under ZeRO-3, the plain model otherwise.
-    Every process must call this (collective gather); every process gets all the scores.
-    """
+    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    loader = build_dataloader(dataset, collator, batch_size, accelerator, num_workers, prompt_free_start)
+    model, accelerator, args = trainer.scoring_model(), trainer.accelerator, trainer.args
+    dataset = trainer.train_dataset.select_columns(["input_ids", RESPONSE_MASK, ROW_INDEX])
+    order = length_sorted_order(sequence_lengths(dataset))
+    collate = partial(_collate, collator=trainer.data_collator, prompt_free_start=prompt_free_start)
+    loader = accelerator.prepare(
+        DataLoader(
+            dataset, batch_size, sampler=order, collate_fn=collate, num_workers=args.dataloader_num_workers
+        )
+    )
     was_training = model.training
     model.eval()
     progress = tqdm(
-        total=len(dataset), desc=desc, unit="ex", disable=not (progress_bar and accelerator.is_main_process)
+        total=len(dataset), desc=desc, unit="ex", disable=args.disable_tqdm or not accelerator.is_main_process
     )
     gathered, tokens, started = [], 0, time.perf_counter()
     try:
@@ -172,17 +129,8 @@ def score_dataset(
                     with accelerator.autocast():
                         outputs = model(**alone, fused_lm_head=True)
                     alone_nll_sum = example_sums(outputs.log_probs, outputs.label_mask)[1]
-                stats = torch.stack(
-                    [
-                        rows.double().to(nll_sum.device),
-                        batch["attention_mask"].sum(1).double().to(nll_sum.device),
-                        num_tokens,
-                        nll_sum,
-                        probability_sum,
-                        alone_nll_sum,
-                    ],
-                    dim=1,
-                )
+                counts = [t.double().to(nll_sum.device) for t in (rows, batch["attention_mask"].sum(1))]
+                stats = torch.stack([*counts, num_tokens, nll_sum, probability_sum, alone_nll_sum], dim=1)
                 stats = accelerator.gather_for_metrics(stats).cpu()
                 gathered.append(stats)
                 tokens += int(stats[:, 1].sum())

@@ -1,8 +1,5 @@
-"""The split: per-checkpoint scores -> each example's confidence, Cartography statistics and group (the confident /
-unconfident split), as the scores table with the columns of `sftmix.scores`.
-
-The statistics are pure numpy: every function takes arrays with one row per example and one column per checkpoint.
-"""
+"""The split: per-checkpoint scores (numpy, one row per example, one column per checkpoint) -> confidence,
+Cartography's statistics and the confident / unconfident groups, as the scores table of `sftmix.scores`."""
 
 from __future__ import annotations
 
@@ -53,12 +50,8 @@ def num_confident(num_examples: int, fraction: float) -> int:
 def split_confident(
     scores: np.ndarray, example_ids: Sequence[str], fraction: float, random_seed: int | None = None
 ) -> np.ndarray:
-    """True for the top `fraction` of examples by `scores` (the confident subset), False for the rest.
-
-    Ties are broken by example id, so the split does not depend on row order. Identical examples (same id) are
-    ranked once, by their mean score, and always land in the same group; the quantile is taken over distinct ids.
-    With `random_seed`, the group of the same size is drawn at random instead (the random-split ablation).
-    """
+    """True for the top `fraction` of distinct example ids by (mean) score, ties broken by id, so that identical
+    examples share a group and row order does not matter; with `random_seed`, a random group of that size."""
     scores = np.asarray(scores, dtype=np.float64)
     ids = np.asarray(example_ids, dtype=object)
     if scores.shape != ids.shape:
@@ -94,22 +87,6 @@ def check_splittable(num_examples: int, fraction: float) -> None:
 
 
 # The scores table -------------------------------------------------------------------------------------------
-def stack_checkpoints(per_checkpoint: list[CheckpointScores], labels: list[str]):
-    """(row_index, num_tokens, perplexities N x C, mean probabilities N x C); all checkpoints must cover the same rows."""
-    first = per_checkpoint[0]
-    for scores, label in zip(per_checkpoint[1:], labels[1:], strict=True):
-        if not np.array_equal(scores.row_index, first.row_index) or not np.array_equal(
-            scores.num_tokens, first.num_tokens
-        ):
-            raise RuntimeError(
-                f"Checkpoint {label} was scored on other examples than {labels[0]} (different rows or token counts). "
-                "Its cached scores are stale: rerun with `overwrite_cache=True`."
-            )
-    perplexities = np.stack([s.perplexity for s in per_checkpoint], axis=1)
-    probabilities = np.stack([s.mean_probability for s in per_checkpoint], axis=1)
-    return first.row_index, first.num_tokens, perplexities, probabilities
-
-
 def scores_frame(
     example_ids: list[str],
     per_checkpoint: list[CheckpointScores],
@@ -122,22 +99,32 @@ def scores_frame(
     `DynamicsConfig.confidence` ('ifd' adds the columns `ifds` and `ifd`, and ranks by IFD)."""
     import pandas as pd
 
-    rows, num_tokens, perplexities, probabilities = stack_checkpoints(per_checkpoint, labels)
-    empty = (
-        num_tokens == 0
-    )  # a trainable token only at position 0 has no context: nothing to score after the shift
-    empty_rows = rows[empty].astype(int).tolist()
-    rows, num_tokens = rows[~empty], num_tokens[~empty]
-    perplexities, probabilities = perplexities[~empty], probabilities[~empty]
-    for column, label in enumerate(labels):
-        check_finite(perplexities[:, column], num_tokens, label)
-    ids = [example_ids[r] for r in rows]
-    ifds = None
-    if measure == "ifd":  # Cherry LLM's IFD per checkpoint: perplexity given the prompt / perplexity alone
-        alone = np.stack([s.alone_perplexity for s in per_checkpoint], axis=1)[~empty]
+    first = per_checkpoint[0]  # all checkpoints must cover the same rows
+    for scores, label in zip(per_checkpoint[1:], labels[1:], strict=True):
+        if not (
+            np.array_equal(scores.row_index, first.row_index)
+            and np.array_equal(scores.num_tokens, first.num_tokens)
+        ):
+            raise RuntimeError(
+                f"Checkpoint {label} was scored on other examples than {labels[0]} (different rows or token counts). "
+                "Its cached scores are stale: rerun with `overwrite_cache=True`."
+            )
+    # a trainable token only at position 0 has no context: nothing to score after the shift
+    empty = first.num_tokens == 0
+    empty_rows = first.row_index[empty].astype(int).tolist()
+    rows, num_tokens = first.row_index[~empty], first.num_tokens[~empty]
+
+    def stacked(name: str, what: str = ""):  # N x C, each checkpoint's column checked finite
+        values = np.stack([getattr(s, name) for s in per_checkpoint], axis=1)[~empty]
         for column, label in enumerate(labels):
-            check_finite(alone[:, column], num_tokens, f"{label} (the responses alone)")
-        ifds = perplexities / alone
+            check_finite(values[:, column], num_tokens, label + what)
+        return values
+
+    perplexities = stacked("perplexity")
+    probabilities = np.stack([s.mean_probability for s in per_checkpoint], axis=1)[~empty]
+    ids = [example_ids[r] for r in rows]
+    # Cherry LLM's IFD per checkpoint: perplexity given the prompt / perplexity alone
+    ifds = perplexities / stacked("alone_perplexity", " (the responses alone)") if measure == "ifd" else None
     example_confidence = confidence(perplexities if ifds is None else ifds)
     if not np.isfinite(example_confidence).all():  # never write a scores file with a non-finite confidence
         raise FloatingPointError(
