@@ -1,12 +1,5 @@
-"""What the pass writes: the scores file (with its metadata), the per-checkpoint scores cache, the data map and the
-confidence histogram.
-
-The cache holds one small parquet file per checkpoint in `<scores stem>_checkpoints/` next to the scores file, written
-atomically (temp file + rename), so that an interrupted pass resumes without rescoring finished checkpoints. Each
-file records the key it was made under (data fingerprint, checkpoint, settings); a file made under another key is
-ignored and the checkpoint rescored. The pictures (PNG, Agg backend) are Cartography's data map and the confidence
-histogram.
-"""
+"""What the pass writes: the scores file, the per-checkpoint cache (`<scores stem>_checkpoints/`, one parquet file per
+checkpoint holding the key it was made under: another key is rescored), the data map, the histogram, the review."""
 
 from __future__ import annotations
 
@@ -14,7 +7,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,32 +24,22 @@ logger = logging.getLogger(__name__)
 
 # The scores file --------------------------------------------------------------------------------------------
 def write_outputs(
-    args: DynamicsConfig,
-    per_checkpoint: list,
-    labels: list[str],
-    paths: list[str],
-    example_ids: list[str],
-    excluded_rows: list[int],
-    *,
-    reference_name: str,
-    data_key: dict,
-    marks=None,
+    args, per_checkpoint, labels, paths, example_ids, excluded_rows, *, reference_name, data_key, marks=None
 ) -> Path:
-    """Aggregate the per-checkpoint scores, split, and write everything next to `args.scores_path` (`marks`: the
-    `mark_column` of the training data, by row)."""
+    """Aggregate the per-checkpoint `CheckpointScores` (with their labels and paths), split, and write everything
+    next to `args.scores_path` (a `DynamicsConfig`); `excluded_rows` are raw rows, `marks` the data's `mark_column`
+    by row."""
     random_seed = args.split_seed if args.split == "random" else None
     frame, empty_rows = scores_frame(
         example_ids, per_checkpoint, labels, args.confident_fraction, random_seed, args.confidence
     )
-    with_marks(frame, args.mark_column, marks)
     shifted_out = report_excluded(empty_rows, example_ids, "have no trainable token after the causal shift")
-    excluded_ids = list(dict.fromkeys([example_ids[r] for r in excluded_rows] + shifted_out))
-    metadata = scores_metadata(
-        args, frame, labels, paths, example_ids, excluded_ids, reference_name, data_key
-    )
-    path = write_scores(frame, args.scores_path, metadata)
+    excluded_ids = [example_ids[r] for r in excluded_rows] + shifted_out
+    path = _write(args, frame, marks, labels, paths, example_ids, excluded_ids, reference_name, data_key)
     if args.plots:
-        draw_pictures(frame, path, args.mark_column)
+        pictures = picture_paths(path)
+        draw_data_map(frame, pictures["data_map"], args.mark_column)
+        draw_confidence_histogram(frame, pictures["confidence_histogram"])
     logger.info(
         "Dynamics pass: %d examples scored at %d checkpoints (%d confident, %d unconfident, %d excluded) -> %s",
         len(frame),
@@ -67,12 +50,6 @@ def write_outputs(
         path,
     )
     return path
-
-
-def with_marks(frame, column: str | None, marks) -> None:
-    """The data's `mark_column` (by raw row) as a column of the scores frame."""
-    if column is not None and marks is not None:
-        frame[column] = np.asarray(marks, dtype=bool)[frame["row_index"].to_numpy()]
 
 
 def marks_of(train_dataset, column: str | None):
@@ -110,12 +87,8 @@ def write_random_split(
             "confident": split_confident(np.zeros(len(ids)), ids, args.confident_fraction, args.split_seed),
         }
     )
-    with_marks(frame, args.mark_column, marks)
-    excluded_ids = list(dict.fromkeys(example_ids[r] for r in excluded_rows))
-    metadata = scores_metadata(
-        args, frame, [], [], example_ids, excluded_ids, "none (random split)", data_key
-    )
-    path = write_scores(frame, args.scores_path, metadata)
+    excluded_ids = [example_ids[r] for r in excluded_rows]
+    path = _write(args, frame, marks, [], [], example_ids, excluded_ids, "none (random split)", data_key)
     logger.info(
         "Random split (split_seed %d): %d confident, %d unconfident examples, no reference run -> %s",
         args.split_seed,
@@ -126,10 +99,13 @@ def write_random_split(
     return path
 
 
-def scores_metadata(args, frame, labels, paths, example_ids, excluded_ids, reference_name, data_key) -> dict:
+def _write(args, frame, marks, labels, paths, example_ids, excluded_ids, reference_name, data_key) -> Path:
+    """The scores file, with the data's `mark_column` (by raw row) as a column and the pass's metadata."""
     from sftmix import __version__
 
-    return {
+    if args.mark_column is not None and marks is not None:
+        frame[args.mark_column] = np.asarray(marks, dtype=bool)[frame["row_index"].to_numpy()]
+    metadata = {
         "sftmix_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "reference_model": reference_name,
@@ -139,11 +115,12 @@ def scores_metadata(args, frame, labels, paths, example_ids, excluded_ids, refer
         "num_examples": len(example_ids),
         "num_scored": len(frame),
         "num_confident": int(frame["confident"].sum()),
-        "excluded_ids": excluded_ids,
+        "excluded_ids": list(dict.fromkeys(excluded_ids)),
         "dataset_fingerprint": data_key["data"],
         "tokenization": {k: v for k, v in data_key.items() if k != "data"},
         "settings": asdict(args),
     }
+    return write_scores(frame, args.scores_path, metadata)
 
 
 # Per-checkpoint scores cache ------------------------------------------------------------------------------
@@ -167,14 +144,7 @@ def _canonical(key: dict) -> str:
 def write_checkpoint_scores(path: Path, scores: CheckpointScores, key: dict) -> Path:
     import pyarrow as pa
 
-    columns = {
-        "row_index": scores.row_index,
-        "num_tokens": scores.num_tokens,
-        "perplexity": scores.perplexity,
-        "mean_probability": scores.mean_probability,
-    }
-    if scores.alone_perplexity is not None:
-        columns["alone_perplexity"] = scores.alone_perplexity
+    columns = {f.name: getattr(scores, f.name) for f in fields(scores) if getattr(scores, f.name) is not None}
     table = pa.table(columns).replace_schema_metadata({_KEY: _canonical(key).encode("utf-8")})
     return write_parquet_atomic(table, path)
 
@@ -194,14 +164,9 @@ def read_checkpoint_scores(path: Path, key: dict) -> CheckpointScores | None:
     if stored != _canonical(key):
         logger.warning("Cached scores %s were made for other data or settings; rescoring.", path)
         return None
-    columns = table.to_pydict()
-    return CheckpointScores(
-        np.asarray(columns["row_index"], dtype=np.int64),
-        np.asarray(columns["num_tokens"], dtype=np.int64),
-        np.asarray(columns["perplexity"], dtype=np.float64),
-        np.asarray(columns["mean_probability"], dtype=np.float64),
-        np.asarray(columns["alone_perplexity"], dtype=np.float64) if "alone_perplexity" in columns else None,
-    )
+    dtypes = {"row_index": np.int64, "num_tokens": np.int64}
+    columns = {n: np.asarray(table[n], dtype=dtypes.get(n, np.float64)) for n in table.column_names}
+    return CheckpointScores(**columns)
 
 
 # Pictures ---------------------------------------------------------------------------------------------------
@@ -214,12 +179,9 @@ def picture_paths(scores_path: str | Path) -> dict[str, Path]:
     name the scores file's stem is prefixed (`run1_data_map.png`), so that several files can share a folder."""
     scores_path = Path(scores_path)
     prefix = "" if scores_path.stem == "scores" else f"{scores_path.stem}_"
-    return {
-        "data_map": scores_path.with_name(f"{prefix}data_map.png"),
-        "confidence_histogram": scores_path.with_name(f"{prefix}confidence_histogram.png"),
-        "review_md": scores_path.with_name(f"{prefix}review.md"),
-        "review_csv": scores_path.with_name(f"{prefix}review.csv"),
-    }
+    names = {"data_map": "data_map.png", "confidence_histogram": "confidence_histogram.png"}
+    names.update(review_md="review.md", review_csv="review.csv")
+    return {key: scores_path.with_name(prefix + name) for key, name in names.items()}
 
 
 def response_text(row: dict) -> str:
@@ -277,11 +239,8 @@ def write_review(scores_path, train_dataset, size: int, mark: str | None = None)
 
 def measure_name(frame) -> str:
     """What the frame's confidence is: minus the mean response perplexity (the paper's) or minus the mean IFD."""
-    return (
-        "minus the mean IFD (perplexity with / without the prompt)"
-        if "ifd" in frame
-        else "minus the mean perplexity"
-    )
+    ifd = "minus the mean IFD (perplexity with / without the prompt)"
+    return ifd if "ifd" in frame else "minus the mean perplexity"
 
 
 def _spans_decades(confidence) -> bool:
@@ -306,32 +265,23 @@ def draw_data_map(frame, path: Path, mark: str | None = None) -> Path:
     fig = _figure(figsize=(11, 4.5))
     axes = fig.subplots(1, 2)
     size = max(2.0, min(20.0, 4000.0 / max(len(frame), 1)))
+    layers = [  # (rows, name, style): the two groups, then the marked rows circled
+        (
+            frame[frame["confident"] == g],
+            GROUP_NAMES[g],
+            dict(s=size, alpha=0.6, c=GROUP_COLOURS[g], linewidths=0),
+        )
+        for g in (False, True)
+    ]
+    if mark in frame.columns:
+        circled = dict(s=size * 3, facecolors="none", edgecolors="black", linewidths=0.8)
+        layers.append((frame[frame[mark]], mark, circled))
     for ax, column, label in (
         (axes[0], "mean_probability", "mean probability of response tokens"),
         (axes[1], "confidence", f"confidence = {measure_name(frame)}"),
     ):
-        for group in (False, True):
-            rows = frame[frame["confident"] == group]
-            ax.scatter(
-                rows["variability"],
-                rows[column],
-                s=size,
-                alpha=0.6,
-                c=GROUP_COLOURS[group],
-                label=f"{GROUP_NAMES[group]} ({len(rows)})",
-                linewidths=0,
-            )
-        if mark in frame.columns:
-            rows = frame[frame[mark]]
-            ax.scatter(
-                rows["variability"],
-                rows[column],
-                s=size * 3,
-                facecolors="none",
-                edgecolors="black",
-                linewidths=0.8,
-                label=f"{mark} ({len(rows)})",
-            )
+        for rows, name, style in layers:
+            ax.scatter(rows["variability"], rows[column], label=f"{name} ({len(rows)})", **style)
         ax.set_xlabel("variability (std of mean probability over checkpoints)")
         ax.set_ylabel(label)
         ax.legend(loc="best", fontsize=8)
@@ -353,14 +303,9 @@ def draw_confidence_histogram(frame, path: Path) -> Path:
         ax.set_xscale("symlog", linthresh=1.0)
     else:
         bins = np.histogram_bin_edges(values, bins=count)
-    for group in (False, True):
-        ax.hist(
-            frame.loc[frame["confident"] == group, "confidence"],
-            bins=bins,
-            alpha=0.7,
-            color=GROUP_COLOURS[group],
-            label=GROUP_NAMES[group],
-        )
+    confident = frame["confident"].to_numpy()
+    for g in (False, True):
+        ax.hist(values[confident == g], bins=bins, alpha=0.7, color=GROUP_COLOURS[g], label=GROUP_NAMES[g])
     threshold = frame.loc[frame["confident"], "confidence"].min()
     ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"split at {threshold:.3g}")
     ax.set_xlabel(f"confidence = {measure_name(frame)} over checkpoints")
@@ -368,10 +313,3 @@ def draw_confidence_histogram(frame, path: Path) -> Path:
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=120)
     return path
-
-
-def draw_pictures(frame, scores_path: str | Path, mark: str | None = None) -> dict[str, Path]:
-    paths = picture_paths(scores_path)
-    draw_data_map(frame, paths["data_map"], mark)
-    draw_confidence_histogram(frame, paths["confidence_histogram"])
-    return paths
