@@ -1,14 +1,7 @@
-"""Stage 1 of SFTMix: training dynamics -> every training example's confidence -> the scores file.
+"""Stage 1 of SFTMix: training dynamics -> every training example's confidence -> the scores file (docs/dynamics.md).
 
-    from sftmix.dynamics import DynamicsConfig, compute_dynamics
-    path = compute_dynamics(model, train_dataset, DynamicsConfig(scores_path="out/scores.parquet"),
-                            processing_class=tokenizer, sft_args=sft_config)
-
-Modules, each importing only those before it: `config` (settings, the SFTConfigs of the pass and their keys),
-`examples` (checks before any work, row tracking and exclusions), `scoring` (the forward-only pass), `reference`
-(`DynamicsTrainer`, SFTTrainer's data preparation, the checkpoint plan and callback of the reference run), `split`
-(confidence, Cartography statistics, the split, the scores table), `output` (scores file, per-checkpoint cache,
-data map and histogram), `compute` (the pass). Imports are lazy: `DynamicsConfig` loads without torch or TRL.
+Modules, each importing only those before it: `config`, `examples`, `scoring`, `reference` (`DynamicsTrainer`, the
+checkpoint plan), `split`, `output`, `compute` (`compute_dynamics`). Lazy: `DynamicsConfig` loads without torch or TRL.
 """
 
 from __future__ import annotations

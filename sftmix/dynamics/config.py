@@ -188,10 +188,8 @@ def derive(config, **overrides):
     from trl import SFTConfig
 
     # Field values as set, not `to_dict()`, which masks every `*_token` field (eos_token, pad_token, hub_token)
-    names = {f.name for f in dataclasses.fields(SFTConfig) if f.init}
-    values = {name: getattr(config, name) for name in names}
-    values.update(overrides)
-    return SFTConfig(**values)
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(SFTConfig) if f.init}
+    return SFTConfig(**{**values, **overrides})
 
 
 def check_per_example(config) -> None:
@@ -290,14 +288,9 @@ def tokenization_key(config, tokenizer, text_as_response: bool = False) -> dict:
 
 def training_key(config, peft_config, reference: str, num_checkpoints: int) -> dict:
     key = {name: getattr(config, name, None) for name in TRAINING_FIELDS}
-    key.update(
-        reference=reference,
-        num_checkpoints=num_checkpoints,
-        peft=None if peft_config is None else _peft_summary(peft_config),
-    )
+    peft = None
+    if peft_config is not None:
+        to_dict = getattr(peft_config, "to_dict", None)
+        peft = json.dumps(to_dict() if callable(to_dict) else repr(peft_config), sort_keys=True, default=str)
+    key.update(reference=reference, num_checkpoints=num_checkpoints, peft=peft)
     return json.loads(json.dumps(key, default=str))
-
-
-def _peft_summary(peft_config) -> str:
-    to_dict = getattr(peft_config, "to_dict", None)
-    return json.dumps(to_dict() if callable(to_dict) else repr(peft_config), sort_keys=True, default=str)

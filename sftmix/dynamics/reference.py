@@ -121,13 +121,13 @@ def prepare_examples(indexed_dataset, tokenizer, config, text_as_response: bool 
 
 
 def check_reference_tokenizer(
-    indexed, prepared, target_tokenizer, reference_tokenizer, config, ids, text_only=False
+    indexed, prepared, target_tokenizer, reference_tokenizer, config, example_ids, text_as_response=False
 ):
     """The reference scores the data with its own tokenizer; if it differs from the target's, it must keep the
     same examples (compared on the data, not just the vocabularies)."""
     if target_tokenizer is None or target_tokenizer is reference_tokenizer:
         return
-    prepared_target = prepare_examples(indexed, target_tokenizer, config, text_only)
+    prepared_target = prepare_examples(indexed, target_tokenizer, config, text_as_response)
     if same_token_ids(prepared_target, prepared):
         return
     logger.warning(
@@ -137,7 +137,7 @@ def check_reference_tokenizer(
         len(reference_tokenizer),
         len(target_tokenizer),
     )
-    check_same_examples(prepared_target[ROW_INDEX], prepared[ROW_INDEX], ids)
+    check_same_examples(prepared_target[ROW_INDEX], prepared[ROW_INDEX], example_ids)
 
 
 # Checkpoint plan and callback -------------------------------------------------------------------------------
