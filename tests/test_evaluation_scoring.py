@@ -11,10 +11,14 @@ from datasets import Dataset
 
 from sftmix.evaluation.benchmarks import load_benchmark
 from sftmix.evaluation.calibration import expected_calibration_error
-from sftmix.evaluation.encoding import prepare_heldout
-from sftmix.evaluation.heldout import heldout_metrics
+from sftmix.evaluation.heldout import (
+    check_head,
+    heldout_metrics,
+    pad_batch,
+    prepare_heldout,
+    score_label_tokens,
+)
 from sftmix.evaluation.label_settings import LabelSettings
-from sftmix.evaluation.token_scores import check_head, pad_batch, score_label_tokens
 from sftmix.testing import build_tiny_llama, make_conversations
 
 DATA = Path(__file__).parent / "data"
@@ -81,12 +85,12 @@ def test_label_token_scores_match_full_logits(tiny_tokenizer, tiny_model, arch, 
 
 
 def test_an_unknown_head_transformation_is_caught(tiny_tokenizer, monkeypatch):
-    import sftmix.evaluation.token_scores as token_scores
+    import sftmix.evaluation.heldout as heldout
 
     model = tiny_gemma2(len(tiny_tokenizer))
     from sftmix.mixup import HeadTransform
 
-    monkeypatch.setattr(token_scores, "head_transform", lambda config: HeadTransform())  # soft-cap unknown
+    monkeypatch.setattr(heldout, "head_transform", lambda config: HeadTransform())  # soft-cap unknown
     with pytest.raises(RuntimeError, match="does not reproduce the model's own logits.*gemma2"):
         check_head(model, torch.arange(3, 12)[None])
 

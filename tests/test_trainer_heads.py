@@ -118,7 +118,7 @@ def test_an_unknown_head_transform_is_refused_by_the_probe(tmp_path, tiny_tokeni
 def test_evaluation_scores_the_heads_that_training_mixes(tiny_tokenizer, build):
     """One head transform for training and evaluation: held-out token log-probabilities equal the model's own
     log-softmax (a Falcon-H1 model, whose `lm_head_multiplier` evaluation once ignored, included)."""
-    from sftmix.evaluation.token_scores import check_head, score_label_tokens
+    from sftmix.evaluation.heldout import check_head, score_label_tokens
 
     torch.manual_seed(0)
     model, _ = build(len(tiny_tokenizer))

@@ -4,12 +4,12 @@
     results = evaluate(model, tokenizer, heldout="heldout.jsonl", benchmarks={"medqa": "test.jsonl"},
                        output_dir="outputs/eval")
 
-Modules, one idea each: `config` (EvalConfig), `calibration` (ECE math), `reliability_plot`, `token_scores`
-(chunked LM-head scoring), `label_settings` (how training labelled its data, saved with the model), `encoding`
-(SFTTrainer's own preparation of held-out data), `heldout`, `sharding` (held-out batches over processes),
-`benchmarks` (readers of the published formats, local or on the Hub), `lm_eval_tasks` (the benchmarks as
-lm-evaluation-harness tasks, scored by lm-eval), `report`, `runner` (evaluate, evaluate_from_config, load_lm), `cli`
-(`sftmix eval`). Imports are lazy: `EvalConfig` loads without torch.
+Modules, one idea each: `config` (EvalConfig), `calibration` (ECE math), `reliability_plot`, `label_settings` (how
+training labelled its data, saved with the model), `heldout` (held-out loss, accuracy and calibration on training's
+own preparation, scored chunk by chunk through the LM head, batches shared over processes), `benchmarks` (readers
+of the published formats, local or on the Hub), `lm_eval_tasks` (the benchmarks as lm-evaluation-harness tasks,
+scored by lm-eval), `report`, `runner` (evaluate, evaluate_from_config, load_lm), `cli` (`sftmix eval`).
+Imports are lazy: `EvalConfig` loads without torch.
 """
 
 from __future__ import annotations

@@ -32,14 +32,13 @@ def evaluate(
     batch_size, max_examples: override the `config` values when given; every other setting comes from `config`.
     label_settings: how training labelled its data (sftmix.evaluation.label_settings; default: SFTConfig's
     defaults with response-only loss on conversations, and `config.max_length` when set).
-    shard: this process's share of the work under a multi-process launch (sftmix.evaluation.sharding); every
+    shard: this process's share of the work under a multi-process launch (sftmix.evaluation.heldout.Shard); every
     process returns the same results, and only the main one writes the report.
     lm: the lm-evaluation-harness model that scores the benchmarks (default: an HFLM around `model`).
     """
     from sftmix.evaluation.benchmarks import load_benchmark
-    from sftmix.evaluation.heldout import heldout_metrics, load_heldout
+    from sftmix.evaluation.heldout import Shard, heldout_metrics, load_heldout
     from sftmix.evaluation.label_settings import resolve_label_settings
-    from sftmix.evaluation.sharding import Shard
 
     config = config or EvalConfig()
     shard = shard or Shard()
@@ -175,8 +174,8 @@ def evaluate_from_config(model_path: str, config: EvalConfig, data_args=None) ->
                 "`heldout_split: true` but the recipe has no held-out split: set `dataset_test_split` or "
                 "`eval_fraction` (e.g. 0.01)."
             )
+    from sftmix.evaluation.heldout import current_shard
     from sftmix.evaluation.label_settings import resolve_label_settings
-    from sftmix.evaluation.sharding import current_shard
 
     shard = current_shard()
     lm = load_lm(model_path, config)
