@@ -163,9 +163,9 @@ def load_sft_data(args: DataArguments, keep_columns: tuple[str, ...] = ("confide
         parts = train.train_test_split(test_size=args.eval_fraction, seed=args.split_seed)
         train, held_out = parts["train"], parts["test"]
     if args.max_train_samples is not None:
-        train = train.select(range(min(args.max_train_samples, len(train))))
+        train = train.take(args.max_train_samples)
     if held_out is not None and args.max_eval_samples is not None:
-        held_out = held_out.select(range(min(args.max_eval_samples, len(held_out))))
+        held_out = held_out.take(args.max_eval_samples)
     if held_out is not None and len(held_out) == 0:
         source = (
             f"split {args.dataset_test_split!r}"
@@ -218,8 +218,7 @@ def read_files(paths, fmt: str = "auto", excerpts: bool = True):
 
 
 def row_origins(paths) -> list[str]:
-    """Where each row of the local data files is, in the order `datasets` reads them: `FILE, line N` (JSON lines),
-    `FILE, item N` (a JSON array), `FILE, row N` (parquet, arrow; CSV with its line)."""
+    """Where each row of the local data files is (`FILE, line N`, ...: the module docstring), in `datasets`' order."""
     return [origin for path in paths for origin, _ in _scan_file(str(path))[0]]
 
 
@@ -432,9 +431,7 @@ def check_prompt_row(row) -> str | None:
 
 
 def check_text_row(row) -> str | None:
-    if not isinstance(row["text"], str) or not row["text"].strip():
-        return "empty or non-text `text`"
-    return None
+    return None if isinstance(row["text"], str) and row["text"].strip() else "empty or non-text `text`"
 
 
 def _text(value) -> str:
