@@ -130,10 +130,7 @@ class DataArguments:
 
 
 def load_sft_data(args: DataArguments, keep_columns: tuple[str, ...] = ("confident",)):
-    """`(train, eval_or_None)` as `datasets.Dataset`s in one of SFTTrainer's formats.
-
-    Every row is checked before shuffling, so a bad row is named by its file and line whatever `split_seed` is.
-    """
+    """`(train, eval_or_None)` in one of SFTTrainer's formats, every row checked before shuffling."""
     args.check_sources()
     origins = None
     if args.dataset_name and args.dataset_name.startswith(BUILTIN_PREFIX):
@@ -188,8 +185,7 @@ def load_sft_data(args: DataArguments, keep_columns: tuple[str, ...] = ("confide
 
 
 def read_files(paths, fmt: str = "auto", excerpts: bool = True):
-    """The local data files as one `datasets.Dataset`, read by `datasets`; when that read fails, `DataError` names
-    every undecodable or broken line, non-row, empty file and bad row of every file (`_scan_file`)."""
+    """The local files as one `datasets.Dataset`; if `datasets` cannot read them, `DataError` names every problem."""
     import datasets
 
     empty = [f"{path}: holds no rows" for path in paths if not _holds_rows(path)]
