@@ -1,10 +1,8 @@
 """Everything a recipe names, checked before any forward pass; all problems reported together.
 
-`sftmix run`, `dynamics` and `train` call `check_recipe` first (sftmix.pipeline), so a bad input fails in seconds.
-`collect_problems` returns the list without raising, one line per problem naming the file, line or key and the fix:
-the data (every row), the evaluation files, models, checkpoints and chat templates (a Hub id only offline, in the
-cache), the scores file, write access to the output directories and the SFTMix settings. Value types are checked
-when the recipe is read (sftmix.recipe.coerce_settings).
+`sftmix run`, `dynamics` and `train` call `check_recipe` first (sftmix.pipeline); `collect_problems` returns the
+list without raising, one line per problem naming the file, line or key and the fix. Value types are checked when
+the recipe is read (sftmix.recipe.coerce_settings).
 """
 
 from __future__ import annotations
@@ -57,7 +55,12 @@ def collect_problems(recipe) -> list[str]:
     if recipe.evaluation is not None:
         problems += evaluation_problems(recipe.evaluation, held_out)
     if recipe.training.dynamics_path:
-        problems += scores_problems(recipe.training.dynamics_path)
+        from sftmix.scores import read_scores
+
+        try:
+            read_scores(recipe.training.dynamics_path)
+        except Exception as error:
+            problems.append(f"`dynamics_path`: {error}")
     problems += output_problems(recipe)
     problems += extras_problems(recipe)
     return problems
@@ -194,7 +197,7 @@ def path_or_hub_problems(name: str, key: str, *, tokenizer: bool = True, revisio
         return [f"`{key}`: {name} is a file, not a model folder (config.json, weights and tokenizer files)."]
     if not _looks_like_hub_id(name):
         return [f"`{key}`: {name} does not exist (cwd {os.getcwd()}). Fix the path."]
-    if _offline() and not _in_hub_cache(name, CONFIG_FILES, revision):
+    if not hub_id_loadable(name, revision=revision):
         return [
             f"`{key}`: {name} is neither a local folder nor in the Hugging Face cache, and HF_HUB_OFFLINE is "
             "set. Download it where the Hub is reachable (`hf download ...`), or fix the path."
@@ -229,7 +232,7 @@ def template_problems(template: str, key: str) -> list[str]:
             return []
         return [f"`{key}`: {template} is a folder without tokenizer files; name a .jinja template file."]
     if _looks_like_hub_id(template) and not template.endswith((".jinja", ".j2")):
-        if _offline() and not _in_hub_cache(template, ("tokenizer_config.json",), None):
+        if not hub_id_loadable(template, ("tokenizer_config.json",)):
             return [
                 f"`{key}`: {template} is neither a file nor in the Hugging Face cache (HF_HUB_OFFLINE is set)."
             ]
@@ -237,16 +240,6 @@ def template_problems(template: str, key: str) -> list[str]:
     packaged = TEMPLATES_DIR / path.name
     hint = f" The packaged template is at {packaged}." if packaged.is_file() else ""
     return [f"`{key}`: the template {template} does not exist (cwd {os.getcwd()}). Fix the path.{hint}"]
-
-
-def scores_problems(path: str) -> list[str]:
-    from sftmix.scores import read_scores
-
-    try:
-        read_scores(path)
-    except Exception as error:
-        return [f"`dynamics_path`: {error}"]
-    return []
 
 
 def output_problems(recipe) -> list[str]:
@@ -258,13 +251,9 @@ def output_problems(recipe) -> list[str]:
         targets["dynamics.reference_output_dir"] = recipe.dynamics.reference_output_dir
     if recipe.evaluation is not None:
         targets["evaluation.output_dir"] = recipe.evaluation.output_dir
-    problems = []
-    for key, directory in targets.items():
-        if directory:
-            problem = writable_problem(directory)
-            if problem:
-                problems.append(f"`{key}`: {problem}")
-    return problems
+    return [
+        f"`{key}`: {problem}" for key, path in targets.items() if path and (problem := writable_problem(path))
+    ]
 
 
 def writable_problem(directory: str | os.PathLike) -> str | None:
@@ -290,18 +279,18 @@ def _looks_like_hub_id(name: str) -> bool:
     return bool(HUB_ID.match(name)) and ".." not in name
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
-def _in_hub_cache(repo_id: str, filenames, revision) -> bool:
+def hub_id_loadable(name: str, filenames=CONFIG_FILES, revision=None) -> bool:
+    """Whether `from_pretrained` could fetch `name` as a Hub id: one, and with HF_HUB_OFFLINE in the cache."""
+    if not _looks_like_hub_id(name):
+        return False
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
+        return True
     from huggingface_hub import try_to_load_from_cache
 
     for filename in filenames:
         try:
-            found = try_to_load_from_cache(repo_id, filename, revision=revision)
+            if isinstance(try_to_load_from_cache(name, filename, revision=revision), str):
+                return True
         except Exception:  # an id the Hub would refuse too
             return False
-        if isinstance(found, str):
-            return True
     return False

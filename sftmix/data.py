@@ -130,10 +130,7 @@ class DataArguments:
 
 
 def load_sft_data(args: DataArguments, keep_columns: tuple[str, ...] = ("confident",)):
-    """`(train, eval_or_None)` as `datasets.Dataset`s in one of SFTTrainer's formats.
-
-    Every row is checked before shuffling, so a bad row is named by its file and line whatever `split_seed` is.
-    """
+    """`(train, eval_or_None)` in one of SFTTrainer's formats, every row checked before shuffling."""
     args.check_sources()
     origins = None
     if args.dataset_name and args.dataset_name.startswith(BUILTIN_PREFIX):
@@ -163,9 +160,9 @@ def load_sft_data(args: DataArguments, keep_columns: tuple[str, ...] = ("confide
         parts = train.train_test_split(test_size=args.eval_fraction, seed=args.split_seed)
         train, held_out = parts["train"], parts["test"]
     if args.max_train_samples is not None:
-        train = train.select(range(min(args.max_train_samples, len(train))))
+        train = train.take(args.max_train_samples)
     if held_out is not None and args.max_eval_samples is not None:
-        held_out = held_out.select(range(min(args.max_eval_samples, len(held_out))))
+        held_out = held_out.take(args.max_eval_samples)
     if held_out is not None and len(held_out) == 0:
         source = (
             f"split {args.dataset_test_split!r}"
@@ -188,8 +185,7 @@ def load_sft_data(args: DataArguments, keep_columns: tuple[str, ...] = ("confide
 
 
 def read_files(paths, fmt: str = "auto", excerpts: bool = True):
-    """The local data files as one `datasets.Dataset`, read by `datasets`; when that read fails, `DataError` names
-    every undecodable or broken line, non-row, empty file and bad row of every file (`_scan_file`)."""
+    """The local files as one `datasets.Dataset`; if `datasets` cannot read them, `DataError` names every problem."""
     import datasets
 
     empty = [f"{path}: holds no rows" for path in paths if not _holds_rows(path)]
@@ -218,8 +214,7 @@ def read_files(paths, fmt: str = "auto", excerpts: bool = True):
 
 
 def row_origins(paths) -> list[str]:
-    """Where each row of the local data files is, in the order `datasets` reads them: `FILE, line N` (JSON lines),
-    `FILE, item N` (a JSON array), `FILE, row N` (parquet, arrow; CSV with its line)."""
+    """Where each row of the local data files is (`FILE, line N`, ...: the module docstring), in `datasets`' order."""
     return [origin for path in paths for origin, _ in _scan_file(str(path))[0]]
 
 
@@ -432,9 +427,7 @@ def check_prompt_row(row) -> str | None:
 
 
 def check_text_row(row) -> str | None:
-    if not isinstance(row["text"], str) or not row["text"].strip():
-        return "empty or non-text `text`"
-    return None
+    return None if isinstance(row["text"], str) and row["text"].strip() else "empty or non-text `text`"
 
 
 def _text(value) -> str:

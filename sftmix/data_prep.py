@@ -56,13 +56,8 @@ def parse_sources(values: list[str]) -> tuple[dict[str, Path], list[Path]]:
 
 
 def local_source(name: str, named: dict[str, Path], directories: list[Path]) -> Path | None:
-    if name in named:
-        return named[name]
-    for directory in directories:
-        for extension in EXTENSIONS:
-            if (directory / f"{name}{extension}").is_file():
-                return directory / f"{name}{extension}"
-    return None
+    candidates = (directory / f"{name}{extension}" for directory in directories for extension in EXTENSIONS)
+    return named.get(name) or next((path for path in candidates if path.is_file()), None)
 
 
 def _rows_from_file(path: Path) -> list[dict]:

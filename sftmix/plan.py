@@ -17,15 +17,13 @@ DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "auto": 2, None: 2}
 
 def settings_table(recipe) -> dict:
     """Every resolved setting, the nested sections included: {section: {key: value}}, None for a missing section."""
-    sections = {
-        name: getattr(recipe, name) for name in ("data", "model", "training", "dynamics", "evaluation")
-    }
-    return {
-        name: None
-        if obj is None
-        else {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
-        for name, obj in sections.items()
-    }
+    table = {}
+    for name in ("data", "model", "training", "dynamics", "evaluation"):
+        obj = getattr(recipe, name)
+        table[name] = (
+            None if obj is None else {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
+        )
+    return table
 
 
 def parameter_count(model_name: str) -> int | None:

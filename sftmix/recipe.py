@@ -1,16 +1,10 @@
-"""Recipes: one YAML per experiment, in the TRL / alignment-handbook way.
+"""Recipes: one YAML per experiment, in the TRL / alignment-handbook way (README: "Recipes and the command line").
 
 Top-level keys are the fields of `DataArguments` (sftmix.data), TRL's `ModelConfig` and `SFTMixConfig`; the
 `dynamics:` and `evaluation:` mappings hold the fields of `DynamicsConfig` and `EvalConfig`; `env:` exports
-environment variables. Unknown keys are errors, with the closest known key. A recipe is a path or the name of a
-shipped one (`quickstart`, `llama-3.1-8b/alpaca/sftmix`; `find_recipe`). Command-line settings (`--key value`,
-`--section.key value`, `--key null` for None; `parse_overrides`) override the YAML.
-
-YAML and command-line values are typed as HfArgumentParser types command-line values (`coerce_settings`): `"3"` and
-`1e-5` (text in YAML) become numbers, one string where a list is expected becomes a list, and a YAML boolean where
-a number is expected (`mixup_weight: yes`) is a problem naming the key. All problems are reported together
-(`sftmix.checks.RecipeProblems`). Relative paths are looked up next to the recipe, then in the package, then in the
-working directory (`resolve_paths`).
+environment variables. Command-line settings (`parse_overrides`) override the YAML; both are typed as the command
+line types them (`coerce_settings`) and all problems are reported together (`sftmix.checks.RecipeProblems`).
+Relative paths are looked up next to the recipe, then in the package, then in the working directory.
 """
 
 from __future__ import annotations
@@ -90,15 +84,6 @@ def _to_int(value) -> int:
     return int(number)
 
 
-def _to_dict(value) -> dict:
-    import yaml
-
-    value = yaml.safe_load(value) if isinstance(value, str) else value  # from the command line: JSON or YAML
-    if not isinstance(value, dict):
-        raise TypeError(value)
-    return value
-
-
 def _typed(value, action, hint):
     """`value` converted by the command line's own `type`, `nargs` and `choices` of its field (HfArgumentParser's
     `action`); a mapping or list passes as given where the annotation allows one (`dict | str`, `str | list[str]`)."""
@@ -119,7 +104,13 @@ def _scalar(value, action):
     from transformers.hf_argparser import string_to_bool
 
     if action.type is dict:
-        return _to_dict(value)
+        import yaml
+
+        # from the command line: JSON or YAML
+        value = yaml.safe_load(value) if isinstance(value, str) else value
+        if not isinstance(value, dict):
+            raise TypeError(value)
+        return value
     if not isinstance(value, (str, int, float)) or (
         isinstance(value, bool) and action.type is not string_to_bool
     ):
@@ -150,12 +141,8 @@ def coerce_settings(classes, values: dict, where: str) -> tuple[dict, list[str]]
     boolean where a number or text is expected is refused; None stays None. A mistyped key is left out."""
     from transformers import HfArgumentParser
 
-    hints = {}
-    for cls in classes:
-        hints.update(typing.get_type_hints(cls))
-    actions = {}
-    for action in HfArgumentParser(classes)._actions:
-        actions.setdefault(action.dest, action)
+    hints = {key: hint for cls in classes for key, hint in typing.get_type_hints(cls).items()}
+    actions = {action.dest: action for action in reversed(HfArgumentParser(classes)._actions)}  # first wins
     result, problems = {}, []
     for key, value in values.items():
         if key == "resume_from_checkpoint" and isinstance(value, bool):  # `true`: the latest checkpoint
@@ -245,12 +232,9 @@ def parse_overrides(tokens: list[str]) -> tuple[dict, dict[str, dict]]:
         while not has_value and i < len(tokens) and not tokens[i].startswith("--"):
             values.append(tokens[i])
             i += 1
-        if not values:
-            parsed = "true"
-        elif len(values) == 1:
-            parsed = None if values[0].strip().lower() in NULL_WORDS else values[0]
-        else:
-            parsed = values
+        parsed = values[0] if len(values) == 1 else values or "true"
+        if isinstance(parsed, str) and parsed.strip().lower() in NULL_WORDS:
+            parsed = None
         section, dotted, name = key.replace("-", "_").partition(".")
         if dotted:
             if section not in SECTIONS:
@@ -304,12 +288,6 @@ def resolve_paths(values: dict, section: str, recipe_dir: Path | None) -> dict:
     return out
 
 
-def _refuse_foreign_keys(raw: dict, where: str) -> None:
-    found = [f"`{key}`: {FOREIGN_KEYS[key]}" for key in raw if key in FOREIGN_KEYS]
-    if found:
-        raise ValueError(f"{where} uses keys sftmix does not read. " + "; ".join(found) + ".")
-
-
 def cpu_has_fast_bf16() -> bool:
     """Whether bf16 matmuls are native on this CPU (else emulated, ~100x slower than fp32); SFTMIX_CPU_BF16=1 says yes."""
     if os.environ.get("SFTMIX_CPU_BF16", "").strip().lower() in ("1", "true", "yes"):
@@ -336,7 +314,9 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
         name: {f.name for cls in group for f in fields(cls) if f.init} for name, group in classes.items()
     }
     given = {**{name: raw.pop(name, None) for name in SECTIONS}, "": raw}
-    _refuse_foreign_keys(raw, where)
+    foreign = [f"`{key}`: {FOREIGN_KEYS[key]}" for key in raw if key in FOREIGN_KEYS]
+    if foreign:
+        raise ValueError(f"{where} uses keys sftmix does not read. " + "; ".join(foreign) + ".")
     _check_known(raw, known[""], where)
     cli_top, cli_sections = parse_overrides(list(overrides or []))
     cli = {**cli_sections, "": _check_cli_keys(cli_top, cli_sections, known)}
@@ -375,7 +355,7 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
             raise
         _raise_problems(problems + [str(error)], path)
 
-    sections = {}
+    sections = dict.fromkeys(SECTIONS)
     for name in SECTIONS:
         try:
             sections[name] = None if values[name] is None else classes[name][0](**values[name])
@@ -383,7 +363,6 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
             if not problems:
                 raise
             problems.append(f"`{name}:` {error}")
-            sections[name] = None
     recipe = Recipe(data, model, training, sections["dynamics"], sections["evaluation"], path)
     if recipe.dynamics is not None and recipe.dynamics.mode == "training" and training.mixup_enabled:
         training.training_dynamics = True  # the one switch the trainer and the pipeline read

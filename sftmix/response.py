@@ -1,9 +1,6 @@
-"""Which tokens are an example's response: the tokens SFTMix mixes and the dynamics pass scores.
-
-The paper mixes the hidden states that predict the *responses* and scores an example by its *response*
-perplexity, whatever the next-token loss trains on. TRL builds the assistant / completion masks only when
-`assistant_only_loss` / `completion_only_loss` ask for them and folds them into the labels, so the response
-is carried here as a column of its own, `RESPONSE_MASK` (1 on response tokens), aligned with `input_ids`:
+"""Which tokens are an example's response: the tokens SFTMix mixes and the dynamics pass scores, whatever the
+next-token loss trains on (docs/choices.md). TRL builds the assistant / completion masks only when asked and folds
+them into the labels, so the response is a column of its own, `RESPONSE_MASK` (1 on response tokens):
 
 - `messages` (and ShareGPT `conversations`): the assistant turns, as the chat template's `{% generation %}`
   markers mark them (TRL's training-template patch adds the markers to the templates it knows);
@@ -92,9 +89,7 @@ class ResponseMaskMixin:
         indexed = dataset.add_column(_ROW, np.arange(len(dataset), dtype=np.int64))
         prepared = prepare(indexed)
         responses = self._response_pass(prepare, indexed, processing_class, args, kind, truncate=False)
-        responses = responses.select_columns(
-            ["input_ids", "labels"]
-        )  # untruncated, unfiltered: row i is row i
+        responses = responses.select_columns(["input_ids", "labels"])  # untruncated, unfiltered: row i is i
         keep_end = args.truncation_mode == "keep_end"
 
         def add_mask(example):
@@ -108,7 +103,7 @@ class ResponseMaskMixin:
                     "differently from the tokenizer's). Set `chat_template_path` to a template with "
                     "`{% generation %}` markers, or `assistant_only_loss: true`."
                 )
-            return {RESPONSE_MASK: [int(label != -100) for label in labels[cut]]}
+            return _mask_from_labels({"labels": labels[cut]})
 
         prepared = prepared.map(add_mask, desc="Marking responses")
         return prepared.remove_columns(_ROW)
