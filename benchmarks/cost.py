@@ -35,12 +35,8 @@ BUILTIN_SMOLLM2 = "sftmix/smollm2-135m-instruct"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--model", default=BUILTIN_SMOLLM2, help="Model path or name; 'tiny' for the test model."
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=BUILTIN_SMOLLM2, help="Model path or name; 'tiny' for the test model.")
     parser.add_argument(
         "--vocab",
         type=int,
@@ -53,9 +49,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument(
-        "--steps", type=int, default=12, help="Timed optimizer steps (after 2 warm-up steps)."
-    )
+    parser.add_argument("--steps", type=int, default=12, help="Timed optimizer steps (after 2 warm-up steps).")
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--worker", choices=["ntp", "sftmix"], help=argparse.SUPPRESS)
@@ -142,13 +136,9 @@ def worker(args) -> dict:
     )
     out = f"/tmp/sftmix-bench-{args.worker}"
     if args.worker == "sftmix":
-        trainer = SFTMixTrainer(
-            model, SFTMixConfig(out, **settings), train_dataset=data, processing_class=tokenizer
-        )
+        trainer = SFTMixTrainer(model, SFTMixConfig(out, **settings), train_dataset=data, processing_class=tokenizer)
     else:
-        trainer = SFTTrainer(
-            model, SFTConfig(out, **settings), train_dataset=data, processing_class=tokenizer
-        )
+        trainer = SFTTrainer(model, SFTConfig(out, **settings), train_dataset=data, processing_class=tokenizer)
 
     times = []
     memory = {}

@@ -96,17 +96,13 @@ def reference_order(out: Path) -> dict[str, int]:
     train, _ = load_sft_data(recipe.data)
     model, tokenizer, _ = load_model_and_tokenizer(recipe.model, recipe.training)
     ids = dataset_example_ids(train)
-    prepared = prepare_examples(
-        with_row_index(train), tokenizer, scoring_config(recipe.training, out / "order")
-    )
+    prepared = prepare_examples(with_row_index(train), tokenizer, scoring_config(recipe.training, out / "order"))
     config = reference_training_config(recipe.training, out / "order", recipe.dynamics, len(prepared))
     trainer = DynamicsTrainer(model, config, train_dataset=prepared, processing_class=tokenizer)
     by_tokens = {tuple(row["input_ids"]): row["sftmix_row_index"] for row in prepared}
     order, position = {}, 0
     for batch in trainer.get_train_dataloader():
-        for input_ids, mask in zip(
-            batch["input_ids"].tolist(), batch["attention_mask"].tolist(), strict=True
-        ):
+        for input_ids, mask in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(), strict=True):
             row = by_tokens[tuple(t for t, m in zip(input_ids, mask, strict=True) if m)]
             order.setdefault(ids[row], position)
             position += 1
@@ -126,9 +122,7 @@ def compare(a, b) -> tuple[float, float]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default="outputs/agreement")
     parser.add_argument("--weak-layers", type=int, default=10)
     args = parser.parse_args(argv)

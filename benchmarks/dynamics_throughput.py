@@ -29,20 +29,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--model", default="tiny", help="Model directory or Hub id; 'tiny' for the test model."
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny", help="Model directory or Hub id; 'tiny' for the test model.")
     parser.add_argument("--examples", type=int, default=256, help="Conversations in the benchmark data.")
     parser.add_argument("--batch-size", type=int, default=8, help="Per-device training batch size.")
     parser.add_argument("--scoring-batch-size", type=int, default=8, help="Per-device scoring batch size.")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
-    parser.add_argument(
-        "--gradient-checkpointing", action="store_true", help="Training only (as recipes do)."
-    )
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="Training only (as recipes do).")
     parser.add_argument("--worker", choices=["train", "score"], help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

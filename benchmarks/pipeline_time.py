@@ -52,9 +52,7 @@ def run_arm(name: str, work: Path, extra: list[str]) -> float:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=["ntp", "training"])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--work-dir", help="Where the runs write (default: a temporary directory).")

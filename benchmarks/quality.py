@@ -43,9 +43,7 @@ def run_one(recipe_path: str, seed: int, output_dir: Path, extra: list[str]) -> 
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--output-dir", default="outputs/bench-quality")
     parser.add_argument("--recipes", default="recipes/quickstart")
@@ -64,9 +62,7 @@ def main(argv=None):
             scores = out / f"sftmix-seed{seed}" / "_dynamics" / "scores.parquet"
         results["sftmix"].append(evaluation)
         seconds["sftmix"].append(took)
-    (out / "quality.json").write_text(
-        json.dumps({"results": results, "seconds": seconds}, indent=2, default=str)
-    )
+    (out / "quality.json").write_text(json.dumps({"results": results, "seconds": seconds}, indent=2, default=str))
     table = render(results, seconds, args.seeds)
     print(table)
     (out / "quality.md").write_text(table)

@@ -164,9 +164,7 @@ METRICS = (  # name, how to read it from a run's result, which direction is bett
 
 def arm_overrides(arm: str, split: Path, run_dir: Path) -> list[str]:
     return [
-        a.replace(SPLIT, str(split))
-        .replace(SPLIT_IFD, str(ifd_path(split)))
-        .replace("{run_dir}", str(run_dir))
+        a.replace(SPLIT, str(split)).replace(SPLIT_IFD, str(ifd_path(split))).replace("{run_dir}", str(run_dir))
         for a in ARMS[arm]
     ]
 
@@ -345,9 +343,7 @@ def detections(out: Path, split: Path, seeds, turns=None) -> dict:
     model, the training mode per seed, the random split."""
     found = {"paper mode (one-epoch reference)": [detection(split, turns)]}
     found["IFD (the same checkpoints)"] = [detection(ifd_path(split), turns)]
-    found["IFD of the untrained model"] = [
-        detection(split.parent / "untrained_ifd" / "scores.parquet", turns)
-    ]
+    found["IFD of the untrained model"] = [detection(split.parent / "untrained_ifd" / "scores.parquet", turns)]
     found["training mode"] = [
         detection(out / "sftmix_training" / f"seed{s}" / "_dynamics" / "scores.parquet", turns) for s in seeds
     ]
@@ -364,9 +360,7 @@ def render_detection(found: dict) -> list[str]:
         "Do the dynamics find the corrupted rows? (mean over seeds where there are several)",
         "",
         "| way of scoring | corrupted share | corrupted in the unconfident half | AUROC (confidence) | review list |"
-        + "".join(
-            f" AUROC, {p.replace('_', '-')} rows ({first[f'corrupted_{p}']} corrupted) |" for p in parts
-        ),
+        + "".join(f" AUROC, {p.replace('_', '-')} rows ({first[f'corrupted_{p}']} corrupted) |" for p in parts),
         "|---|---|---|---|---|" + "---|" * len(parts),
     ]
 
@@ -379,9 +373,7 @@ def render_detection(found: dict) -> list[str]:
         inside = statistics.fmean(r["corrupted_in_unconfident"] for r in runs)
         review = ", ".join(str(r["review_corrupted"]) for r in runs if r["review_corrupted"]) or "n/a"
         cells = "".join(f" {mean_auroc(runs, f'auroc_{p}')} |" for p in parts)
-        lines.append(
-            f"| {name} | {share:.3f} | {inside:.3f} | {mean_auroc(runs, 'auroc')} | {review} |{cells}"
-        )
+        lines.append(f"| {name} | {share:.3f} | {inside:.3f} | {mean_auroc(runs, 'auroc')} | {review} |{cells}")
     return lines + [""]
 
 
@@ -510,17 +502,13 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setting", choices=list(SETTINGS), default="cpu")
     parser.add_argument("--output-dir", default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--arms", nargs="+", default=None, help="Run only these arms (default: all).")
     parser.add_argument("--regimes", nargs="+", default=None, help="Run only these regimes (default: all).")
-    parser.add_argument(
-        "--model", default=None, help="Override the recipes' model (the smoke test's tiny one)."
-    )
+    parser.add_argument("--model", default=None, help="Override the recipes' model (the smoke test's tiny one).")
     args = parser.parse_args(argv)
     setting = SETTINGS[args.setting]
     seeds = args.seeds or setting["seeds"]
@@ -544,9 +532,7 @@ def main(argv=None) -> dict:
         found[regime] = detections(out / regime, split, seeds, turns)
         costs[regime] = ifd_cost(split)
         data_map = split.with_name("data_map.png")
-        if (
-            found[regime] and data_map.is_file()
-        ):  # the corrupted rows circled on the paper-mode split's data map
+        if found[regime] and data_map.is_file():  # the corrupted rows circled on the paper-mode split's data map
             out.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(data_map, out / f"{regime}_data_map.png")
             if ifd_path(split).with_name("data_map.png").is_file():  # the same rows, placed by IFD

@@ -85,9 +85,7 @@ def extras_problems(recipe) -> list[str]:
 
 
 def settings_problems(recipe) -> list[str]:
-    problems = (
-        [] if recipe.model.model_name_or_path else ["The recipe names no model: set `model_name_or_path`."]
-    )
+    problems = [] if recipe.model.model_name_or_path else ["The recipe names no model: set `model_name_or_path`."]
     if recipe.training.mixup_enabled:
         try:
             recipe.training.validate_for_mixup()
@@ -161,9 +159,7 @@ def model_problems(recipe) -> list[str]:
     revision = getattr(recipe.model, "model_revision", None)
     problems = []
     if recipe.model.model_name_or_path:
-        problems += path_or_hub_problems(
-            recipe.model.model_name_or_path, "model_name_or_path", revision=revision
-        )
+        problems += path_or_hub_problems(recipe.model.model_name_or_path, "model_name_or_path", revision=revision)
     template = getattr(recipe.training, "chat_template_path", None)
     if template:
         problems += template_problems(template, "chat_template_path")
@@ -233,9 +229,7 @@ def template_problems(template: str, key: str) -> list[str]:
         return [f"`{key}`: {template} is a folder without tokenizer files; name a .jinja template file."]
     if _looks_like_hub_id(template) and not template.endswith((".jinja", ".j2")):
         if not hub_id_loadable(template, ("tokenizer_config.json",)):
-            return [
-                f"`{key}`: {template} is neither a file nor in the Hugging Face cache (HF_HUB_OFFLINE is set)."
-            ]
+            return [f"`{key}`: {template} is neither a file nor in the Hugging Face cache (HF_HUB_OFFLINE is set)."]
         return []
     packaged = TEMPLATES_DIR / path.name
     hint = f" The packaged template is at {packaged}." if packaged.is_file() else ""
@@ -251,9 +245,7 @@ def output_problems(recipe) -> list[str]:
         targets["dynamics.reference_output_dir"] = recipe.dynamics.reference_output_dir
     if recipe.evaluation is not None:
         targets["evaluation.output_dir"] = recipe.evaluation.output_dir
-    return [
-        f"`{key}`: {problem}" for key, path in targets.items() if path and (problem := writable_problem(path))
-    ]
+    return [f"`{key}`: {problem}" for key, path in targets.items() if path and (problem := writable_problem(path))]
 
 
 def writable_problem(directory: str | os.PathLike) -> str | None:
@@ -269,9 +261,7 @@ def writable_problem(directory: str | os.PathLike) -> str | None:
             pass
     except OSError as error:
         where = "" if existing == path else f" (its nearest existing parent {existing})"
-        return (
-            f"{path}{where} is not writable ({error.strerror}). Choose another directory or fix permissions."
-        )
+        return f"{path}{where} is not writable ({error.strerror}). Choose another directory or fix permissions."
     return None
 
 

@@ -49,9 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text, add_help=name == "recipes")
         if name in RECIPE_COMMANDS:
             sub.add_argument("--config", help=CONFIG_HELP)
-            sub.add_argument(
-                "-h", "--help", action="store_true", help="List every setting a recipe can hold."
-            )
+            sub.add_argument("-h", "--help", action="store_true", help="List every setting a recipe can hold.")
     return parser
 
 
@@ -141,9 +139,7 @@ def _main(argv: list[str]) -> int:
         return check(recipe)
     from sftmix import pipeline
 
-    {"run": pipeline.run_all, "dynamics": pipeline.run_dynamics, "train": pipeline.run_train}[args.command](
-        recipe
-    )
+    {"run": pipeline.run_all, "dynamics": pipeline.run_dynamics, "train": pipeline.run_train}[args.command](recipe)
     return 0
 
 

@@ -42,9 +42,7 @@ class SFTMixConfig(SFTConfig):
     # default sets the deprecated alias and so warns on every run; `gradient_checkpointing` still works as an alias.
     activation_checkpointing: bool | None = field(
         default=None,
-        metadata={
-            "help": "Recompute activations in the backward pass to save memory (was `gradient_checkpointing`)."
-        },
+        metadata={"help": "Recompute activations in the backward pass to save memory (was `gradient_checkpointing`)."},
     )
     gradient_checkpointing: bool | None = field(
         default=None,
@@ -52,9 +50,7 @@ class SFTMixConfig(SFTConfig):
     )
     mixup_alpha: float = field(
         default=0.5,
-        metadata={
-            "help": "Mixup interpolation weights are drawn as lambda ~ Beta(alpha, alpha). Paper: 0.5."
-        },
+        metadata={"help": "Mixup interpolation weights are drawn as lambda ~ Beta(alpha, alpha). Paper: 0.5."},
     )
     mixup_weight: float = field(
         default=0.2,
@@ -176,9 +172,7 @@ class SFTMixConfig(SFTConfig):
         if self.mixup_weight < 0:
             raise ValueError(f"`mixup_weight` must be >= 0, got {self.mixup_weight}.")
         if self.mixup_lambda is not None and not 0.0 <= self.mixup_lambda <= 1.0:
-            raise ValueError(
-                f"`mixup_lambda` must lie in [0, 1] or be None (sample it), got {self.mixup_lambda}."
-            )
+            raise ValueError(f"`mixup_lambda` must lie in [0, 1] or be None (sample it), got {self.mixup_lambda}.")
         if self.mixup_lambda_sampling not in LAMBDA_SAMPLING:
             raise ValueError(
                 f"`mixup_lambda_sampling` must be one of {LAMBDA_SAMPLING}, got {self.mixup_lambda_sampling!r}."

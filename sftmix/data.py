@@ -79,18 +79,14 @@ class DataArguments:
     )
     eval_fraction: float = field(
         default=0.0,
-        metadata={
-            "help": "Without a test split, hold out this fraction of the training data for evaluation."
-        },
+        metadata={"help": "Without a test split, hold out this fraction of the training data for evaluation."},
     )
     dataset_format: str = field(default="auto", metadata={"help": "Input format.", "choices": list(FORMATS)})
     max_train_samples: int | None = field(
         default=None,
         metadata={"help": "Keep only this many training examples (first rows, after shuffling)."},
     )
-    max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Keep only this many held-out examples."}
-    )
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only this many held-out examples."})
     split_seed: int = field(default=42, metadata={"help": "Seed of the data shuffle and the held-out split."})
     error_excerpts: bool = field(
         default=True,
@@ -205,9 +201,7 @@ def read_files(paths, fmt: str = "auto", excerpts: bool = True):
             except ValueError as error:
                 problems.append(str(error))
             else:
-                problems += [
-                    _row_problem(o, p, row, excerpts) for o, row in rows if (p := check_row(row, row_fmt))
-                ]
+                problems += [_row_problem(o, p, row, excerpts) for o, row in rows if (p := check_row(row, row_fmt))]
         if not problems:
             raise
     raise DataError(f"The data files have {len(problems)} problem(s):", problems) from None
@@ -241,11 +235,7 @@ def _scan_file(path: str) -> tuple[list[tuple[str, dict | None]], list[str]]:
     if suffix == ".csv":
         reader = csv.reader(io.StringIO(text))
         next(reader, None)  # the header
-        rows = (
-            []
-            if problems
-            else [(f"{path}, row {i} (line {reader.line_num})", None) for i, _ in enumerate(reader)]
-        )
+        rows = [] if problems else [(f"{path}, row {i} (line {reader.line_num})", None) for i, _ in enumerate(reader)]
         return rows, problems or _empty(path, len(rows))
     document = None
     if suffix == ".json" and text.lstrip()[:1] in ("[", "{") and not problems:
@@ -267,9 +257,7 @@ def _scan_file(path: str) -> tuple[list[tuple[str, dict | None]], list[str]]:
                     "JSON object per line"
                 )
     rows = [(origin, value) for origin, value in items if isinstance(value, dict)]
-    problems += [
-        f"{o}: a JSON {type(v).__name__}, not an object (a row)" for o, v in items if not isinstance(v, dict)
-    ]
+    problems += [f"{o}: a JSON {type(v).__name__}, not an object (a row)" for o, v in items if not isinstance(v, dict)]
     problems.sort(key=lambda problem: int(re.match(r", (?:line|item) (\d+)", problem[len(path) :])[1]))
     return rows, problems or _empty(path, len(rows))
 

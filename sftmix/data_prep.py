@@ -148,9 +148,7 @@ def _write_benchmark(name: str, questions, target: Path) -> None:
     target.write_text("".join(rows), encoding="utf-8")
 
 
-def build_benchmarks(
-    out: Path, names, named, directories, medmcqa_answer_base: str = "auto"
-) -> dict[str, Path]:
+def build_benchmarks(out: Path, names, named, directories, medmcqa_answer_base: str = "auto") -> dict[str, Path]:
     """Write each benchmark in `names` to `out/<BENCHMARK_FILES[name]>`; medqa5 without a local source is skipped."""
     from sftmix.evaluation.benchmarks import load_benchmark
 
@@ -225,17 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="dataset", required=True)
     medalpaca = commands.add_parser("medalpaca", help="MedAlpaca (Medical Meadow) -> medical_meadow.jsonl")
-    medalpaca.add_argument(
-        "--out", default="data/medalpaca", help="Output directory (default: data/medalpaca)."
-    )
+    medalpaca.add_argument("--out", default="data/medalpaca", help="Output directory (default: data/medalpaca).")
     medalpaca.add_argument(
         "--subsets",
         default=",".join(MEDALPACA_SUBSETS),
         help="Comma-separated medalpaca/* dataset names (default: %(default)s).",
     )
-    mcq = commands.add_parser(
-        "mcq", help="MedQA, MedQA-5, PubMedQA, MedMCQA in the formats sftmix eval reads"
-    )
+    mcq = commands.add_parser("mcq", help="MedQA, MedQA-5, PubMedQA, MedMCQA in the formats sftmix eval reads")
     mcq.add_argument(
         "--out",
         default="data",
@@ -280,9 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             unknown = [n for n in names if n not in BENCHMARK_FILES]
             if unknown:
                 raise SourceError(f"Unknown benchmark(s) {unknown}; choose from {list(BENCHMARK_FILES)}.")
-            for name, target in build_benchmarks(
-                out, names, named, directories, args.medmcqa_answer_base
-            ).items():
+            for name, target in build_benchmarks(out, names, named, directories, args.medmcqa_answer_base).items():
                 print(f"{name}: {target}")
     except (SourceError, ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"sftmix data: error: {error}", file=sys.stderr)

@@ -32,9 +32,7 @@ class SFTMixOutput(FusedCausalLMOutput):
 
     mixup_loss_sum: torch.Tensor | None = None
     mixed_tokens: torch.Tensor | None = None
-    confident: torch.Tensor | None = (
-        None  # the rows' groups (labelled in this forward with `sftmix_threshold`)
-    )
+    confident: torch.Tensor | None = None  # the rows' groups (labelled in this forward with `sftmix_threshold`)
 
 
 def response_nll(log_probs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,9 +123,7 @@ def install_mixup_forward(
         finally:
             handle.remove()
         confident = sftmix_confident
-        if (
-            sftmix_threshold is not None
-        ):  # labelled by this forward's own response NLL, then paired within the batch
+        if sftmix_threshold is not None:  # labelled by this forward's own response NLL, then paired within the batch
             tokens, nll = response_nll(outputs.log_probs, outputs.label_mask & response)
             confident = nll < sftmix_threshold
             mixup_term(mixed.pop("hidden"), *balanced_pair_rows(confident, tokens > 0))
@@ -162,14 +158,10 @@ def probe_head(model, fused_forward, head: HeadTransform, kwargs: dict) -> None:
         weight = lm_head.weight.to(hidden.dtype)
         bias = None if lm_head.bias is None else lm_head.bias.to(hidden.dtype)
         ours = head(torch.nn.functional.linear(hidden, weight, bias).float())
-    check_head_logits(
-        own, ours, head, model.config, low_precision=hidden.dtype in (torch.float16, torch.bfloat16)
-    )
+    check_head_logits(own, ours, head, model.config, low_precision=hidden.dtype in (torch.float16, torch.bfloat16))
 
 
-def check_head_logits(
-    own: torch.Tensor, ours: torch.Tensor, head: HeadTransform, config, low_precision: bool
-) -> None:
+def check_head_logits(own: torch.Tensor, ours: torch.Tensor, head: HeadTransform, config, low_precision: bool) -> None:
     """Raise `HeadMismatchError` unless `ours` (hidden states through the LM head and `head`) are the model's own
     logits `own`: the one check of the head transform, for training's Mixup head and evaluation's scores alike."""
     own = own.float().to(ours.device)

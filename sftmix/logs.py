@@ -29,9 +29,7 @@ def _is_main_process() -> bool:
 def configure_logging(level: str | int | None = None) -> None:
     """Show the `sftmix` loggers' records on stderr from `level` (INFO on the main process by default). Idempotent."""
     if level is None:
-        level = os.environ.get("SFTMIX_LOG_LEVEL") or (
-            logging.INFO if _is_main_process() else logging.WARNING
-        )
+        level = os.environ.get("SFTMIX_LOG_LEVEL") or (logging.INFO if _is_main_process() else logging.WARNING)
     if isinstance(level, str):
         level = logging.getLevelName(level.strip().upper())
         if not isinstance(level, int):

@@ -77,9 +77,7 @@ def mixup_index(
       i-th of the other, each pair of turns truncated to the shorter; turns past the shorter conversation are not
       mixed.
     """
-    parts: dict[str, list[torch.Tensor]] = {
-        k: [] for k in ("rows_c", "positions_c", "rows_u", "positions_u", "pair")
-    }
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("rows_c", "positions_c", "rows_u", "positions_u", "pair")}
     for pair, (c, u) in enumerate(zip(rows_c.tolist(), rows_u.tolist(), strict=True)):
         spans_c = _spans(response_mask[c].nonzero().flatten(), alignment)
         spans_u = _spans(response_mask[u].nonzero().flatten(), alignment)
@@ -101,9 +99,7 @@ def _spans(positions: torch.Tensor, alignment: str) -> list[torch.Tensor]:
     return list(torch.tensor_split(positions, breaks.cpu()))
 
 
-def mixed_token_count(
-    response_mask: torch.Tensor, confident: torch.Tensor, alignment: str = "response"
-) -> int:
+def mixed_token_count(response_mask: torch.Tensor, confident: torch.Tensor, alignment: str = "response") -> int:
     """Number of mixed positions of an (unshifted) collated batch: the normaliser of the Mixup loss."""
     rows_c, rows_u = pair_rows(confident)
     return mixup_index(response_mask[:, 1:].bool(), rows_c, rows_u, alignment).num_tokens
@@ -201,9 +197,7 @@ class ChunkedMixedCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(
-        ctx, hidden, weight, bias, targets_c, targets_u, lam, chunk_size, gather, head, tile_elements=None
-    ):
+    def forward(ctx, hidden, weight, bias, targets_c, targets_u, lam, chunk_size, gather, head, tile_elements=None):
         compute_dtype = (
             torch.get_autocast_dtype(hidden.device.type)
             if torch.is_autocast_enabled(hidden.device.type)
@@ -226,9 +220,7 @@ class ChunkedMixedCrossEntropy(torch.autograd.Function):
                     v_end = min(v_start + vocab_chunk, vocab)
                     b = None if bias is None else bias[v_start:v_end].to(compute_dtype)
                     logits = head(
-                        torch.nn.functional.linear(h, weight[v_start:v_end].to(compute_dtype), b).to(
-                            acc_dtype
-                        )
+                        torch.nn.functional.linear(h, weight[v_start:v_end].to(compute_dtype), b).to(acc_dtype)
                     )
                     for targets, out in ((targets_c, logit_c), (targets_u, logit_u)):
                         local = targets[start:end] - v_start
@@ -258,9 +250,7 @@ class ChunkedMixedCrossEntropy(torch.autograd.Function):
         n_rows = hidden.shape[0]
         grad_losses = grad_losses.to(acc_dtype)
         lam = lam.to(acc_dtype)
-        grad_hidden = (
-            torch.zeros(hidden.shape, device=hidden.device, dtype=acc_dtype) if need_hidden else None
-        )
+        grad_hidden = torch.zeros(hidden.shape, device=hidden.device, dtype=acc_dtype) if need_hidden else None
         grad_weight = grad_bias = None
         with ctx.gather(weight, bias):
             vocab = weight.shape[0]
@@ -293,9 +283,7 @@ class ChunkedMixedCrossEntropy(torch.autograd.Function):
                         grad_hidden[start:end] += _product(grad_logits, w_acc, acc_dtype)
                     if grad_weight is not None:
                         part = _product(grad_logits.t(), h, acc_dtype)
-                        slice_grad_weight = (
-                            part if slice_grad_weight is None else slice_grad_weight.add_(part)
-                        )
+                        slice_grad_weight = part if slice_grad_weight is None else slice_grad_weight.add_(part)
                     if grad_bias is not None:
                         part = grad_logits.sum(0)
                         slice_grad_bias = part if slice_grad_bias is None else slice_grad_bias.add_(part)

@@ -116,9 +116,7 @@ def sftmix_section(args, scores_path=None, data_map: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_model_card(
-    trainer, model_name: str | None = None, dataset_name: str | None = None, tags=None
-) -> None:
+def write_model_card(trainer, model_name: str | None = None, dataset_name: str | None = None, tags=None) -> None:
     """`output_dir/README.md`: TRL's card citing the paper, with the SFTMix section; the data map beside it."""
     from trl import SFTTrainer
 
@@ -134,9 +132,7 @@ def write_model_card(
     recorded = getattr(args, "training_dynamics", False)
     scores_path = trainer.training_dynamics_path if recorded else getattr(args, "dynamics_path", None)
     data_map = None
-    if (
-        scores_path and data_map_path(scores_path).is_file()
-    ):  # (a run recording its own: the last save's card)
+    if scores_path and data_map_path(scores_path).is_file():  # (a run recording its own: the last save's card)
         shutil.copyfile(data_map_path(scores_path), output_dir / DATA_MAP)
         data_map = DATA_MAP
     readme = output_dir / "README.md"

@@ -47,9 +47,7 @@ def load_model_and_tokenizer(model_args, training_args):
     disable_bnb_cpu_repacking(model)
     peft_config = get_peft_config(model_args)
     if (model_args.load_in_4bit or model_args.load_in_8bit) and peft_config is None:
-        raise ValueError(
-            "A 4-bit or 8-bit model can only be trained through adapters: set `use_peft: true` (QLoRA)."
-        )
+        raise ValueError("A 4-bit or 8-bit model can only be trained through adapters: set `use_peft: true` (QLoRA).")
     template = training_template(tokenizer, training_args)
     if template is not None:
         tokenizer.chat_template = template  # as SFTTrainer will set it; sftmix's checks before it read it too
@@ -158,9 +156,7 @@ def train_added_tokens(model, peft_config, token_ids: list[int]) -> None:
     output = model.get_output_embeddings()
     if output is not None and output.weight is not layers[0].weight:
         layers.append(output)
-    names = {
-        name.rsplit(".", 1)[-1] for name, module in model.named_modules() if any(module is m for m in layers)
-    }
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if any(module is m for m in layers)}
     indices = peft_config.trainable_token_indices or {}
     if isinstance(indices, list):  # a plain list means the input embedding
         indices = {"embed_tokens": indices}

@@ -211,10 +211,7 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
         logs = [h for h in trainer.state.log_history if "mixup_loss" in h]
         if logs:
             summary.update(
-                {
-                    k: logs[-1][k]
-                    for k in ("ntp_loss", "mixup_loss", "ntp_loss_confident", "ntp_loss_unconfident")
-                }
+                {k: logs[-1][k] for k in ("ntp_loss", "mixup_loss", "ntp_loss_confident", "ntp_loss_unconfident")}
             )
             summary["mixed_tokens_per_step"] = sum(h["mixed_tokens"] for h in logs) / len(logs)
     if held_out is not None and not held_out_evaluated_later:
@@ -263,9 +260,7 @@ def run_all(recipe) -> dict:
     check_output_dir(args)  # before the dynamics pass, not after it
     group_tracking_runs(args)  # before the reference run, so that it is `<run_name>-reference`
     if args.training_dynamics:
-        logger.info(
-            "Stage 1/3: dynamics recorded during training (dynamics.mode: training): no separate pass"
-        )
+        logger.info("Stage 1/3: dynamics recorded during training (dynamics.mode: training): no separate pass")
     elif args.mixup_enabled and not args.dynamics_path:
         scores = scores_path(recipe)  # written atomically at the very end of the pass
         if wants_resume(args) and scores.is_file():

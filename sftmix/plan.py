@@ -50,9 +50,7 @@ def _gigabytes(num_bytes: float) -> str:
 def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
     """Lines of the plan: stages in order, each with its examples, steps and what it writes."""
     args = recipe.training
-    lines = [
-        f"train examples: {num_train}" + (f", held-out examples: {num_held_out}" if num_held_out else "")
-    ]
+    lines = [f"train examples: {num_train}" + (f", held-out examples: {num_held_out}" if num_held_out else "")]
     steps = optimizer_steps(num_train, args)
     params = parameter_count(recipe.model.model_name_or_path or "")
     lora = recipe.model.use_peft
@@ -71,9 +69,7 @@ def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
         given = dynamics.checkpoints or []
         num_checkpoints = len(given) or dynamics.num_checkpoints
         measure = (
-            "; confidence by IFD (a second forward over the responses alone)"
-            if dynamics.confidence == "ifd"
-            else ""
+            "; confidence by IFD (a second forward over the responses alone)" if dynamics.confidence == "ifd" else ""
         )
         if args.training_dynamics:
             lines.append(
@@ -81,13 +77,9 @@ def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
                 "(no reference run, no scoring pass)"
             )
         elif given:
-            lines.append(
-                f"{stage}. dynamics: score {num_train} examples at {len(given)} given checkpoint(s){measure}"
-            )
+            lines.append(f"{stage}. dynamics: score {num_train} examples at {len(given)} given checkpoint(s){measure}")
         elif dynamics.split == "random":
-            lines.append(
-                f"{stage}. dynamics: a random split of {num_train} examples (seeded; no reference run)"
-            )
+            lines.append(f"{stage}. dynamics: a random split of {num_train} examples (seeded; no reference run)")
         else:
             ref_steps = reference_steps(args, dynamics, num_train)
             disk = (
@@ -109,9 +101,7 @@ def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
     if recipe.evaluation is not None:
         lines.append(f"{stage + 1}. evaluation: {', '.join(_evaluations(recipe.evaluation)) or 'none named'}")
     if world_size() == 1:
-        lines.append(
-            "(steps for 1 process; under `accelerate launch` they divide by the number of processes)"
-        )
+        lines.append("(steps for 1 process; under `accelerate launch` they divide by the number of processes)")
     return lines
 
 
@@ -122,8 +112,7 @@ def _evaluations(evaluation) -> list[str]:
 
 def render_settings(table: dict) -> str:
     return "\n".join(
-        f"{section}:\n"
-        + "\n".join(f"  {key}: {json.dumps(values[key], default=str)}" for key in sorted(values))
+        f"{section}:\n" + "\n".join(f"  {key}: {json.dumps(values[key], default=str)}" for key in sorted(values))
         for section, values in table.items()
         if values is not None
     )

@@ -87,9 +87,7 @@ def _to_int(value) -> int:
 def _typed(value, action, hint):
     """`value` converted by the command line's own `type`, `nargs` and `choices` of its field (HfArgumentParser's
     `action`); a mapping or list passes as given where the annotation allows one (`dict | str`, `str | list[str]`)."""
-    allowed = tuple(
-        t for t in (typing.get_origin(a) or a for a in typing.get_args(hint)) if isinstance(t, type)
-    )
+    allowed = tuple(t for t in (typing.get_origin(a) or a for a in typing.get_args(hint)) if isinstance(t, type))
     if isinstance(value, (dict, list)) and action.nargs != "+" and isinstance(value, allowed):
         return value
     if action.nargs != "+":
@@ -111,9 +109,7 @@ def _scalar(value, action):
         if not isinstance(value, dict):
             raise TypeError(value)
         return value
-    if not isinstance(value, (str, int, float)) or (
-        isinstance(value, bool) and action.type is not string_to_bool
-    ):
+    if not isinstance(value, (str, int, float)) or (isinstance(value, bool) and action.type is not string_to_bool):
         raise TypeError(value)  # a YAML boolean (yes/no) where a number or text is expected
     if action.type is string_to_bool:
         return string_to_bool({"on": "yes", "off": "no"}.get(str(value).strip().lower(), str(value).strip()))
@@ -153,9 +149,7 @@ def coerce_settings(classes, values: dict, where: str) -> tuple[dict, list[str]]
         try:
             result[key] = _typed(value, actions[key], hints.get(key))
         except (ValueError, TypeError, argparse.ArgumentTypeError):
-            yaml_bool = (
-                " (YAML reads yes/no/on/off/true/false as booleans)" if isinstance(value, bool) else ""
-            )
+            yaml_bool = " (YAML reads yes/no/on/off/true/false as booleans)" if isinstance(value, bool) else ""
             problems.append(
                 f"`{key}: {value!r}` in {where}: expected {_expected(actions[key])}, got {type(value).__name__}"
                 f"{yaml_bool}. Fix the value."
@@ -223,9 +217,7 @@ def parse_overrides(tokens: list[str]) -> tuple[dict, dict[str, dict]]:
     while i < len(tokens):
         token = tokens[i]
         if not token.startswith("--") or token == "--":
-            raise ValueError(
-                f"Unexpected command-line argument {token!r}: settings are given as `--key value`."
-            )
+            raise ValueError(f"Unexpected command-line argument {token!r}: settings are given as `--key value`.")
         key, has_value, value = token[2:].partition("=")
         values = [value] if has_value else []
         i += 1
@@ -310,9 +302,7 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
         os.environ[str(key)] = str(value)
     where = f"recipe {path}" if path else "recipe"
     classes = setting_classes()
-    known = {
-        name: {f.name for cls in group for f in fields(cls) if f.init} for name, group in classes.items()
-    }
+    known = {name: {f.name for cls in group for f in fields(cls) if f.init} for name, group in classes.items()}
     given = {**{name: raw.pop(name, None) for name in SECTIONS}, "": raw}
     foreign = [f"`{key}`: {FOREIGN_KEYS[key]}" for key in raw if key in FOREIGN_KEYS]
     if foreign:

@@ -144,9 +144,7 @@ class ResponseMaskMixin:
                 f"hidden states that predict responses. Use one of {WORKING_FORMATS}; or set "
                 "`mixup_text_as_response: true` to mix and score every token of the text."
             )
-        return prepared.map(
-            lambda example: {RESPONSE_MASK: [1] * len(example["input_ids"])}, desc="Marking text"
-        )
+        return prepared.map(lambda example: {RESPONSE_MASK: [1] * len(example["input_ids"])}, desc="Marking text")
 
 
 def _mask_from_labels(example):

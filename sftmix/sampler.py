@@ -53,9 +53,7 @@ class ConfidencePairSampler(Sampler[int]):
         """`num_batches * half` ids: whole shuffled passes over `ids`, as many as needed."""
         needed = self.num_batches * self.half
         passes = math.ceil(needed / ids.numel())
-        return torch.cat([ids[torch.randperm(ids.numel(), generator=generator)] for _ in range(passes)])[
-            :needed
-        ]
+        return torch.cat([ids[torch.randperm(ids.numel(), generator=generator)] for _ in range(passes)])[:needed]
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)

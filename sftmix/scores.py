@@ -146,9 +146,7 @@ def read_scores(path: str | os.PathLike):
     return frame, metadata
 
 
-def attach_confidence(
-    dataset, path: str | os.PathLike, column: str = "confident", drop_fraction: float = 0.0
-):
+def attach_confidence(dataset, path: str | os.PathLike, column: str = "confident", drop_fraction: float = 0.0):
     """Add the boolean `column` to `dataset` from the scores file at `path`, joined by example id.
 
     Rows the dynamics pass excluded (no trainable token) are dropped here, since SFTTrainer would drop them too.

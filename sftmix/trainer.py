@@ -146,9 +146,7 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         extra = (
-            [RESPONSE_MASK, ROW_KEY]
-            if self._recorder is not None
-            else [self.args.confidence_column, RESPONSE_MASK]
+            [RESPONSE_MASK, ROW_KEY] if self._recorder is not None else [self.args.confidence_column, RESPONSE_MASK]
         )
         self._signature_columns = [
             *self._signature_columns,
@@ -179,8 +177,7 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
         if self.args.mixup_enabled and batch_samples and CONFIDENT_KEY in batch_samples[0]:
             alignment = self.args.mixup_alignment
             count = sum(
-                mixed_token_count(batch[RESPONSE_KEY], batch[CONFIDENT_KEY], alignment)
-                for batch in batch_samples
+                mixed_token_count(batch[RESPONSE_KEY], batch[CONFIDENT_KEY], alignment) for batch in batch_samples
             )
             count = torch.tensor(count, device=device)
             if self.args.average_tokens_across_devices and self.args.world_size > 1:
@@ -314,9 +311,7 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
         if self._recorder is not None and self.args.should_save:  # before the Trainer's trainer_state.json
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-            directory = Path(
-                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            )
+            directory = Path(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             directory.mkdir(parents=True, exist_ok=True)
             self._recorder.save(directory)
         super()._save_checkpoint(model, trial)
@@ -351,9 +346,7 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
                     data_key=data_key,
                     marks=self._marks,
                 )
-                write_review(
-                    settings.scores_path, self._raw_train, settings.review_size, settings.mark_column
-                )
+                write_review(settings.scores_path, self._raw_train, settings.review_size, settings.mark_column)
         self.accelerator.wait_for_everyone()
 
     def _mixed_normaliser(self, outputs, num_items_in_batch):
@@ -402,9 +395,7 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._mixup_window is not None and self.model.training:
-            mixup_sum, mixed, ntp_sum, ntp_n, c_sum, c_n, u_sum, u_n, lam_sum, lam_n = (
-                self._mixup_window.tolist()
-            )
+            mixup_sum, mixed, ntp_sum, ntp_n, c_sum, c_n, u_sum, u_n, lam_sum, lam_n = self._mixup_window.tolist()
             steps = max(self.state.global_step - self._globalstep_last_logged, 1)
             metrics = self._metrics["train"]
             metrics["mixup_loss"] = [mixup_sum / max(mixed, 1.0)]
@@ -456,9 +447,7 @@ def _with_confidence(train_dataset, args: SFTMixConfig):
         )
     column = args.confidence_column
     if args.dynamics_path:
-        train_dataset = attach_confidence(
-            train_dataset, args.dynamics_path, column, args.drop_least_confident
-        )
+        train_dataset = attach_confidence(train_dataset, args.dynamics_path, column, args.drop_least_confident)
     elif column not in train_dataset.column_names:
         raise ValueError(
             f"No confidence information: the train dataset has no `{column}` column (columns: "
@@ -466,9 +455,7 @@ def _with_confidence(train_dataset, args: SFTMixConfig):
             f"`dynamics_path` to its scores file, add a boolean `{column}` column, or set `mixup_weight=0`."
         )
     values = train_dataset[column]
-    bad = next(
-        (i for i, v in enumerate(values) if not isinstance(v, (bool, np.bool_)) and v not in (0, 1)), None
-    )
+    bad = next((i for i, v in enumerate(values) if not isinstance(v, (bool, np.bool_)) and v not in (0, 1)), None)
     if bad is not None:
         raise ValueError(
             f"Column `{column}` must be boolean (True = confident); row {bad} holds {values[bad]!r}. "

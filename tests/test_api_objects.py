@@ -29,9 +29,7 @@ def test_a_plain_sft_config_works_with_sftmix_defaults_for_the_rest(tmp_path, ti
 
 def test_plain_training_arguments_work(tmp_path, tiny_tokenizer):
     settings = {
-        k: v
-        for k, v in cpu_settings().items()
-        if k not in ("assistant_only_loss", "max_length", "dataset_num_proc")
+        k: v for k, v in cpu_settings().items() if k not in ("assistant_only_loss", "max_length", "dataset_num_proc")
     }
     args = TrainingArguments(str(tmp_path), **settings)
     trainer = SFTMixTrainer(

@@ -222,9 +222,7 @@ def test_coerce_settings_handles_optional_lists_literals_and_choices():
 
 
 def test_a_scores_file_whose_confident_column_is_not_boolean_is_refused(tmp_path):
-    frame = pd.DataFrame(
-        {"example_id": ["a", "b"], "confidence": [-1.0, -2.0], "confident": ["True", "False"]}
-    )
+    frame = pd.DataFrame({"example_id": ["a", "b"], "confidence": [-1.0, -2.0], "confident": ["True", "False"]})
     path = write_scores(frame, tmp_path / "scores.parquet", {})
     with pytest.raises(
         ValueError, match=r"`confident` column .* has type \w+ \(\w*string in parquet\); it must be boolean"

@@ -93,21 +93,15 @@ def test_unknown_and_mistyped_command_line_keys_are_errors_with_suggestions(tmp_
     recipe = tiny_recipe(tmp_path, tiny_model_dir)
     with pytest.raises(ValueError, match=r"--mixup_wieght \(did you mean --mixup_weight\?\)"):
         load_recipe(recipe, ["--mixup_wieght", "0.2"])
-    with pytest.raises(
-        ValueError, match=r"--dynamics.num_chekpoints \(did you mean --dynamics.num_checkpoints\?\)"
-    ):
+    with pytest.raises(ValueError, match=r"--dynamics.num_chekpoints \(did you mean --dynamics.num_checkpoints\?\)"):
         load_recipe(recipe, ["--dynamics.num_chekpoints", "3"])
     with pytest.raises(ValueError, match="mixup_weight.*expected a number"):
         load_recipe(recipe, ["--mixup_weight", "lots"])
 
 
 def test_keys_from_trl_and_the_handbook_name_the_sftmix_equivalent(tmp_path, tiny_model_dir):
-    recipe = tiny_recipe(
-        tmp_path, tiny_model_dir, datasets="\n  - path: tatsu-lab/alpaca", chat_template='"x"'
-    )
-    with pytest.raises(
-        ValueError, match="`datasets`: .*dataset_files.*`chat_template`: .*chat_template_path"
-    ):
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, datasets="\n  - path: tatsu-lab/alpaca", chat_template='"x"')
+    with pytest.raises(ValueError, match="`datasets`: .*dataset_files.*`chat_template`: .*chat_template_path"):
         load_recipe(recipe)
 
 
@@ -125,9 +119,7 @@ def test_the_wheel_carries_the_recipes_and_templates(tmp_path):
 
     source = tmp_path / "source"  # a copy: setuptools writes build/ into the tree it builds
     for name in ("sftmix", "recipes"):
-        shutil.copytree(
-            ROOT / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
-        )
+        shutil.copytree(ROOT / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, source / name)
     wheel_dir = tmp_path / "wheel"
@@ -152,9 +144,7 @@ def test_the_wheel_carries_the_recipes_and_templates(tmp_path):
     (wheel,) = wheel_dir.glob("sftmix-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     recipes = {n for n in names if n.startswith("sftmix/recipes/") and n.endswith(".yaml")}
-    shipped = {
-        f"sftmix/recipes/{p.relative_to(ROOT / 'recipes')}" for p in (ROOT / "recipes").rglob("*.yaml")
-    }
+    shipped = {f"sftmix/recipes/{p.relative_to(ROOT / 'recipes')}" for p in (ROOT / "recipes").rglob("*.yaml")}
     assert recipes == shipped
     assert {"sftmix/templates/chatml_training.jinja", "sftmix/templates/smollm2_training.jinja"} <= names
 
@@ -182,10 +172,7 @@ def test_check_prints_settings_and_plan_or_every_problem(tmp_path, tiny_model_di
     assert done.returncode == 0, done.stderr[-3000:]
     assert "num_checkpoints: 2" in done.stdout and "mixup_weight: 0.2" in done.stdout
     assert "train examples: 24" in done.stdout
-    assert (
-        "1. dynamics: reference NTP run of 2 optimizer steps, scoring 24 examples at 2 checkpoints"
-        in done.stdout
-    )
+    assert "1. dynamics: reference NTP run of 2 optimizer steps, scoring 24 examples at 2 checkpoints" in done.stdout
     assert "2. train: SFTMix" in done.stdout
     assert not (tmp_path / "recipe" / "out").exists()  # nothing trained, nothing written
     done = sftmix("check", "--config", str(recipe), "--dynamics.split", "random", cwd=elsewhere)

@@ -46,9 +46,7 @@ def test_medalpaca_from_local_copies_is_what_the_recipes_train_on(tmp_path):
     assert len(rows) == 2 and rows[0]["output"] == "A chronic disease."  # the empty output is left out
     for recipe in (REPO / "recipes").glob("*/medalpaca/*.yaml"):
         assert Path(yaml.safe_load(recipe.read_text())["dataset_files"][0]).name == MEDALPACA_FILE
-    train, _ = load_sft_data(
-        DataArguments(dataset_files=[str(out / MEDALPACA_FILE)], dataset_format="alpaca")
-    )
+    train, _ = load_sft_data(DataArguments(dataset_files=[str(out / MEDALPACA_FILE)], dataset_format="alpaca"))
     assert sorted(row["messages"][-1]["content"] for row in train) == ["10 mg daily.", "A chronic disease."]
 
 
@@ -83,9 +81,7 @@ def test_mcq_from_local_files_round_trips_through_sftmix_eval_readers(tmp_path):
         ]
     assert all('"cop": ' in line for line in (tmp_path / "medmcqa/dev.json").read_text().splitlines())
     recipe = yaml.safe_load((REPO / "recipes/llama-3.1-8b/medalpaca/sftmix.yaml").read_text())["evaluation"]
-    assert {
-        name: Path(recipe[name]).relative_to("data").as_posix() for name in BENCHMARK_FILES
-    } == BENCHMARK_FILES
+    assert {name: Path(recipe[name]).relative_to("data").as_posix() for name in BENCHMARK_FILES} == BENCHMARK_FILES
     assert recipe["pubmedqa_ids"] == f"data/{PUBMEDQA_TEST_IDS}"
     assert not (tmp_path / PUBMEDQA_TEST_IDS).exists()  # 3 questions: no official split to draw
 
@@ -111,9 +107,7 @@ def test_mcq_writes_the_official_pubmedqa_test_ids_beside_ori_pqal(tmp_path):
         == 0
     )
     drawn = json.loads((tmp_path / "a" / PUBMEDQA_TEST_IDS).read_text())
-    assert len(drawn) == 500 and all(
-        records[pmid]["final_decision"] == answer for pmid, answer in drawn.items()
-    )
+    assert len(drawn) == 500 and all(records[pmid]["final_decision"] == answer for pmid, answer in drawn.items())
     counts = {label: list(drawn.values()).count(label) for label in ("yes", "no", "maybe")}
     assert counts == {"yes": 276, "no": 169, "maybe": 55}  # half of each label, as the release's split
     kept = load_benchmark(
@@ -163,12 +157,7 @@ def test_bad_sources_are_named(tmp_path, capsys):
     assert main(["mcq", "--source", f"medqa={tmp_path / 'missing.jsonl'}"]) == 2
     assert "is not a file" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text(json.dumps([{"question": "q"}]))
-    assert (
-        main(
-            ["medalpaca", "--out", str(tmp_path), "--source", f"x={tmp_path / 'bad.json'}", "--subsets", "x"]
-        )
-        == 2
-    )
+    assert main(["medalpaca", "--out", str(tmp_path), "--source", f"x={tmp_path / 'bad.json'}", "--subsets", "x"]) == 2
     assert "lacks ['instruction', 'output']" in capsys.readouterr().err
 
 
@@ -177,6 +166,4 @@ def test_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     printed = capsys.readouterr().out
-    assert exit_info.value.code == 0 and (
-        "--source" in printed if argv[0] == "mcq" else "medalpaca" in printed
-    )
+    assert exit_info.value.code == 0 and ("--source" in printed if argv[0] == "mcq" else "medalpaca" in printed)

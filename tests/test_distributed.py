@@ -47,9 +47,7 @@ def single_process(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path, single_process, backend):
-    ranks = run(
-        [*LAUNCH, *BACKENDS[backend], "--num_processes", "2"], tmp_path, "per_device_train_batch_size=2"
-    )
+    ranks = run([*LAUNCH, *BACKENDS[backend], "--num_processes", "2"], tmp_path, "per_device_train_batch_size=2")
     assert ranks[0]["world_size"] == 2
     assert_same_training(ranks[0], single_process)
     if backend == "ddp":  # gradients were all-reduced: both processes hold the same weights

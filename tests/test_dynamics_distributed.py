@@ -69,9 +69,7 @@ def one_process_reference(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", list(BACKENDS))
-def test_two_processes_score_given_checkpoints_like_one_process(
-    tmp_path, checkpoints, one_process_given, backend
-):
+def test_two_processes_score_given_checkpoints_like_one_process(tmp_path, checkpoints, one_process_given, backend):
     distributed, stdout = launch(
         [*LAUNCH, *BACKENDS[backend], "--num_processes", "2"],
         tmp_path,

@@ -32,9 +32,7 @@ def calls(monkeypatch):
 def run(tmp_path, tokenizer, **settings):
     # six steps (1.5 epochs: longer than the default one-epoch reference), checkpoints kept to rescore from disk
     settings = {"reference_max_steps": 6, "keep_reference_checkpoints": True, **settings}
-    args = DynamicsConfig(
-        scores_path=str(tmp_path / "_dynamics" / "scores.parquet"), num_checkpoints=2, **settings
-    )
+    args = DynamicsConfig(scores_path=str(tmp_path / "_dynamics" / "scores.parquet"), num_checkpoints=2, **settings)
     model = build_tiny_llama(len(tokenizer), seed=0)
     sft = sft_config(tmp_path / "run", per_device_train_batch_size=4, max_steps=6)
     return compute_dynamics(model, conversations(16), args, processing_class=tokenizer, sft_args=sft)
@@ -49,9 +47,7 @@ def test_reference_run_scores_evenly_spaced_checkpoints_and_resumes_without_redo
     assert calls == {"train": [None], "score": ["checkpoint-3", "checkpoint-6"]}
     perplexities = np.array(frame["perplexities"].tolist())
     assert (perplexities[:, 1] < perplexities[:, 0]).mean() > 0.9  # the reference learned between checkpoints
-    scores_mtime = {
-        p.name: p.stat().st_mtime_ns for p in (tmp_path / "_dynamics" / "scores_checkpoints").iterdir()
-    }
+    scores_mtime = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "_dynamics" / "scores_checkpoints").iterdir()}
 
     # Everything done: neither training nor scoring runs again, the same file comes out
     calls["train"].clear(), calls["score"].clear()
@@ -70,9 +66,7 @@ def test_reference_run_scores_evenly_spaced_checkpoints_and_resumes_without_redo
     np.testing.assert_allclose(again, perplexities, rtol=1e-6)
 
 
-def test_training_interrupted_after_a_scored_checkpoint_resumes_from_it(
-    tmp_path, tiny_tokenizer, calls, monkeypatch
-):
+def test_training_interrupted_after_a_scored_checkpoint_resumes_from_it(tmp_path, tiny_tokenizer, calls, monkeypatch):
     from sftmix.dynamics import reference
 
     on_save = reference.CheckpointCallback.on_save
@@ -87,9 +81,7 @@ def test_training_interrupted_after_a_scored_checkpoint_resumes_from_it(
         run(tmp_path, tiny_tokenizer)
     monkeypatch.setattr(reference.CheckpointCallback, "on_save", on_save)
     calls["train"].clear(), calls["score"].clear()
-    (
-        tmp_path / "_dynamics" / "reference" / "checkpoint-6" / "trainer_state.json"
-    ).unlink()  # saved only in part
+    (tmp_path / "_dynamics" / "reference" / "checkpoint-6" / "trainer_state.json").unlink()  # saved only in part
 
     path = run(tmp_path, tiny_tokenizer)
     resumed_from = calls["train"][0]
@@ -146,9 +138,7 @@ def test_lora_reference_run_scores_adapters_live_and_from_disk_alike(tmp_path, t
     assert not np.allclose(live[:, 0], live[:, 1])  # the adapter weights differ between checkpoints
 
 
-def test_the_default_reference_run_lasts_one_epoch_and_its_checkpoints_go_once_scored(
-    tmp_path, tiny_tokenizer, calls
-):
+def test_the_default_reference_run_lasts_one_epoch_and_its_checkpoints_go_once_scored(tmp_path, tiny_tokenizer, calls):
     """16 examples, batch 4: one epoch is 4 steps, although the SFTMix run is 3 epochs (12 steps)."""
     args = DynamicsConfig(scores_path=str(tmp_path / "_dynamics" / "scores.parquet"), num_checkpoints=2)
     sft = sft_config(tmp_path / "run", per_device_train_batch_size=4, max_steps=-1, num_train_epochs=3)

@@ -55,9 +55,7 @@ def test_given_checkpoints_give_a_scores_file_the_trainer_accepts(tmp_path, tiny
     backend = matplotlib.get_backend()
     matplotlib.use("svg")  # a user's own backend
     try:
-        path = compute_dynamics(
-            None, data, args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path)
-        )
+        path = compute_dynamics(None, data, args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path))
         assert matplotlib.get_backend() == "svg"  # the plots leave the caller's backend alone
     finally:
         matplotlib.use(backend)
@@ -66,9 +64,7 @@ def test_given_checkpoints_give_a_scores_file_the_trainer_accepts(tmp_path, tiny
     assert len(frame) == 12 and frame["row_index"].tolist() == list(range(12))
     assert metadata["num_checkpoints"] == 2 and metadata["excluded_ids"] == []
     perplexities = np.array(frame["perplexities"].tolist())
-    prepared = prepare_examples(
-        with_row_index(data), tiny_tokenizer, scoring_config(sft_config(tmp_path), tmp_path)
-    )
+    prepared = prepare_examples(with_row_index(data), tiny_tokenizer, scoring_config(sft_config(tmp_path), tmp_path))
     for c, checkpoint in enumerate(two_checkpoints):
         model = AutoModelForCausalLM.from_pretrained(checkpoint)
         for row in prepared.select([0, 7]):
@@ -76,9 +72,7 @@ def test_given_checkpoints_give_a_scores_file_the_trainer_accepts(tmp_path, tiny
             assert perplexities[row[ROW_INDEX], c] == pytest.approx(expected, rel=1e-5)
     assert frame["confidence"].to_numpy() == pytest.approx(-perplexities.mean(axis=1))
     assert frame["confident"].sum() == 6
-    assert (
-        frame.loc[frame["confident"], "confidence"].min() > frame.loc[~frame["confident"], "confidence"].max()
-    )
+    assert frame.loc[frame["confident"], "confidence"].min() > frame.loc[~frame["confident"], "confidence"].max()
     for picture in ("data_map.png", "confidence_histogram.png"):
         assert (tmp_path / picture).stat().st_size > 1000
 
@@ -92,17 +86,13 @@ def test_examples_without_a_trainable_token_are_reported_and_excluded(
     tmp_path, tiny_tokenizer, two_checkpoints, caplog
 ):
     rows = make_conversations(10)
-    long_prompt = " ".join(
-        ["what is the patient history"] * 30
-    )  # fills max_length before the response starts
+    long_prompt = " ".join(["what is the patient history"] * 30)  # fills max_length before the response starts
     for i in (2, 5):
         rows[i]["messages"][0]["content"] = long_prompt + f" {i}"
     data = Dataset.from_list(rows)
     args = DynamicsConfig(scores_path=str(tmp_path / "scores.parquet"), checkpoints=two_checkpoints[:1])
     with caplog.at_level(logging.WARNING, logger="sftmix.dynamics"):
-        path = compute_dynamics(
-            None, data, args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path)
-        )
+        path = compute_dynamics(None, data, args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path))
     frame, metadata = read_scores(path)
     from sftmix.scores import dataset_example_ids
 
@@ -119,28 +109,20 @@ def test_a_missing_checkpoint_fails_before_any_work(tmp_path, tiny_tokenizer, tw
         checkpoints=[two_checkpoints[0], str(tmp_path / "no-such-checkpoint")],
     )
     with pytest.raises(FileNotFoundError, match=r"no-such-checkpoint.*checkpoints\[1\]"):
-        compute_dynamics(
-            None, conversations(6), args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path)
-        )
+        compute_dynamics(None, conversations(6), args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path))
     assert not (tmp_path / "out").exists()
 
 
 def test_a_missing_reference_model_fails_before_any_work(tmp_path, tiny_tokenizer):
-    args = DynamicsConfig(
-        scores_path=str(tmp_path / "scores.parquet"), reference_model=str(tmp_path / "nope")
-    )
+    args = DynamicsConfig(scores_path=str(tmp_path / "scores.parquet"), reference_model=str(tmp_path / "nope"))
     with pytest.raises(FileNotFoundError, match="reference_model"):
-        compute_dynamics(
-            None, conversations(6), args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path)
-        )
+        compute_dynamics(None, conversations(6), args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path))
 
 
 def test_a_dataset_too_small_to_split_is_a_clear_error(tmp_path, tiny_tokenizer, two_checkpoints):
     args = DynamicsConfig(scores_path=str(tmp_path / "scores.parquet"), checkpoints=two_checkpoints[:1])
     with pytest.raises(ValueError, match="at least 2"):
-        compute_dynamics(
-            None, conversations(1), args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path)
-        )
+        compute_dynamics(None, conversations(1), args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path))
     assert not any(tmp_path.glob("scores_checkpoints/*"))  # refused before scoring
 
 
@@ -165,9 +147,7 @@ def test_a_reference_with_another_tokenizer_must_keep_the_same_examples(tmp_path
     assert "kept for the target but left with no trainable token" in str(error.value)
 
 
-def test_a_reference_with_another_tokenizer_is_used_when_it_keeps_the_same_examples(
-    tmp_path, tiny_tokenizer, caplog
-):
+def test_a_reference_with_another_tokenizer_is_used_when_it_keeps_the_same_examples(tmp_path, tiny_tokenizer, caplog):
     reference = _checkpoint_with_tokenizer(tmp_path / "byte-level", byte_level_tokenizer())
     args = DynamicsConfig(scores_path=str(tmp_path / "scores.parquet"), checkpoints=[reference])
     with caplog.at_level(logging.WARNING, logger="sftmix.dynamics"):
@@ -183,9 +163,7 @@ def test_a_reference_with_another_tokenizer_is_used_when_it_keeps_the_same_examp
     assert len(frame) == 8
 
 
-def test_confidence_is_response_perplexity_when_ntp_trains_on_every_token(
-    tmp_path, tiny_tokenizer, two_checkpoints
-):
+def test_confidence_is_response_perplexity_when_ntp_trains_on_every_token(tmp_path, tiny_tokenizer, two_checkpoints):
     """NTP on every token (`assistant_only_loss=False`): scores still cover the assistant replies only, found here
     by scanning the token ids for ChatML markers (the paper's Conf = -mean response perplexity)."""
     from test_trainer_response import assistant_turns, multi_turn
@@ -222,9 +200,7 @@ def test_the_least_confident_examples_are_listed_for_review(tmp_path, tiny_token
     from sftmix.data import set_error_excerpts
 
     data = conversations(12)
-    args = DynamicsConfig(
-        scores_path=str(tmp_path / "scores.parquet"), checkpoints=two_checkpoints, review_size=4
-    )
+    args = DynamicsConfig(scores_path=str(tmp_path / "scores.parquet"), checkpoints=two_checkpoints, review_size=4)
     path = compute_dynamics(None, data, args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path))
     frame, _ = read_scores(path)
     review = pd.read_csv(tmp_path / "review.csv")
@@ -242,9 +218,7 @@ def test_the_least_confident_examples_are_listed_for_review(tmp_path, tiny_token
     finally:
         set_error_excerpts(True)
     hidden = pd.read_csv(tmp_path / "b" / "review.csv")
-    assert (
-        len(hidden) == 12 and hidden["response"].str.contains("excerpt hidden").all()
-    )  # default 20 > 12 rows
+    assert len(hidden) == 12 and hidden["response"].str.contains("excerpt hidden").all()  # default 20 > 12 rows
     with pytest.raises(ValueError, match="`review_size` must be >= 0"):
         DynamicsConfig(review_size=-1)
 
@@ -257,9 +231,7 @@ def naive_alone_perplexity(model, start, tokens):
     return torch.exp(-log_probs.mean()).item()
 
 
-def test_ifd_confidence_equals_a_naive_computation_on_multi_turn_data(
-    tmp_path, tiny_tokenizer, two_checkpoints
-):
+def test_ifd_confidence_equals_a_naive_computation_on_multi_turn_data(tmp_path, tiny_tokenizer, two_checkpoints):
     """`confidence: ifd`: each checkpoint's IFD = response perplexity given the prompt / perplexity of the response
     tokens alone (every assistant turn, no prompt, after BOS or EOS); confidence = minus its mean; the paper's
     perplexities stay in the file, and the split ranks by IFD."""
@@ -267,17 +239,9 @@ def test_ifd_confidence_equals_a_naive_computation_on_multi_turn_data(
 
     data = multi_turn(12).remove_columns("confident")
     sft = sft_config(tmp_path / "sft", max_length=128)
-    args = DynamicsConfig(
-        scores_path=str(tmp_path / "scores.parquet"), checkpoints=two_checkpoints, confidence="ifd"
-    )
-    frame, metadata = read_scores(
-        compute_dynamics(None, data, args, processing_class=tiny_tokenizer, sft_args=sft)
-    )
-    start = (
-        tiny_tokenizer.bos_token_id
-        if tiny_tokenizer.bos_token_id is not None
-        else tiny_tokenizer.eos_token_id
-    )
+    args = DynamicsConfig(scores_path=str(tmp_path / "scores.parquet"), checkpoints=two_checkpoints, confidence="ifd")
+    frame, metadata = read_scores(compute_dynamics(None, data, args, processing_class=tiny_tokenizer, sft_args=sft))
+    start = tiny_tokenizer.bos_token_id if tiny_tokenizer.bos_token_id is not None else tiny_tokenizer.eos_token_id
     models = [build_tiny_llama(len(tiny_tokenizer), seed=seed) for seed in (0, 1)]
     prepared = prepare_examples(with_row_index(data), tiny_tokenizer, scoring_config(sft, tmp_path))
     expected = {}
@@ -288,10 +252,7 @@ def test_ifd_confidence_equals_a_naive_computation_on_multi_turn_data(
         labels = [t if p in positions else -100 for p, t in enumerate(row["input_ids"])]
         tokens = [row["input_ids"][p] for p in positions]
         perplexities = [naive_scores(model, row["input_ids"], labels)[0] for model in models]
-        ifds = [
-            ppl / naive_alone_perplexity(m, start, tokens)
-            for ppl, m in zip(perplexities, models, strict=True)
-        ]
+        ifds = [ppl / naive_alone_perplexity(m, start, tokens) for ppl, m in zip(perplexities, models, strict=True)]
         scored = frame.iloc[row[ROW_INDEX]]
         assert scored["perplexities"].tolist() == pytest.approx(perplexities, rel=1e-5)
         assert scored["ifds"].tolist() == pytest.approx(ifds, rel=1e-5)
@@ -308,9 +269,7 @@ def test_ifd_confidence_equals_a_naive_computation_on_multi_turn_data(
     compute_dynamics(None, data, plain, processing_class=tiny_tokenizer, sft_args=sft)
     assert "ifd" not in read_scores(plain.scores_path)[0]
     args.scores_path = plain.scores_path
-    frame_again, _ = read_scores(
-        compute_dynamics(None, data, args, processing_class=tiny_tokenizer, sft_args=sft)
-    )
+    frame_again, _ = read_scores(compute_dynamics(None, data, args, processing_class=tiny_tokenizer, sft_args=sft))
     assert frame_again["ifd"].tolist() == pytest.approx(frame["ifd"].tolist(), rel=1e-9)
 
 
@@ -319,9 +278,7 @@ def test_ifd_is_refused_where_it_cannot_be_computed(tmp_path, tiny_tokenizer, tw
         DynamicsConfig(mode="training", confidence="ifd")
     with pytest.raises(ValueError, match="`confidence` must be 'perplexity' or 'ifd'"):
         DynamicsConfig(confidence="IFD")
-    args = DynamicsConfig(
-        scores_path=str(tmp_path / "scores.parquet"), checkpoints=two_checkpoints, confidence="ifd"
-    )
+    args = DynamicsConfig(scores_path=str(tmp_path / "scores.parquet"), checkpoints=two_checkpoints, confidence="ifd")
     from helpers import cpu_settings
 
     from sftmix import SFTMixConfig

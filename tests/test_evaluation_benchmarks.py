@@ -55,14 +55,8 @@ def test_unexpected_columns_are_named_with_the_expected_format(tmp_path):
     with pytest.raises(BenchmarkFormatError) as error:
         load_benchmark("medqa", str(path))
     message = str(error.value)
-    assert (
-        "['choices', 'label', 'prompt']" in message
-        and "answer_idx" in message
-        and "MedQA US release" in message
-    )
-    with pytest.raises(
-        BenchmarkFormatError, match=r"lacks \['question', 'opa', 'opb', 'opc', 'opd', 'cop'\]"
-    ):
+    assert "['choices', 'label', 'prompt']" in message and "answer_idx" in message and "MedQA US release" in message
+    with pytest.raises(BenchmarkFormatError, match=r"lacks \['question', 'opa', 'opb', 'opc', 'opd', 'cop'\]"):
         load_benchmark("medmcqa", str(path))
 
 
@@ -122,9 +116,7 @@ def test_pubmedqa_ids_on_bigbio_rows_without_pmids_are_refused_with_the_fix(tmp_
             for pmid in (10000001, 7, 10000003)
         ],
     )
-    kept = load_benchmark(
-        "pubmedqa", str(with_ids), pubmedqa_ids=str(DATA / "pubmedqa_test_ground_truth.json")
-    )
+    kept = load_benchmark("pubmedqa", str(with_ids), pubmedqa_ids=str(DATA / "pubmedqa_test_ground_truth.json"))
     assert [q.id for q in kept] == ["10000001", "10000003"]
 
 

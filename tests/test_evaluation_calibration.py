@@ -79,9 +79,7 @@ def test_batches_add_up_to_the_whole():
     whole = ReliabilityStats.from_predictions(confidence, correct)
     parts = ReliabilityStats.empty(15)
     for start in range(0, 400, 37):
-        parts = parts + ReliabilityStats.from_predictions(
-            confidence[start : start + 37], correct[start : start + 37]
-        )
+        parts = parts + ReliabilityStats.from_predictions(confidence[start : start + 37], correct[start : start + 37])
     assert np.array_equal(parts.count, whole.count)
     assert parts.expected_calibration_error() == pytest.approx(whole.expected_calibration_error(), abs=1e-12)
 

@@ -23,9 +23,7 @@ def run_eval(launcher, model_dir, heldout, output_dir):
     args += ["--medqa", str(DATA / "medqa_4options.jsonl"), "--medqa5", str(DATA / "medqa_5options.jsonl")]
     args += ["--pubmedqa", str(DATA / "pubmedqa_ori_pqal.json"), "--medmcqa", str(DATA / "medmcqa_dev.json")]
     args += ["--batch_size", "2", "--show_progress", "false"]
-    done = subprocess.run(
-        [*launcher, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([*launcher, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     results = json.loads((Path(output_dir) / "results.json").read_text())
     predictions = {p.stem: p.read_text() for p in sorted((Path(output_dir) / "predictions").glob("*.jsonl"))}

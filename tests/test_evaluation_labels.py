@@ -20,8 +20,7 @@ def heldout_rows(fmt, n=10):
         return convs
     if fmt == "prompt_completion":
         return [
-            {"prompt": c["messages"][0]["content"] + " ", "completion": c["messages"][1]["content"]}
-            for c in convs
+            {"prompt": c["messages"][0]["content"] + " ", "completion": c["messages"][1]["content"]} for c in convs
         ]
     return [{"text": c["messages"][0]["content"] + ". " + c["messages"][1]["content"]} for c in convs]
 
@@ -108,10 +107,6 @@ def test_without_a_settings_file_the_eval_settings_decide(tmp_path, tiny_tokeniz
 
     template = tmp_path / "t.jinja"
     template.write_text(tiny_tokenizer.chat_template)
-    settings = resolve_label_settings(
-        tiny_model_dir, EvalConfig(max_length=33, chat_template_path=str(template))
-    )
+    settings = resolve_label_settings(tiny_model_dir, EvalConfig(max_length=33, chat_template_path=str(template)))
     assert settings.max_length == 33 and settings.chat_template == tiny_tokenizer.chat_template
-    assert (
-        settings.assistant_only_loss is None
-    )  # resolved on the held-out data: conversations -> response only
+    assert settings.assistant_only_loss is None  # resolved on the held-out data: conversations -> response only

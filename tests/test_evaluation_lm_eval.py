@@ -68,9 +68,7 @@ def harness(model_dir, tmp_path, chat):
         )
         tasks[name] = ConfigurableTask(config=config)
     lm = HFLM(pretrained=str(model_dir), device="cpu", batch_size=1, dtype="float32")
-    return simple_evaluate(
-        model=lm, tasks=list(tasks.values()), apply_chat_template=chat, log_samples=True
-    ), tasks
+    return simple_evaluate(model=lm, tasks=list(tasks.values()), apply_chat_template=chat, log_samples=True), tasks
 
 
 @pytest.mark.parametrize("chat", [False, True], ids=["plain", "chat_template"])
@@ -89,9 +87,7 @@ def test_sftmix_eval_reports_lm_evals_own_accuracies(tmp_path, tiny_model_dir, c
         metrics = expected["results"][task.config.task]
         assert ours["benchmarks"][name]["acc"] == metrics["acc,none"]
         assert ours["benchmarks"][name]["acc_norm"] == metrics.get("acc_norm,none")
-        predictions = [
-            json.loads(line) for line in (out / "predictions" / f"{name}.jsonl").read_text().splitlines()
-        ]
+        predictions = [json.loads(line) for line in (out / "predictions" / f"{name}.jsonl").read_text().splitlines()]
         samples = sorted(expected["samples"][task.config.task], key=lambda s: s["doc_id"])
         assert len(predictions) == len(samples) == 3
         for prediction, sample in zip(predictions, samples, strict=True):
@@ -118,9 +114,7 @@ def test_medqa5_is_the_4_option_prompt_with_option_e(tmp_path, tiny_model_dir):
     q = questions[0]
     options = "".join(f"{letter}. {text}\n" for letter, text in zip("ABCDE", q.options, strict=True))
     assert task.doc_to_text(docs[0]) == f"Question: {q.question}\n{options}Answer:"
-    assert (
-        task.doc_to_choice(docs[0]) == ["A", "B", "C", "D", "E"] and task.doc_to_target(docs[0]) == q.answer
-    )
+    assert task.doc_to_choice(docs[0]) == ["A", "B", "C", "D", "E"] and task.doc_to_target(docs[0]) == q.answer
     lm = HFLM(pretrained=str(tiny_model_dir), device="cpu", batch_size=1, dtype="float32")
     requests = [
         Instance("loglikelihood", {}, (task.doc_to_text(doc), " " + letter), i)
@@ -137,10 +131,7 @@ def test_medqa5_is_the_4_option_prompt_with_option_e(tmp_path, tiny_model_dir):
         show_progress=False,
     )
     evaluate_from_config(str(tiny_model_dir), config)
-    scored = [
-        json.loads(line)
-        for line in (tmp_path / "e" / "predictions" / "medqa5.jsonl").read_text().splitlines()
-    ]
+    scored = [json.loads(line) for line in (tmp_path / "e" / "predictions" / "medqa5.jsonl").read_text().splitlines()]
     assert [s for row in scored for s in row["sum_logprobs"]] == pytest.approx(expected, abs=1e-5)
 
 
@@ -158,7 +149,5 @@ def test_option_text_variant_scores_the_options_texts(tmp_path, tiny_model_dir):
         texts = ConfigurableTask(config=task_config(name, data, "option_text"))
         for doc, question in zip(texts.test_docs(), questions, strict=True):
             assert texts.doc_to_text(doc) == letters.doc_to_text(doc)  # lm-eval's prompt, unchanged
-            assert (
-                texts.doc_to_choice(doc) == question.options and texts.doc_to_target(doc) == question.answer
-            )
+            assert texts.doc_to_choice(doc) == question.options and texts.doc_to_target(doc) == question.answer
         assert texts.config.task.endswith("_option_text")

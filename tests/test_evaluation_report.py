@@ -43,13 +43,9 @@ def test_evaluate_writes_json_markdown_diagram_and_predictions(tmp_path, tiny_to
     )
     # Every benchmark's numbers are those of scoring it on its own.
     for name, path in BENCHMARK_FILES.items():
-        direct = evaluate(tiny_model, tiny_tokenizer, benchmarks={name: path}, config=quiet())["benchmarks"][
-            name
-        ]
+        direct = evaluate(tiny_model, tiny_tokenizer, benchmarks={name: path}, config=quiet())["benchmarks"][name]
         assert results["benchmarks"][name]["acc_norm"] == direct["acc_norm"]
-        assert (
-            results["benchmarks"][name]["accuracy"] == direct["acc"]
-        )  # the default headline (lm_eval style)
+        assert results["benchmarks"][name]["accuracy"] == direct["acc"]  # the default headline (lm_eval style)
     assert results["benchmark_style"] == "lm_eval"
     headline = [results["benchmarks"][n]["accuracy"] for n in BENCHMARK_FILES]
     assert results["average_accuracy"] == pytest.approx(sum(headline) / 4)
@@ -58,33 +54,19 @@ def test_evaluate_writes_json_markdown_diagram_and_predictions(tmp_path, tiny_to
     )
 
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert (
-        saved["benchmarks"] == results["benchmarks"] and saved["heldout"]["ece"] == results["heldout"]["ece"]
-    )
+    assert saved["benchmarks"] == results["benchmarks"] and saved["heldout"]["ece"] == results["heldout"]["ece"]
     assert len(saved["heldout"]["reliability"]["bins"]) == 15
     markdown = (tmp_path / "results.md").read_text()
-    assert (
-        "| model | MedQA | MedQA-5 | PubMedQA | MedMCQA | Average |" in markdown
-    )  # the paper's column order
+    assert "| model | MedQA | MedQA-5 | PubMedQA | MedMCQA | Average |" in markdown  # the paper's column order
     row = (
-        "| tiny | "
-        + " | ".join(f"{100 * v:.2f}" for v in headline)
-        + f" | {100 * results['average_accuracy']:.2f} |"
+        "| tiny | " + " | ".join(f"{100 * v:.2f}" for v in headline) + f" | {100 * results['average_accuracy']:.2f} |"
     )
     assert row in markdown
-    assert (
-        f"{results['heldout']['loss']:.4f}" in markdown
-        and "![reliability diagram](reliability.png)" in markdown
-    )
+    assert f"{results['heldout']['loss']:.4f}" in markdown and "![reliability diagram](reliability.png)" in markdown
     assert (tmp_path / "reliability.png").read_bytes()[:4] == b"\x89PNG"
-    predictions = [
-        json.loads(line) for line in (tmp_path / "predictions" / "medqa5.jsonl").read_text().splitlines()
-    ]
+    predictions = [json.loads(line) for line in (tmp_path / "predictions" / "medqa5.jsonl").read_text().splitlines()]
     assert len(predictions) == 3 and all(len(p["sum_logprobs"]) == 5 for p in predictions)
-    assert (
-        sum(p["predicted"] == p["answer"] for p in predictions) / 3
-        == results["benchmarks"]["medqa5"]["accuracy"]
-    )
+    assert sum(p["predicted"] == p["answer"] for p in predictions) / 3 == results["benchmarks"]["medqa5"]["accuracy"]
 
 
 def test_headline_setting_and_max_examples(tiny_tokenizer, tiny_model):
@@ -178,9 +160,7 @@ def test_peft_adapter_directory_loads_with_its_base_model(tmp_path, tiny_model_d
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype="float32")
-    adapted = get_peft_model(
-        base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    )
+    adapted = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     adapted.save_pretrained(tmp_path / "adapter")  # no tokenizer saved: it comes from the base model
     rows = make_conversations(4, seed=2)
     expected = heldout_metrics(adapted.eval(), tiny_tokenizer, rows, show_progress=False).loss
@@ -195,15 +175,11 @@ def test_peft_adapter_directory_loads_with_its_base_model(tmp_path, tiny_model_d
     lm = load_lm(str(tmp_path / "adapter"), EvalConfig(dtype="float32"))
     model, tokenizer = lm.model, lm.tokenizer
     assert type(model).__name__.startswith("Peft") and tokenizer.chat_template == tiny_tokenizer.chat_template
-    assert heldout_metrics(model, tokenizer, rows, show_progress=False).loss == pytest.approx(
-        expected, abs=1e-5
-    )
+    assert heldout_metrics(model, tokenizer, rows, show_progress=False).loss == pytest.approx(expected, abs=1e-5)
 
 
 def test_recipe_evaluation_sections_are_eval_configs():
-    recipes = [
-        p for p in (REPO / "recipes").rglob("*.yaml") if "evaluation" in (yaml.safe_load(p.read_text()) or {})
-    ]
+    recipes = [p for p in (REPO / "recipes").rglob("*.yaml") if "evaluation" in (yaml.safe_load(p.read_text()) or {})]
     assert recipes
     for path in recipes:
         config = EvalConfig(**yaml.safe_load(path.read_text())["evaluation"])
@@ -216,9 +192,7 @@ def test_recipe_heldout_split(tmp_path, tiny_model_dir):
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in make_conversations(20, seed=1)))
     data_args = DataArguments(dataset_files=[str(data)], eval_fraction=0.25)
-    config = quiet(
-        heldout_split=True, medmcqa=str(DATA / "medmcqa_hf.jsonl"), output_dir=str(tmp_path / "eval")
-    )
+    config = quiet(heldout_split=True, medmcqa=str(DATA / "medmcqa_hf.jsonl"), output_dir=str(tmp_path / "eval"))
     results = evaluate_from_config(str(tiny_model_dir), config, data_args)
     assert results["heldout"]["examples"] == 5 and results["benchmarks"]["medmcqa"]["questions"] == 3
     assert (tmp_path / "eval" / "results.md").is_file()

@@ -100,8 +100,7 @@ def sft_rows(n=6):
     return {
         "messages": convs,
         "prompt_completion": [
-            {"prompt": c["messages"][0]["content"] + " ", "completion": c["messages"][1]["content"]}
-            for c in convs
+            {"prompt": c["messages"][0]["content"] + " ", "completion": c["messages"][1]["content"]} for c in convs
         ],
         "conversational_prompt_completion": [
             {"prompt": c["messages"][:1], "completion": c["messages"][1:]} for c in convs
@@ -124,9 +123,7 @@ def test_heldout_labels_are_the_ones_sft_trainer_trains_on(tmp_path, tiny_tokeni
         report_to="none",
         dataset_num_proc=None,
     )
-    trainer = SFTTrainer(
-        tiny_model, args, train_dataset=Dataset.from_list(rows), processing_class=tiny_tokenizer
-    )
+    trainer = SFTTrainer(tiny_model, args, train_dataset=Dataset.from_list(rows), processing_class=tiny_tokenizer)
     settings = LabelSettings(max_length=40, assistant_only_loss=args.assistant_only_loss)
     kept = prepare_heldout(Dataset.from_list(rows), tiny_tokenizer, settings)  # TRL drops the same examples
     assert kept["input_ids"] == trainer.train_dataset["input_ids"]
@@ -136,9 +133,7 @@ def test_heldout_labels_are_the_ones_sft_trainer_trains_on(tmp_path, tiny_tokeni
 
 def test_heldout_metrics_match_naive_per_example_computation(tiny_tokenizer, tiny_model):
     rows = make_conversations(7, seed=5)
-    result = heldout_metrics(
-        tiny_model, tiny_tokenizer, rows, batch_size=3, chunk_size=16, show_progress=False
-    )
+    result = heldout_metrics(tiny_model, tiny_tokenizer, rows, batch_size=3, chunk_size=16, show_progress=False)
     naive = []
     for encoded in prepare_heldout(Dataset.from_list(rows), tiny_tokenizer):
         naive += naive_token_scores(tiny_model, encoded["input_ids"], encoded["labels"])
@@ -150,9 +145,7 @@ def test_heldout_metrics_match_naive_per_example_computation(tiny_tokenizer, tin
     ece = expected_calibration_error([s[1] for s in naive], [s[2] for s in naive], 15)
     assert result.ece == pytest.approx(ece, abs=1e-5)
     # assistant tokens only: fewer than all tokens after the first
-    all_tokens = sum(
-        len(ids) - 1 for ids in prepare_heldout(Dataset.from_list(rows), tiny_tokenizer)["input_ids"]
-    )
+    all_tokens = sum(len(ids) - 1 for ids in prepare_heldout(Dataset.from_list(rows), tiny_tokenizer)["input_ids"])
     assert 0 < result.tokens < all_tokens
 
 
@@ -195,8 +188,6 @@ def test_a_model_that_knows_the_answers_scores_full_marks(tiny_tokenizer):
         optimizer.step()
     model.eval()
     config = EvalConfig(benchmark_style="option_text", show_progress=False)
-    results = evaluate(
-        model, tiny_tokenizer, benchmarks={"medqa": str(DATA / "medqa_4options.jsonl")}, config=config
-    )
+    results = evaluate(model, tiny_tokenizer, benchmarks={"medqa": str(DATA / "medqa_4options.jsonl")}, config=config)
     medqa = results["benchmarks"]["medqa"]
     assert (medqa["acc"], medqa["acc_norm"], medqa["questions"]) == (1.0, 1.0, 3)

@@ -63,9 +63,7 @@ def assert_generation_stops_at_the_turn_end(directory):
     )
     prompt = prompt["input_ids"] if not torch.is_tensor(prompt) else prompt
     favour = FavourAfter(prompt.shape[1], turn_end, step=2)
-    out = model.generate(
-        prompt, max_new_tokens=20, do_sample=False, logits_processor=LogitsProcessorList([favour])
-    )
+    out = model.generate(prompt, max_new_tokens=20, do_sample=False, logits_processor=LogitsProcessorList([favour]))
     generated = out[0, prompt.shape[1] :].tolist()
     assert generated[-1] == turn_end and len(generated) == 3, generated  # stopped right after it
 
@@ -74,9 +72,7 @@ def train_and_save(tmp_path, directory, **overrides):
     from sftmix.trainer import SFTMixTrainer
 
     args = cpu_args(tmp_path / "out", chat_template_path=str(TEMPLATE), mixup_weight=0.0, **overrides)
-    model, tokenizer, peft_config = load_model_and_tokenizer(
-        ModelConfig(model_name_or_path=str(directory)), args
-    )
+    model, tokenizer, peft_config = load_model_and_tokenizer(ModelConfig(model_name_or_path=str(directory)), args)
     trainer = SFTMixTrainer(
         model, args, train_dataset=conversations(8), processing_class=tokenizer, peft_config=peft_config
     )

@@ -20,9 +20,9 @@ def naive_soft_ce(hidden, weight, bias, y_c, y_u, lam):
     """-sum_v ytilde_v log softmax(h W^T + b)_v with ytilde = lam onehot(y_c) + (1 - lam) onehot(y_u)."""
     logits = hidden @ weight.T + (0 if bias is None else bias)
     vocab = weight.shape[0]
-    soft = lam[:, None] * torch.nn.functional.one_hot(y_c, vocab) + (
-        1 - lam[:, None]
-    ) * torch.nn.functional.one_hot(y_u, vocab)
+    soft = lam[:, None] * torch.nn.functional.one_hot(y_c, vocab) + (1 - lam[:, None]) * torch.nn.functional.one_hot(
+        y_u, vocab
+    )
     return -(soft * torch.log_softmax(logits, dim=-1)).sum(-1)
 
 
@@ -45,9 +45,7 @@ def test_chunked_mixed_ce_matches_naive_values_and_gradients(chunk_size, with_bi
     y_u[0] = y_c[0]  # identical targets in one position
     lam = torch.rand(n, generator=g, dtype=torch.float64)
 
-    ours = ChunkedMixedCrossEntropy.apply(
-        hidden, weight, bias, y_c, y_u, lam, chunk_size, no_gather, HeadTransform()
-    )
+    ours = ChunkedMixedCrossEntropy.apply(hidden, weight, bias, y_c, y_u, lam, chunk_size, no_gather, HeadTransform())
     ref = naive_soft_ce(hidden, weight, bias, y_c, y_u, lam)
     torch.testing.assert_close(ours.double(), ref, atol=1e-5, rtol=1e-5)
 
@@ -65,9 +63,7 @@ def test_lambda_one_is_the_confident_examples_own_cross_entropy():
     weight = torch.randn(9, 4, generator=g)
     y_c = torch.randint(0, 9, (6,), generator=g)
     y_u = torch.randint(0, 9, (6,), generator=g)
-    ours = ChunkedMixedCrossEntropy.apply(
-        hidden, weight, None, y_c, y_u, torch.ones(6), 4, no_gather, HeadTransform()
-    )
+    ours = ChunkedMixedCrossEntropy.apply(hidden, weight, None, y_c, y_u, torch.ones(6), 4, no_gather, HeadTransform())
     expected = torch.nn.functional.cross_entropy(hidden @ weight.T, y_c, reduction="none")
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
 

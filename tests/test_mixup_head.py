@@ -76,9 +76,7 @@ def test_bf16_backward_is_close_to_an_fp32_naive_computation(monkeypatch, vocab_
     the bf16 gradient that is returned; the sums themselves run in fp32."""
     monkeypatch.setattr(mixup, "_vocab_chunk", lambda hidden_size, rows, tile=None: vocab_chunk)
     d = 64
-    hidden, weight, bias, y_c, y_u, lam, upstream = problem(
-        torch.bfloat16, n=37, d=d, vocab=301, scale=d**-0.25
-    )
+    hidden, weight, bias, y_c, y_u, lam, upstream = problem(torch.bfloat16, n=37, d=d, vocab=301, scale=d**-0.25)
     context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext()
     with context:
         ours = ChunkedMixedCrossEntropy.apply(
@@ -128,9 +126,7 @@ def test_bf16_head_has_no_fp32_whole_head_copy_or_gradient(monkeypatch):
     )
     head_bytes = weight.numel() * weight.element_size()
     with LargestAllocation() as fwd:
-        ours = ChunkedMixedCrossEntropy.apply(
-            hidden, weight, None, y_c, y_u, lam, 64, no_gather, HeadTransform()
-        )
+        ours = ChunkedMixedCrossEntropy.apply(hidden, weight, None, y_c, y_u, lam, 64, no_gather, HeadTransform())
     with LargestAllocation() as bwd:
         _, grad_weight = torch.autograd.grad((ours * upstream).sum(), [hidden, weight])
     assert grad_weight.dtype == torch.bfloat16

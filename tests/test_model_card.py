@@ -106,9 +106,7 @@ def test_push_to_hub_uploads_the_model_but_not_the_dynamics_pass_or_checkpoints(
     files = [str(p.relative_to(out)) for p in Path(call["folder_path"]).rglob("*") if p.is_file()]
     uploaded = set(filter_repo_objects(files, ignore_patterns=call["ignore_patterns"]))
     assert {"model.safetensors", "config.json", "README.md", "data_map.png", "tokenizer.json"} <= uploaded
-    assert not [f for f in uploaded if f.startswith(("_dynamics", "checkpoint-")) or "/checkpoint-" in f], (
-        uploaded
-    )
+    assert not [f for f in uploaded if f.startswith(("_dynamics", "checkpoint-")) or "/checkpoint-" in f], uploaded
     assert "## SFTMix" in (out / "README.md").read_text()  # the card pushed is the SFTMix one
 
 
@@ -150,9 +148,7 @@ def test_the_reference_run_and_the_sftmix_run_are_two_runs_of_one_group(tmp_path
     assert group_tracking_runs(args) == "my-run" and args.run_name == "my-run"
     assert os.environ["WANDB_RUN_GROUP"] == "my-run"
     assert reference_run_name("my-run") == "my-run-reference" and reference_run_name(None) is None
-    reference = reference_training_config(
-        args, tmp_path / "my-run" / "_dynamics" / "reference", DynamicsConfig(), 8
-    )
+    reference = reference_training_config(args, tmp_path / "my-run" / "_dynamics" / "reference", DynamicsConfig(), 8)
     assert reference.run_name == "my-run-reference"
 
 

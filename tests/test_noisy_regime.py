@@ -103,9 +103,7 @@ def test_drop_least_confident_trains_without_the_lowest_scores(tmp_path, tiny_to
         args = cpu_args(
             tmp_path / f"w{weight}", mixup_weight=weight, dynamics_path=str(path), drop_least_confident=0.3
         )
-        trainer = SFTMixTrainer(
-            tiny_model(tiny_tokenizer), args, train_dataset=data, processing_class=tiny_tokenizer
-        )
+        trainer = SFTMixTrainer(tiny_model(tiny_tokenizer), args, train_dataset=data, processing_class=tiny_tokenizer)
         assert len(trainer.train_dataset) == 14  # floor(0.3 x 20) = 6 dropped
         remaining = {r["messages"][0]["content"] + r["messages"][1]["content"] for r in trainer.train_dataset}
         expected = {r["messages"][0]["content"] + r["messages"][1]["content"] for r in data.select(range(14))}
@@ -146,9 +144,7 @@ def test_the_smallest_noisy_study_reports_detection(tmp_path, tiny_model_dir):
     assert sum(counts) == len(by_ifd) and min(counts) > 0
     assert (out / "noisy_ifd_data_map.png").is_file()
     assert split["corrupted"].any() and not split["corrupted"].all()
-    assert found["paper mode (one-epoch reference)"][0]["corrupted_share"] == pytest.approx(
-        split["corrupted"].mean()
-    )
+    assert found["paper mode (one-epoch reference)"][0]["corrupted_share"] == pytest.approx(split["corrupted"].mean())
     assert 0.0 <= found["training mode"][0]["auroc"] <= 1.0
     assert (out / "noisy_data_map.png").stat().st_size > 10_000
     assert "Do the dynamics find the corrupted rows?" in (out / "study.md").read_text()

@@ -11,9 +11,7 @@ from sftmix.evaluation.benchmarks import BenchmarkFormatError, parse_medqa_rows
 from sftmix.scores import dataset_example_ids, example_id
 from sftmix.testing import make_conversations
 
-PATIENT = (
-    "Patient Jane Roe, 54, MRN 0042-1137, presents with " + "chest pain radiating to the left arm. " * 100
-)
+PATIENT = "Patient Jane Roe, 54, MRN 0042-1137, presents with " + "chest pain radiating to the left arm. " * 100
 
 
 def test_an_error_quotes_a_short_truncated_excerpt_of_a_row_never_the_whole_text():

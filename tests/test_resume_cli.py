@@ -20,9 +20,7 @@ ROOT = Path(__file__).parents[1]
 def write_recipe(tmp_path, model_dir):
     rows = make_conversations(32, seed=3)
     for i, row in enumerate(rows):
-        row["confident"] = (
-            i % 2 == 0
-        )  # the confidence column itself: no dynamics pass needed for `sftmix train`
+        row["confident"] = i % 2 == 0  # the confidence column itself: no dynamics pass needed for `sftmix train`
     data = tmp_path / "train.jsonl"
     data.write_text("\n".join(json.dumps(row) for row in rows))
     recipe = tmp_path / "recipe.yaml"
@@ -134,9 +132,7 @@ def test_a_resumed_train_ends_with_the_weights_of_an_uninterrupted_one(tmp_path,
 
 
 @pytest.mark.slow
-def test_killed_after_the_scores_file_and_resumed_leaves_what_an_uninterrupted_run_leaves(
-    tmp_path, tiny_model_dir
-):
+def test_killed_after_the_scores_file_and_resumed_leaves_what_an_uninterrupted_run_leaves(tmp_path, tiny_model_dir):
     """Killed between writing the scores file and deleting the reference checkpoints, then resumed: the finished
     run holds the same files (no `_dynamics/reference/checkpoint-*` left) and the same weights."""
     recipe = write_recipe(tmp_path, tiny_model_dir)

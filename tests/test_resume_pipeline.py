@@ -47,9 +47,7 @@ def test_a_checkpoint_path_is_used_as_given_and_checked(tmp_path):
 
 def test_an_earlier_runs_checkpoints_are_never_overwritten_silently(tmp_path):
     checkpoint(tmp_path, 2)
-    with pytest.raises(
-        FileExistsError, match="checkpoint-2.*--resume_from_checkpoint true.*--overwrite_output_dir"
-    ):
+    with pytest.raises(FileExistsError, match="checkpoint-2.*--resume_from_checkpoint true.*--overwrite_output_dir"):
         pipeline.check_output_dir(args(tmp_path))
     pipeline.check_output_dir(args(tmp_path, "true"))  # resuming
     pipeline.check_output_dir(args(tmp_path, overwrite_output_dir=True))  # the opt-out

@@ -17,9 +17,7 @@ SMALL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_atte
 def gemma2(vocab):
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    config = Gemma2Config(
-        vocab_size=vocab, num_key_value_heads=1, head_dim=16, final_logit_softcapping=0.03, **SMALL
-    )
+    config = Gemma2Config(vocab_size=vocab, num_key_value_heads=1, head_dim=16, final_logit_softcapping=0.03, **SMALL)
     return Gemma2ForCausalLM(config), lambda logits: 0.03 * torch.tanh(logits / 0.03)
 
 
@@ -52,9 +50,7 @@ def naive_mixup_mean(model, batch, tokenizer, lam, transform):
         ids, attention = batch["input_ids"], batch["attention_mask"]
         hidden = model.base_model(input_ids=ids, attention_mask=attention).last_hidden_state.double()
         weight = model.get_output_embeddings().weight.double()
-        turns = [
-            assistant_turns(row, tokenizer, int(n)) for row, n in zip(ids, attention.sum(1), strict=True)
-        ]
+        turns = [assistant_turns(row, tokenizer, int(n)) for row, n in zip(ids, attention.sum(1), strict=True)]
         confident = batch[CONFIDENT_KEY].tolist()
         rows_c = [r for r, c in enumerate(confident) if c]
         rows_u = [r for r, c in enumerate(confident) if not c]
@@ -70,9 +66,7 @@ def naive_mixup_mean(model, batch, tokenizer, lam, transform):
     return total / count
 
 
-@pytest.mark.parametrize(
-    "build", [gemma2, granite, falcon_h1], ids=["gemma2-softcap", "granite-scaling", "falcon-h1"]
-)
+@pytest.mark.parametrize("build", [gemma2, granite, falcon_h1], ids=["gemma2-softcap", "granite-scaling", "falcon-h1"])
 def test_mixup_applies_the_heads_transform(tmp_path, tiny_tokenizer, build):
     torch.manual_seed(0)
     model, transform = build(len(tiny_tokenizer))

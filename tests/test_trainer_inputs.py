@@ -105,9 +105,7 @@ def test_scores_file_is_joined_by_content_and_a_mismatched_one_is_refused(tmp_pa
         tmp_path / "bad.parquet",
         {},
     )
-    with pytest.raises(
-        ValueError, match="does not cover the training dataset: 24 of 24 examples have no score"
-    ):
+    with pytest.raises(ValueError, match="does not cover the training dataset: 24 of 24 examples have no score"):
         SFTMixTrainer(
             tiny_model(tiny_tokenizer),
             cpu_args(tmp_path / "out", dynamics_path=str(bad)),
@@ -155,9 +153,7 @@ def test_examples_dropped_until_a_group_is_empty_is_an_error(tmp_path, tiny_toke
 
 def test_non_finite_loss_stops_training_naming_the_step(tmp_path, tiny_tokenizer):
     model = tiny_model(tiny_tokenizer)
-    trainer = SFTMixTrainer(
-        model, cpu_args(tmp_path), train_dataset=conversations(), processing_class=tiny_tokenizer
-    )
+    trainer = SFTMixTrainer(model, cpu_args(tmp_path), train_dataset=conversations(), processing_class=tiny_tokenizer)
     with torch.no_grad():
         model.lm_head.weight[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="at step 1"):
@@ -186,9 +182,7 @@ def test_other_dataset_formats_train_with_mixup(tmp_path, tiny_tokenizer, fmt):
 
 def test_model_given_by_path_and_evaluation_is_plain_ntp(tmp_path, tiny_tokenizer, tiny_model_dir):
     data, held_out = conversations(n=24), conversations(n=8, seed=9).remove_columns("confident")
-    mix = SFTMixTrainer(
-        str(tiny_model_dir), cpu_args(tmp_path / "a"), train_dataset=data, eval_dataset=held_out
-    )
+    mix = SFTMixTrainer(str(tiny_model_dir), cpu_args(tmp_path / "a"), train_dataset=data, eval_dataset=held_out)
     plain = SFTTrainer(
         str(tiny_model_dir),
         SFTConfig(str(tmp_path / "b"), **cpu_settings()),
@@ -207,9 +201,7 @@ def test_lora_adapters_receive_the_mixup_gradient(tmp_path, tiny_tokenizer):
             cpu_args(tmp_path, mixup_weight=mixup_weight, mixup_lambda=0.5),
             train_dataset=conversations(),
             processing_class=tiny_tokenizer,
-            peft_config=LoraConfig(
-                r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
-            ),
+            peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
         )
         batch = next(iter(trainer.get_train_dataloader()))
         trainer.model.train()

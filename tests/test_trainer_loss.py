@@ -71,9 +71,7 @@ def test_mixup_weight_zero_gives_sfttrainer_losses_step_by_step(tmp_path, tiny_t
 
 
 def trained_weights(tmp_path, tokenizer, **overrides):
-    settings = dict(
-        max_steps=1, optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", mixup_lambda=0.3
-    )
+    settings = dict(max_steps=1, optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", mixup_lambda=0.3)
     settings.update(overrides)
     model = tiny_model(tokenizer)
     trainer = SFTMixTrainer(
@@ -96,9 +94,7 @@ def test_gradient_accumulation_2x2_equals_1x4(tmp_path, tiny_tokenizer):
 
 def test_resume_from_checkpoint_continues_the_same_run(tmp_path, tiny_tokenizer):
     def run(output_dir, resume=None, max_steps=4):
-        args = cpu_args(
-            output_dir, max_steps=max_steps, save_strategy="steps", save_steps=2, learning_rate=1e-2
-        )
+        args = cpu_args(output_dir, max_steps=max_steps, save_strategy="steps", save_steps=2, learning_rate=1e-2)
         trainer = SFTMixTrainer(
             tiny_model(tiny_tokenizer), args, train_dataset=conversations(), processing_class=tiny_tokenizer
         )

@@ -62,9 +62,7 @@ def naive_loss(model, batch, tokenizer, lam, mixup_weight, ntp_on_all_tokens, al
         hidden = model.model(input_ids=ids, attention_mask=attention).last_hidden_state.double()
         weight = model.lm_head.weight.double()
         logp = torch.log_softmax(hidden @ weight.T, dim=-1)  # logp[r, t] predicts ids[r, t + 1]
-        turns = [
-            assistant_turns(row, tokenizer, int(n)) for row, n in zip(ids, attention.sum(1), strict=True)
-        ]
+        turns = [assistant_turns(row, tokenizer, int(n)) for row, n in zip(ids, attention.sum(1), strict=True)]
         ntp_sum, ntp_n = 0.0, 0
         for r in range(ids.shape[0]):
             if ntp_on_all_tokens:
@@ -111,9 +109,7 @@ def test_mixup_term_covers_assistant_positions_only(tmp_path, tiny_tokenizer, ma
         checked_multi_turn |= len(set(turn_counts)) > 1 and max(turn_counts) >= 3
         trainer._num_mixed_in_batch = None
         loss = trainer.compute_loss(model, dict(batch))
-        expected, mixed = naive_loss(
-            model, batch, tiny_tokenizer, 0.3, 0.2, masking == "all_tokens", alignment
-        )
+        expected, mixed = naive_loss(model, batch, tiny_tokenizer, 0.3, 0.2, masking == "all_tokens", alignment)
         assert mixed > 0
         torch.testing.assert_close(loss.double().item(), expected, atol=1e-5, rtol=1e-5)
     assert checked_multi_turn  # pairs of conversations with unequal turn counts, up to 3 turns, were checked
@@ -157,9 +153,7 @@ def test_default_ntp_masking_is_response_only_and_mixup_weight_zero_is_sfttraine
 
 def text_rows(n=24):
     rng = random.Random(0)
-    return Dataset.from_list(
-        [{"text": random_sentence(rng, 4, 15), "confident": i % 2 == 0} for i in range(n)]
-    )
+    return Dataset.from_list([{"text": random_sentence(rng, 4, 15), "confident": i % 2 == 0} for i in range(n)])
 
 
 def test_text_data_is_refused_unless_the_user_opts_in(tmp_path, tiny_tokenizer):
@@ -213,9 +207,7 @@ def test_prompt_completion_mixes_the_completion_only(tmp_path, tiny_tokenizer):
     ]
     trainer = SFTMixTrainer(
         tiny_model(tiny_tokenizer),
-        default_args(
-            tmp_path, completion_only_loss=False
-        ),  # NTP on every token; Mixup still on the completion
+        default_args(tmp_path, completion_only_loss=False),  # NTP on every token; Mixup still on the completion
         train_dataset=Dataset.from_list(rows),
         processing_class=tiny_tokenizer,
     )

@@ -86,9 +86,7 @@ def test_one_epoch_records_then_labels_each_micro_batch_against_the_recent_media
     for step, (batch, (tokens, values)) in enumerate(zip(batches, nll, strict=True)):
         labels = batch["labels"][:, 1:]
         with torch.no_grad():
-            hidden = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0][
-                :, :-1
-            ]
+            hidden = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0][:, :-1]
             logits = hidden.double() @ model.lm_head.weight.double().T
         ntp = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
         log = logs[step + 1]
@@ -172,9 +170,7 @@ def test_resumed_in_either_phase_ends_as_an_uninterrupted_run(tmp_path, tiny_mod
             torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=f"{step} {name}")
         again = pd.read_parquet(resumed / "_dynamics" / "scores.parquet")
         assert again["confident"].tolist() == frame["confident"].tolist()
-        np.testing.assert_allclose(
-            np.stack(again["perplexities"]), np.stack(frame["perplexities"]), rtol=1e-6
-        )
+        np.testing.assert_allclose(np.stack(again["perplexities"]), np.stack(frame["perplexities"]), rtol=1e-6)
         logs = json.loads((resumed / "trainer_state.json").read_text())["log_history"]
         for a, b in zip(history, logs, strict=True):
             for key in ("loss", "mixup_loss", "mixed_tokens"):

@@ -83,9 +83,7 @@ def compute_dynamics(
         state.wait_for_everyone()
         return scores_path
 
-    run = _Pass(
-        args, scores_path, base, scoring_args, prepared, reference_tokenizer, data_key, _dtype_of(model)
-    )
+    run = _Pass(args, scores_path, base, scoring_args, prepared, reference_tokenizer, data_key, _dtype_of(model))
     if args.checkpoints:
         entries = run.score_given_checkpoints(model)
     else:
@@ -136,9 +134,7 @@ class _Entry:
     def read(self):
         scores = output.read_checkpoint_scores(self.cache_file, self.key)
         if scores is None:
-            raise RuntimeError(
-                f"The scores of {self.label} are missing from {self.cache_file}; rerun the pass."
-            )
+            raise RuntimeError(f"The scores of {self.label} are missing from {self.cache_file}; rerun the pass.")
         return scores
 
 
@@ -228,9 +224,7 @@ class _Pass:
         self.reference_name = self.args.reference_model or "given checkpoints"
         base_model = None if isinstance(model, str) or self.args.reference_model else model
         entries = [
-            self.entry(
-                i, Path(path).name or path, path, self.data_key, checkpoint=_identity(path), position=i
-            )
+            self.entry(i, Path(path).name or path, path, self.data_key, checkpoint=_identity(path), position=i)
             for i, path in enumerate(self.args.checkpoints)
         ]
         return self.score_uncached(entries, base_model)
@@ -243,9 +237,7 @@ class _Pass:
         if isinstance(source, str):
             training.model_init_kwargs = {"dtype": self.dtype, **(training.model_init_kwargs or {})}
         self.reference_name = _model_name(source)
-        key = self.data_key | config.training_key(
-            training, peft_config, self.reference_name, args.num_checkpoints
-        )
+        key = self.data_key | config.training_key(training, peft_config, self.reference_name, args.num_checkpoints)
 
         def entry(position: int, step: int) -> _Entry:
             label = f"{PREFIX_CHECKPOINT_DIR}-{step}"
@@ -253,16 +245,12 @@ class _Pass:
 
         def cached_step(step: int, collective: bool = True) -> bool:
             plan = reference.read_plan(output_dir) or {"steps": []}
-            return step in plan["steps"] and self.is_cached(
-                entry(plan["steps"].index(step), step), collective
-            )
+            return step in plan["steps"] and self.is_cached(entry(plan["steps"].index(step), step), collective)
 
         steps = self.reusable(lambda: reference.planned_steps(output_dir, key))
         if steps and all(cached_step(step) for step in steps):
             # every planned checkpoint is scored already (its checkpoint may be deleted): nothing to train
-            logger.info(
-                "The reference run's checkpoints (steps %s) are scored already: reusing their scores.", steps
-            )
+            logger.info("The reference run's checkpoints (steps %s) are scored already: reusing their scores.", steps)
         elif steps and set(steps) <= set(self.main_decides(lambda: list(complete_checkpoints(output_dir)))):
             logger.info("Reusing the reference run's checkpoints in %s (steps %s).", output_dir, steps)
         else:
@@ -319,9 +307,7 @@ class _Snapshot:
         self.use_cache = getattr(getattr(model, "config", None), "use_cache", _MISSING)
         self.tensors = []
         with torch.no_grad():
-            for tensor in {
-                id(t): t for t in [*model.parameters(), *model.buffers()]
-            }.values():  # tied weights once
+            for tensor in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values():  # tied weights once
                 with _gathered(tensor):  # one parameter at a time: never the whole model on the device
                     saved = tensor.detach().to("cpu", copy=True)
                 self.tensors.append((tensor, saved, getattr(tensor, "requires_grad", False)))

@@ -96,9 +96,7 @@ class DynamicsConfig:
         "Rescore every checkpoint and retrain the reference model even where cached scores and "
         "checkpoints of an earlier pass exist.",
     )
-    plots: bool = _field(
-        True, "Draw the data map and the confidence histogram (PNG) next to the scores file."
-    )
+    plots: bool = _field(True, "Draw the data map and the confidence histogram (PNG) next to the scores file.")
     review_size: int = _field(
         20,
         "The least confident examples listed for review (review.md and review.csv next to the scores "
@@ -155,9 +153,7 @@ class DynamicsConfig:
             if isinstance(self.checkpoints, str):
                 self.checkpoints = [self.checkpoints]
             if not self.checkpoints:
-                raise ValueError(
-                    "`checkpoints` is an empty list: name at least one model, or leave it unset."
-                )
+                raise ValueError("`checkpoints` is an empty list: name at least one model, or leave it unset.")
             self.checkpoints = [str(c) for c in self.checkpoints]
 
 
@@ -209,9 +205,7 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
-def optimizer_steps(
-    num_examples: int, args, epochs: float | None = None, processes: int | None = None
-) -> int:
+def optimizer_steps(num_examples: int, args, epochs: float | None = None, processes: int | None = None) -> int:
     """Optimizer steps of a run over `num_examples`, as `transformers.Trainer` counts them (its
     `set_initial_training_values`: a partial last accumulation group rounds up): `args.max_steps` when positive
     and `epochs` is not given. The one count of the dynamics pass, the training mode and `sftmix check`."""
@@ -272,9 +266,7 @@ def loading_config(scoring, base, load_kwargs: dict):
 
 
 def tokenizer_hash(tokenizer) -> str:
-    blob = json.dumps(
-        [sorted(tokenizer.get_vocab().items()), getattr(tokenizer, "chat_template", None)], default=str
-    )
+    blob = json.dumps([sorted(tokenizer.get_vocab().items()), getattr(tokenizer, "chat_template", None)], default=str)
     return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
 
 

@@ -45,9 +45,7 @@ def check_inputs(model, train_dataset, args: DynamicsConfig) -> Path:
             "reachable Hub id. Fix the path, or leave `reference_model` unset to use the target model."
         )
     if model is None and not args.reference_model and not args.checkpoints:
-        raise ValueError(
-            "No model to score: pass the target model, or set `reference_model` or `checkpoints`."
-        )
+        raise ValueError("No model to score: pass the target model, or set `reference_model` or `checkpoints`.")
     return Path(args.scores_path)
 
 
@@ -151,9 +149,7 @@ def check_same_examples(target_rows, reference_rows, example_ids: list[str]) -> 
     ]
     raise ValueError(
         "The reference model's tokenizer differs from the target's and they keep different examples after "
-        "tokenization and truncation. "
-        + "; ".join(parts)
-        + ". The split must be made on the same examples the "
+        "tokenization and truncation. " + "; ".join(parts) + ". The split must be made on the same examples the "
         "target trains on: use a reference model that shares the target's tokenizer, raise `max_length`, or remove "
         "these rows from the data."
     )

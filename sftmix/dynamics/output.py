@@ -64,9 +64,7 @@ def marks_of(train_dataset, column: str | None):
     values = train_dataset[column]
     bad = next((i for i, v in enumerate(values) if not isinstance(v, (bool, np.bool_))), None)
     if bad is not None:
-        raise ValueError(
-            f"`dynamics.mark_column: {column}` must hold booleans; row {bad} holds {values[bad]!r}."
-        )
+        raise ValueError(f"`dynamics.mark_column: {column}` must hold booleans; row {bad} holds {values[bad]!r}.")
     return np.asarray(values, dtype=bool)
 
 

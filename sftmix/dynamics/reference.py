@@ -58,9 +58,7 @@ class DynamicsTrainer(ResponseMaskMixin, SFTTrainer):
     def score(self, batch_size: int, desc: str = "Scoring", prompt_free: bool = False) -> CheckpointScores:
         """Every example's response perplexity under the current weights (collective: all processes call it); with
         `prompt_free`, also the perplexity of its response alone (the IFD confidence)."""
-        return score_dataset(
-            self, batch_size, desc, prompt_free_start(self.processing_class) if prompt_free else None
-        )
+        return score_dataset(self, batch_size, desc, prompt_free_start(self.processing_class) if prompt_free else None)
 
     def release(self) -> None:
         """Drop the model and engines so the next checkpoint can be loaded in their place."""
@@ -115,9 +113,7 @@ def prepare_examples(indexed_dataset, tokenizer, config, text_as_response: bool 
     )
     prepared = trainer.train_dataset
     del trainer
-    return prepared.filter(
-        lambda example: any(example[RESPONSE_MASK][1:]), desc="Keeping examples with a response"
-    )
+    return prepared.filter(lambda example: any(example[RESPONSE_MASK][1:]), desc="Keeping examples with a response")
 
 
 def check_reference_tokenizer(

@@ -54,9 +54,7 @@ def sequence_lengths(dataset, batch_size: int = 10_000) -> np.ndarray:
     import pyarrow.compute as pc
 
     column = dataset.select_columns(["input_ids"]).with_format("arrow")
-    lengths = [
-        pc.list_value_length(batch["input_ids"]).to_numpy() for batch in column.iter(batch_size=batch_size)
-    ]
+    lengths = [pc.list_value_length(batch["input_ids"]).to_numpy() for batch in column.iter(batch_size=batch_size)]
     return np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
 
 
@@ -107,9 +105,7 @@ def score_dataset(trainer, batch_size: int, desc: str = "Scoring", prompt_free_s
     order = length_sorted_order(sequence_lengths(dataset))
     collate = partial(_collate, collator=trainer.data_collator, prompt_free_start=prompt_free_start)
     loader = accelerator.prepare(
-        DataLoader(
-            dataset, batch_size, sampler=order, collate_fn=collate, num_workers=args.dataloader_num_workers
-        )
+        DataLoader(dataset, batch_size, sampler=order, collate_fn=collate, num_workers=args.dataloader_num_workers)
     )
     was_training = model.training
     model.eval()

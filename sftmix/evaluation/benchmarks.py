@@ -112,9 +112,7 @@ def read_records(path: str | Path):
         frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
         return [_plain(row) for row in frame.to_dict("records")]
     if path.suffix not in (".json", ".jsonl"):
-        raise ValueError(
-            f"Benchmark file {path}: unsupported extension; use .jsonl, .json, .parquet or .csv."
-        )
+        raise ValueError(f"Benchmark file {path}: unsupported extension; use .jsonl, .json, .parquet or .csv.")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -172,9 +170,7 @@ def parse_medqa_rows(rows, where: str, num_options: int | None = None) -> list[M
         options = row["options"]
         if isinstance(options, list):  # BigBio style [{"key": "A", "value": ...}]
             options = {o["key"]: o["value"] for o in options}
-        options = {
-            k: v for k, v in sorted(options.items()) if v is not None
-        }  # parquet fills absent E with None
+        options = {k: v for k, v in sorted(options.items()) if v is not None}  # parquet fills absent E with None
         letters = list(options)
         if letters != list(LETTERS[: len(letters)]):
             raise BenchmarkFormatError(f"{at}: option keys {letters}; expected consecutive letters from A.")
@@ -185,9 +181,7 @@ def parse_medqa_rows(rows, where: str, num_options: int | None = None) -> list[M
                 "`medqa5`."
             )
         if row["answer_idx"] not in options:
-            raise BenchmarkFormatError(
-                f"{at}: answer_idx {row['answer_idx']!r} is not one of the options {letters}."
-            )
+            raise BenchmarkFormatError(f"{at}: answer_idx {row['answer_idx']!r} is not one of the options {letters}.")
         if (
             "answer" in row
             and row["answer"] is not None
@@ -213,9 +207,7 @@ def _medqa_from_hf_schema(row: dict, at: str) -> dict:
     letters = LETTERS[: len(endings)]
     label = row.get("label")
     if not isinstance(label, int) or not 0 <= label < len(endings):
-        raise BenchmarkFormatError(
-            f"{at}: `label` {label!r} is not the index of one of the {len(endings)} endings."
-        )
+        raise BenchmarkFormatError(f"{at}: `label` {label!r} is not the index of one of the {len(endings)} endings.")
     converted = {
         "question": row["sent1"],
         "options": dict(zip(letters, (row[k] for k in endings), strict=True)),
@@ -279,9 +271,7 @@ def parse_medmcqa_rows(
 def _pubmedqa_question(qid, question, contexts, decision, at: str) -> MultipleChoiceQuestion:
     decision = str(decision).strip().lower()
     if decision not in PUBMEDQA_OPTIONS:
-        raise BenchmarkFormatError(
-            f"{at}: final_decision {decision!r} is not one of {list(PUBMEDQA_OPTIONS)}."
-        )
+        raise BenchmarkFormatError(f"{at}: final_decision {decision!r} is not one of {list(PUBMEDQA_OPTIONS)}.")
     return MultipleChoiceQuestion(
         id=str(qid),
         question=_question_text({"question": question}, "question", at),
@@ -302,9 +292,7 @@ def parse_pubmedqa_records(records, where: str, ids_wanted: bool = False) -> lis
                     f"test_ground_truth.json) goes to `pubmedqa_ids`. Expected {FORMAT_HINTS['pubmedqa']}."
                 )
             _require(row, ("QUESTION", "CONTEXTS", "final_decision"), at, "pubmedqa")
-            questions.append(
-                _pubmedqa_question(pmid, row["QUESTION"], row["CONTEXTS"], row["final_decision"], at)
-            )
+            questions.append(_pubmedqa_question(pmid, row["QUESTION"], row["CONTEXTS"], row["final_decision"], at))
         return questions
     questions = []
     for index, row in enumerate(records):
@@ -319,9 +307,7 @@ def parse_pubmedqa_records(records, where: str, ids_wanted: bool = False) -> lis
                     "a file that holds only the questions to score and no `pubmedqa_ids`."
                 )
             qid = index if qid is None else qid
-            questions.append(
-                _pubmedqa_question(qid, row["QUESTION"], row["CONTEXTS"], row["final_decision"], at)
-            )
+            questions.append(_pubmedqa_question(qid, row["QUESTION"], row["CONTEXTS"], row["final_decision"], at))
             continue
         _require(row, ("question", "context", "final_decision"), at, "pubmedqa")
         context = row["context"]
@@ -350,9 +336,7 @@ def read_medqa(path: str | Path, num_options: int | None = None) -> list[Multipl
 
 
 def read_medmcqa(path: str | Path, answer_base: str = "auto") -> list[MultipleChoiceQuestion]:
-    return parse_medmcqa_rows(
-        _rows(read_records(path), str(path), "medmcqa"), str(path), answer_base, default_base=1
-    )
+    return parse_medmcqa_rows(_rows(read_records(path), str(path), "medmcqa"), str(path), answer_base, default_base=1)
 
 
 def read_pubmedqa(path: str | Path) -> list[MultipleChoiceQuestion]:
@@ -373,9 +357,7 @@ def load_benchmark(
 ) -> list[MultipleChoiceQuestion]:
     """The questions of benchmark `name` (medqa, medqa5, medmcqa, pubmedqa) from a local file or the Hub."""
     if name not in ("medqa", "medqa5", "medmcqa", "pubmedqa"):
-        raise ValueError(
-            f"Unknown benchmark {name!r}; the benchmarks are medqa, medqa5, medmcqa and pubmedqa."
-        )
+        raise ValueError(f"Unknown benchmark {name!r}; the benchmarks are medqa, medqa5, medmcqa and pubmedqa.")
     hub = is_hub_source(source) and not Path(source).is_file()
     where = f"{name} ({source})"
     records = load_hub_rows(name, source) if hub else read_records(source)

@@ -44,9 +44,7 @@ def run_eval_cli(argv: list[str] | None = None) -> dict:
                 "--heldout_split takes a recipe's held-out split; on the command line pass --heldout FILE."
             )
         if not (config.heldout or config.benchmark_sources()):
-            raise ValueError(
-                "Nothing to evaluate: pass --heldout FILE and/or a benchmark (--medqa FILE, ...)."
-            )
+            raise ValueError("Nothing to evaluate: pass --heldout FILE and/or a benchmark (--medqa FILE, ...).")
         config.check_sources()
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))

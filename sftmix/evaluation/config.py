@@ -13,8 +13,7 @@ BENCHMARK_STYLES = ("lm_eval", "option_text")
 HEADLINES = ("acc_norm", "acc")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 SOURCE_HELP = (
-    "a local file in its published format, 'hub' for the default Hugging Face dataset, or "
-    "'hub:ID[:CONFIG[:SPLIT]]'"
+    "a local file in its published format, 'hub' for the default Hugging Face dataset, or 'hub:ID[:CONFIG[:SPLIT]]'"
 )
 
 
@@ -42,9 +41,7 @@ class EvalConfig:
     )
     medqa: str | None = field(
         default=None,
-        metadata={
-            "help": f"MedQA (USMLE, 4 options): {SOURCE_HELP}. Published file: US/4_options/*_test.jsonl."
-        },
+        metadata={"help": f"MedQA (USMLE, 4 options): {SOURCE_HELP}. Published file: US/4_options/*_test.jsonl."},
     )
     medqa5: str | None = field(
         default=None,
@@ -89,9 +86,7 @@ class EvalConfig:
     batch_size: int = field(default=8, metadata={"help": "Sequences per forward pass."})
     max_examples: int | None = field(
         default=None,
-        metadata={
-            "help": "Evaluate only the first N held-out examples and the first N questions of each benchmark."
-        },
+        metadata={"help": "Evaluate only the first N held-out examples and the first N questions of each benchmark."},
     )
     max_length: int | None = field(
         default=None,
@@ -148,9 +143,7 @@ class EvalConfig:
     num_bins: int = field(default=15, metadata={"help": "Equal-width confidence bins of the ECE."})
     chunk_size: int = field(
         default=512,
-        metadata={
-            "help": "Token positions projected through the LM head at once (bounds the logits' memory)."
-        },
+        metadata={"help": "Token positions projected through the LM head at once (bounds the logits' memory)."},
     )
     show_progress: bool = field(default=True, metadata={"help": "Show tqdm progress bars."})
 

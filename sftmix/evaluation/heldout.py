@@ -228,9 +228,7 @@ def load_heldout(path: str | Path, dataset_format: str = "auto"):
 
     path = Path(path)
     if path.suffix not in FILE_BUILDERS:
-        raise ValueError(
-            f"Held-out file {path} has an unsupported extension; use one of {sorted(FILE_BUILDERS)}."
-        )
+        raise ValueError(f"Held-out file {path} has an unsupported extension; use one of {sorted(FILE_BUILDERS)}.")
     if not path.is_file():
         raise FileNotFoundError(f"Held-out file {path} does not exist. Fix the path given as `heldout`.")
     try:
@@ -296,15 +294,11 @@ def heldout_metrics(
     mine = []  # (batch index, -sum of log-probs, correct, tokens, ReliabilityStats) of this process's batches
     try:
         check_head(model, torch.tensor([kept[order[0]]["input_ids"]], device=device))
-        for b in tqdm(
-            shard.batch_indices(len(batches)), desc="Held-out NTP", unit="batch", disable=not show_progress
-        ):
+        for b in tqdm(shard.batch_indices(len(batches)), desc="Held-out NTP", unit="batch", disable=not show_progress):
             rows = [kept[i] for i in batches[b]]
             batch = pad_batch([r["input_ids"] for r in rows], [r["labels"] for r in rows], pad_id, device)
             scores = score_label_tokens(model, **batch, chunk_size=chunk_size)
-            stats = ReliabilityStats.from_predictions(
-                scores.confidence.numpy(), scores.correct.numpy(), num_bins
-            )
+            stats = ReliabilityStats.from_predictions(scores.confidence.numpy(), scores.correct.numpy(), num_bins)
             mine.append(
                 (
                     b,
@@ -316,9 +310,7 @@ def heldout_metrics(
             )
     finally:
         model.train(was_training)
-    _, losses, correct, counts, stats = zip(
-        *sorted(shard.gather(mine), key=lambda item: item[0]), strict=True
-    )
+    _, losses, correct, counts, stats = zip(*sorted(shard.gather(mine), key=lambda item: item[0]), strict=True)
     tokens = sum(counts)
     loss = sum(losses, 0.0) / tokens
     reliability = sum(stats, ReliabilityStats.empty(num_bins))  # added up in batch order

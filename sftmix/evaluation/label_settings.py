@@ -32,9 +32,7 @@ class LabelSettings:
     chat_template: str | None = None  # None: the tokenizer's own template
     max_length: int | None = DEFAULT_MAX_LENGTH
     truncation_mode: str = "keep_start"
-    assistant_only_loss: bool | None = (
-        None  # None: True on conversations, False otherwise (SFTMixConfig's rule)
-    )
+    assistant_only_loss: bool | None = None  # None: True on conversations, False otherwise (SFTMixConfig's rule)
     completion_only_loss: bool | None = None  # None: TRL's rule (True on prompt/completion data)
     dataset_text_field: str = "text"
     eos_token: str | None = None
@@ -69,17 +67,13 @@ def label_settings_from_args(args, tokenizer=None, completion_only_loss: bool | 
         max_length=args.max_length,
         truncation_mode=args.truncation_mode,
         assistant_only_loss=args.assistant_only_loss,
-        completion_only_loss=(
-            completion_only_loss if completion_only_loss is not None else args.completion_only_loss
-        ),
+        completion_only_loss=(completion_only_loss if completion_only_loss is not None else args.completion_only_loss),
         dataset_text_field=args.dataset_text_field,
         eos_token=getattr(args, "eos_token", None),
     )
 
 
-def save_label_settings(
-    args, output_dir, tokenizer=None, completion_only_loss: bool | None = None
-) -> Path | None:
+def save_label_settings(args, output_dir, tokenizer=None, completion_only_loss: bool | None = None) -> Path | None:
     """Write `sftmix_label_settings.json` into `output_dir` (main process only); returns its path.
 
     Call it after `trainer.save_model(output_dir)` with the trainer's `args` (whose `assistant_only_loss` the
@@ -105,9 +99,7 @@ def load_label_settings(model_dir) -> LabelSettings | None:
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON ({error}); delete it or re-save the model.") from error
     if values.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
-        raise ValueError(
-            f"{path} was written by a newer sftmix (format {values['format_version']}); upgrade sftmix."
-        )
+        raise ValueError(f"{path} was written by a newer sftmix (format {values['format_version']}); upgrade sftmix.")
     return LabelSettings.from_dict(values)
 
 

@@ -83,8 +83,7 @@ def task_config(benchmark: str, data_file: str | Path, style: str = "lm_eval") -
             doc_to_choice="options",
             doc_to_target="answer",
             metric_list=[
-                {"metric": metric, "aggregation": "mean", "higher_is_better": True}
-                for metric in ("acc", "acc_norm")
+                {"metric": metric, "aggregation": "mean", "higher_is_better": True} for metric in ("acc", "acc_norm")
             ],
         )
     return config

@@ -13,9 +13,7 @@ import numpy as np
 from sftmix.evaluation.calibration import ReliabilityStats, bin_edges
 
 
-def plot_reliability_diagram(
-    stats: ReliabilityStats, path: str | Path, title: str = "Reliability diagram"
-) -> Path:
+def plot_reliability_diagram(stats: ReliabilityStats, path: str | Path, title: str = "Reliability diagram") -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -93,9 +93,7 @@ def evaluate(
         )
         results["heldout"] = metrics.to_dict()
         reliability = metrics.reliability
-        logger.info(
-            "Held-out: loss %.4f, perplexity %.3f, ECE %.4f", metrics.loss, metrics.perplexity, metrics.ece
-        )
+        logger.info("Held-out: loss %.4f, perplexity %.3f, ECE %.4f", metrics.loss, metrics.perplexity, metrics.ece)
     predictions = {}
     if questions:
         import tempfile
@@ -152,9 +150,7 @@ def evaluate_from_config(model_path: str, config: EvalConfig, data_args=None) ->
     """
     config.check_sources()
     if config.heldout and config.heldout_split:
-        raise ValueError(
-            "Set either `heldout` (a file) or `heldout_split` (the recipe's held-out split), not both."
-        )
+        raise ValueError("Set either `heldout` (a file) or `heldout_split` (the recipe's held-out split), not both.")
     if not (config.heldout or config.heldout_split or config.benchmark_sources()):
         raise ValueError(
             "Nothing to evaluate: set `heldout` (a held-out SFT file), `heldout_split: true` (in a recipe), or a "
@@ -245,9 +241,7 @@ def load_lm(model_path: str, config: EvalConfig):
         from lm_eval.models.huggingface import HFLM
 
         with without_zero3_init():
-            lm = HFLM(
-                **kwargs, tokenizer=tokenizer, dtype=config.dtype, batch_size=config.batch_size, device=device
-            )
+            lm = HFLM(**kwargs, tokenizer=tokenizer, dtype=config.dtype, batch_size=config.batch_size, device=device)
     except (OSError, ValueError, KeyError) as error:
         raise RuntimeError(failure.format(error)) from error
     lm.model.eval()

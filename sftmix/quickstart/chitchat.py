@@ -47,9 +47,7 @@ def chitchat_file() -> Path:
         )
     path = Path(spec.submodule_search_locations[0]) / "dataset.json"
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing; reinstall with `pip install --force-reinstall chitchat-dataset`."
-        )
+        raise FileNotFoundError(f"{path} is missing; reinstall with `pip install --force-reinstall chitchat-dataset`.")
     return path
 
 
@@ -69,9 +67,7 @@ def clean_text(text) -> str | None:
     return text
 
 
-def to_messages(
-    conversation: dict, max_turns: int = MAX_TURNS, max_chars: int = MAX_CHARS
-) -> list[dict] | None:
+def to_messages(conversation: dict, max_turns: int = MAX_TURNS, max_chars: int = MAX_CHARS) -> list[dict] | None:
     """One chitchat conversation as `messages` (rules in the module docstring), or None if nothing is left."""
     turns: list[tuple[str, str]] = []  # (sender, content), adjacent senders distinct
     for turn in conversation.get("messages") or []:
@@ -98,9 +94,7 @@ def to_messages(
     return messages or None
 
 
-def iter_conversations(
-    seed: int = 0, max_turns: int = MAX_TURNS, max_chars: int = MAX_CHARS
-) -> Iterator[dict]:
+def iter_conversations(seed: int = 0, max_turns: int = MAX_TURNS, max_chars: int = MAX_CHARS) -> Iterator[dict]:
     """Usable conversations as rows {"id", "source", "messages"}, in the seed's order."""
     raw = raw_conversations()
     ids = sorted(raw)
@@ -111,9 +105,7 @@ def iter_conversations(
             yield {"id": f"chitchat-{conversation_id}", "source": "chitchat", "messages": messages}
 
 
-def chitchat_messages(
-    n: int | None = None, seed: int = 0, max_turns: int = MAX_TURNS, max_chars: int = MAX_CHARS
-):
+def chitchat_messages(n: int | None = None, seed: int = 0, max_turns: int = MAX_TURNS, max_chars: int = MAX_CHARS):
     """The first `n` usable conversations in the seed's order (all if None), as a `datasets.Dataset`."""
     from datasets import Dataset
 

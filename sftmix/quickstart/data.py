@@ -64,8 +64,6 @@ def swap_responses(rows: list[dict], fraction: float, seed: int = 0) -> list[dic
     for target, donor in zip(drawn, drawn[1:] + drawn[:1], strict=True):
         messages = [dict(m) for m in rows[target]["messages"]]
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        messages[last]["content"] = [m for m in rows[donor]["messages"] if m["role"] == "assistant"][-1][
-            "content"
-        ]
+        messages[last]["content"] = [m for m in rows[donor]["messages"] if m["role"] == "assistant"][-1]["content"]
         corrupted[target] = {**rows[target], "messages": messages, "corrupted": len(drawn) > 1}
     return corrupted

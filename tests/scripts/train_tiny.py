@@ -21,9 +21,7 @@ from sftmix.testing import build_tiny_tokenizer  # noqa: E402
 
 def main():
     output_dir = sys.argv[1]
-    overrides = dict(
-        max_steps=2, optim="sgd", learning_rate=0.5, lr_scheduler_type="constant", mixup_lambda=0.3
-    )
+    overrides = dict(max_steps=2, optim="sgd", learning_rate=0.5, lr_scheduler_type="constant", mixup_lambda=0.3)
     for item in sys.argv[2:]:
         key, value = item.split("=", 1)
         overrides[key] = json.loads(value)
@@ -34,9 +32,7 @@ def main():
     if lora:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(
-            r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
-        )
+        peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     tokenizer = build_tiny_tokenizer()
     model = tiny_model(tokenizer)
     trainer = SFTMixTrainer(
