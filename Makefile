@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/sftmix run --config recipes/quickstart/sftmix.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n auto tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

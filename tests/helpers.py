@@ -1,5 +1,6 @@
 """Shared builders for tests: tiny data with a confidence column, configs that run on a CPU, the launcher."""
 
+import socket
 import sys
 
 from datasets import Dataset
@@ -44,6 +45,14 @@ def tiny_model(tokenizer, seed=0):
     return build_tiny_llama(len(tokenizer), seed=seed)
 
 
+def free_port():
+    """A port no other test process holds: `make test` runs tests in parallel (pytest-xdist), and two launches
+    on accelerate's default port 29500 would meet in one rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 # `accelerate launch` for 2-process tests on a CPU; add the backend flags and `--num_processes`
 LAUNCH = [
     sys.executable,
@@ -55,4 +64,6 @@ LAUNCH = [
     "no",
     "--dynamo_backend",
     "no",
+    "--main_process_port",
+    str(free_port()),
 ]

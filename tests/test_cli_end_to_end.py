@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import free_port
 
 from sftmix.testing import make_conversations
 
@@ -94,6 +95,8 @@ def test_sftmix_run_with_the_shipped_zero3_config_on_two_processes(tmp_path, tin
         "accelerate.commands.launch",
         "--config_file",
         "accelerate_configs/zero3.yaml",
+        "--main_process_port",
+        str(free_port()),
     ]
     run([*launch, "--num_processes", "2", "-m", "sftmix", "run", "--config", str(recipe)])
     check_outputs(out)
