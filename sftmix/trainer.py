@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Dataset, IterableDataset
+from datasets import Dataset
 from transformers import TrainingArguments
 from trl import SFTTrainer
 
@@ -81,11 +81,7 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
         if args.training_dynamics:
             from sftmix.dynamics.examples import with_row_index
 
-            if isinstance(train_dataset, IterableDataset) or not isinstance(train_dataset, Dataset):
-                raise TypeError(
-                    "`training_dynamics` needs a map-style `datasets.Dataset` (it records every example by index); "
-                    f"got {type(train_dataset).__name__}."
-                )
+            _require_map_style(train_dataset, "`training_dynamics`", "it records every example by index")
             from sftmix.dynamics import DynamicsConfig
             from sftmix.dynamics.output import marks_of
 
@@ -436,15 +432,16 @@ def _as_sftmix_config(model, args) -> SFTMixConfig:
     return SFTMixConfig(**values)
 
 
+def _require_map_style(dataset, who: str, why: str) -> None:
+    if not isinstance(dataset, Dataset):  # (an `IterableDataset` is not one)
+        raise TypeError(f"{who} needs a map-style `datasets.Dataset` ({why}); got {type(dataset).__name__}.")
+
+
 def _with_confidence(train_dataset, args: SFTMixConfig):
     """The train dataset with a validated boolean confidence column (from `dynamics_path` if given)."""
     if train_dataset is None:
         raise ValueError("`train_dataset` is required")
-    if isinstance(train_dataset, IterableDataset) or not isinstance(train_dataset, Dataset):
-        raise TypeError(
-            "SFTMix needs a map-style `datasets.Dataset` (it samples confident and unconfident examples by index); "
-            f"got {type(train_dataset).__name__}."
-        )
+    _require_map_style(train_dataset, "SFTMix", "it samples confident and unconfident examples by index")
     column = args.confidence_column
     if args.dynamics_path:
         train_dataset = attach_confidence(train_dataset, args.dynamics_path, column, args.drop_least_confident)

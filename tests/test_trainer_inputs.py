@@ -52,6 +52,21 @@ def test_a_non_boolean_group_column_is_a_clear_error(tmp_path, tiny_tokenizer):
 
 
 @pytest.mark.parametrize(
+    "settings, needs",
+    [(dict(), "SFTMix needs a map-style"), (dict(training_dynamics=True), "`training_dynamics` needs a map-style")],
+)
+def test_a_streamed_dataset_is_refused_with_what_needs_indexing(tmp_path, tiny_tokenizer, settings, needs):
+    data = conversations().to_iterable_dataset()
+    with pytest.raises(TypeError, match=f"{needs} `datasets.Dataset` .*by index\\); got IterableDataset"):
+        SFTMixTrainer(
+            tiny_model(tiny_tokenizer),
+            cpu_args(tmp_path, **settings),
+            train_dataset=data,
+            processing_class=tiny_tokenizer,
+        )
+
+
+@pytest.mark.parametrize(
     "setting, message",
     [
         (dict(packing=True), "packing=True"),
