@@ -269,11 +269,16 @@ def _looks_like_hub_id(name: str) -> bool:
     return bool(HUB_ID.match(name)) and ".." not in name
 
 
+def offline(*variables: str) -> bool:
+    """Whether one of Hugging Face's offline switches (default HF_HUB_OFFLINE) is on, read as huggingface_hub reads it."""
+    return any(os.environ.get(v, "").upper() in ("1", "TRUE", "YES", "ON") for v in variables or ("HF_HUB_OFFLINE",))
+
+
 def hub_id_loadable(name: str, filenames=CONFIG_FILES, revision=None) -> bool:
     """Whether `from_pretrained` could fetch `name` as a Hub id: one, and with HF_HUB_OFFLINE in the cache."""
     if not _looks_like_hub_id(name):
         return False
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
+    if not offline():
         return True
     from huggingface_hub import try_to_load_from_cache
 

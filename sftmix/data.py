@@ -318,10 +318,11 @@ def _load_hub(args: DataArguments):
     try:
         return datasets.load_dataset(args.dataset_name, args.dataset_config)
     except Exception as error:  # offline, gated or missing: say what to do instead
-        offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+        from sftmix.checks import offline
+
         raise RuntimeError(
             f"Could not load {args.dataset_name!r} from the Hugging Face Hub"
-            f"{' (offline mode is on)' if offline else ''}: {error}. Download it where the Hub is reachable and "
+            f"{' (offline mode is on)' if offline('HF_DATASETS_OFFLINE', 'HF_HUB_OFFLINE') else ''}: {error}. Download it where the Hub is reachable and "
             "pass the files with `dataset_files`, or use `dataset_name: sftmix/quickstart`."
         ) from error
 

@@ -86,3 +86,10 @@ def test_missing_file_and_missing_source_are_clear_errors(tmp_path):
         DataArguments(dataset_files=[str(tmp_path / "nope.jsonl")]).check_sources()
     with pytest.raises(ValueError, match="No data"):
         DataArguments().check_sources()
+
+
+def test_an_unreachable_hub_dataset_names_the_offline_switch_and_the_fix(monkeypatch):
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "yes")  # huggingface_hub's spellings: 1, true, yes, on
+    with pytest.raises(RuntimeError, match=r"'nobody/missing-set' .*\(offline mode is on\).*`dataset_files`"):
+        load_sft_data(DataArguments(dataset_name="nobody/missing-set"))
