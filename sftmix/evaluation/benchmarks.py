@@ -79,17 +79,6 @@ def _question_text(row, key: str, at: str) -> str:
     return value
 
 
-def _contexts(value, at: str) -> list[str]:
-    """PubMedQA paragraphs: a list of strings, or one string (one paragraph)."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(c, str) for c in value):
-        return value
-    raise BenchmarkFormatError(
-        f"{at}: the contexts are {type(value).__name__} ({excerpt(value)}), expected a list of paragraphs."
-    )
-
-
 def _plain(value):
     """numpy arrays and scalars (from parquet) -> lists and Python scalars."""
     if hasattr(value, "tolist"):
@@ -162,10 +151,20 @@ def parse_medqa_rows(rows, where: str, num_options: int | None = None) -> list[M
     questions = []
     for index, row in enumerate(rows):
         at = f"{where}, row {index}"
-        if (
-            isinstance(row, dict) and "sent1" in row and "ending0" in row
-        ):  # GBaker/MedQA-USMLE-4-options-hf (lm-eval's)
-            row = _medqa_from_hf_schema(row, at)
+        # GBaker/MedQA-USMLE-4-options-hf rows (lm-eval's) -> the MedQA release's
+        if isinstance(row, dict) and "sent1" in row and "ending0" in row:
+            endings = sorted((k for k in row if k.startswith("ending")), key=lambda k: int(k[len("ending") :]))
+            label = row.get("label")
+            if not isinstance(label, int) or not 0 <= label < len(endings):
+                raise BenchmarkFormatError(
+                    f"{at}: `label` {label!r} is not the index of one of the {len(endings)} endings."
+                )
+            row = {
+                "question": row["sent1"],
+                "options": dict(zip(LETTERS[: len(endings)], (row[k] for k in endings), strict=True)),
+                "answer_idx": LETTERS[label],
+                "id": row.get("id", index),
+            }
         _require(row, ("question", "options", "answer_idx"), at, "medqa")
         options = row["options"]
         if isinstance(options, list):  # BigBio style [{"key": "A", "value": ...}]
@@ -182,11 +181,7 @@ def parse_medqa_rows(rows, where: str, num_options: int | None = None) -> list[M
             )
         if row["answer_idx"] not in options:
             raise BenchmarkFormatError(f"{at}: answer_idx {row['answer_idx']!r} is not one of the options {letters}.")
-        if (
-            "answer" in row
-            and row["answer"] is not None
-            and row["answer"].strip() != options[row["answer_idx"]].strip()
-        ):
+        if row.get("answer") is not None and row["answer"].strip() != options[row["answer_idx"]].strip():
             raise BenchmarkFormatError(
                 f"{at}: `answer` {excerpt(row['answer'])} is not the text of option {row['answer_idx']} "
                 f"({excerpt(options[row['answer_idx']])}); the file is inconsistent."
@@ -200,22 +195,6 @@ def parse_medqa_rows(rows, where: str, num_options: int | None = None) -> list[M
             )
         )
     return questions
-
-
-def _medqa_from_hf_schema(row: dict, at: str) -> dict:
-    endings = sorted((k for k in row if k.startswith("ending")), key=lambda k: int(k[len("ending") :]))
-    letters = LETTERS[: len(endings)]
-    label = row.get("label")
-    if not isinstance(label, int) or not 0 <= label < len(endings):
-        raise BenchmarkFormatError(f"{at}: `label` {label!r} is not the index of one of the {len(endings)} endings.")
-    converted = {
-        "question": row["sent1"],
-        "options": dict(zip(letters, (row[k] for k in endings), strict=True)),
-    }
-    converted["answer_idx"] = letters[label]
-    if "id" in row:
-        converted["id"] = row["id"]
-    return converted
 
 
 def medmcqa_answer_base(rows, setting: str = "auto", default: int = 1) -> int:
@@ -272,41 +251,42 @@ def _pubmedqa_question(qid, question, contexts, decision, at: str) -> MultipleCh
     decision = str(decision).strip().lower()
     if decision not in PUBMEDQA_OPTIONS:
         raise BenchmarkFormatError(f"{at}: final_decision {decision!r} is not one of {list(PUBMEDQA_OPTIONS)}.")
+    question = _question_text({"question": question}, "question", at)
+    if isinstance(contexts, str):  # one paragraph
+        contexts = [contexts]
+    if not (isinstance(contexts, list) and all(isinstance(c, str) for c in contexts)):
+        raise BenchmarkFormatError(
+            f"{at}: the contexts are {type(contexts).__name__} ({excerpt(contexts)}), expected a list of paragraphs."
+        )
     return MultipleChoiceQuestion(
         id=str(qid),
-        question=_question_text({"question": question}, "question", at),
+        question=question,
         options=list(PUBMEDQA_OPTIONS),
         answer=PUBMEDQA_OPTIONS.index(decision),
-        context=_contexts(contexts, at),
+        context=contexts,
     )
 
 
 def parse_pubmedqa_records(records, where: str, ids_wanted: bool = False) -> list[MultipleChoiceQuestion]:
-    if isinstance(records, dict):  # ori_pqal.json: PMID -> record
-        questions = []
-        for pmid, row in records.items():
-            at = f"{where}, PMID {pmid}"
-            if not isinstance(row, dict):
-                raise BenchmarkFormatError(
-                    f"{at} maps to {excerpt(row)}, not a question record; a file of PMID -> label (like "
-                    f"test_ground_truth.json) goes to `pubmedqa_ids`. Expected {FORMAT_HINTS['pubmedqa']}."
-                )
-            _require(row, ("QUESTION", "CONTEXTS", "final_decision"), at, "pubmedqa")
-            questions.append(_pubmedqa_question(pmid, row["QUESTION"], row["CONTEXTS"], row["final_decision"], at))
-        return questions
+    keyed = isinstance(records, dict)  # ori_pqal.json: PMID -> record
     questions = []
-    for index, row in enumerate(records):
-        at = f"{where}, row {index}"
-        if isinstance(row, dict) and "QUESTION" in row:  # BigBio pubmed_qa source rows (lm-eval's dataset)
+    for key, row in records.items() if keyed else enumerate(records):
+        at = f"{where}, {'PMID' if keyed else 'row'} {key}"
+        if keyed and not isinstance(row, dict):
+            raise BenchmarkFormatError(
+                f"{at} maps to {excerpt(row)}, not a question record; a file of PMID -> label (like "
+                f"test_ground_truth.json) goes to `pubmedqa_ids`. Expected {FORMAT_HINTS['pubmedqa']}."
+            )
+        if keyed or (isinstance(row, dict) and "QUESTION" in row):  # ori_pqal, or BigBio pubmed_qa source rows
             _require(row, ("QUESTION", "CONTEXTS", "final_decision"), at, "pubmedqa")
-            qid = row.get("PUBMED_ID", row.get("pubid"))
+            qid = key if keyed else row.get("PUBMED_ID", row.get("pubid"))
             if qid is None and ids_wanted:
                 raise BenchmarkFormatError(
                     f"{at}: BigBio pubmed_qa rows carry no PMID, so `pubmedqa_ids` cannot select from them. Pass "
                     "ori_pqal.json (or qiaojin/PubMedQA pqa_labeled rows), whose questions are keyed by PMID, or "
                     "a file that holds only the questions to score and no `pubmedqa_ids`."
                 )
-            qid = index if qid is None else qid
+            qid = key if qid is None else qid
             questions.append(_pubmedqa_question(qid, row["QUESTION"], row["CONTEXTS"], row["final_decision"], at))
             continue
         _require(row, ("question", "context", "final_decision"), at, "pubmedqa")
@@ -318,17 +298,14 @@ def parse_pubmedqa_records(records, where: str, ids_wanted: bool = False) -> lis
                 f"{at}: `context` should hold {{'contexts': [paragraphs]}}, got {excerpt(row['context'])}."
             )
         questions.append(
-            _pubmedqa_question(row.get("pubid", index), row["question"], context, row["final_decision"], at)
+            _pubmedqa_question(row.get("pubid", key), row["question"], context, row["final_decision"], at)
         )
     return questions
 
 
 def read_pubmedqa_ids(path: str | Path) -> list[str]:
     """PMIDs from a JSON mapping (e.g. test_ground_truth.json: PMID -> answer) or list."""
-    records = read_records(path)
-    if isinstance(records, dict):
-        return [str(k) for k in records]
-    return [str(r) for r in records]
+    return [str(r) for r in read_records(path)]  # a mapping's keys, or a list's items
 
 
 def read_medqa(path: str | Path, num_options: int | None = None) -> list[MultipleChoiceQuestion]:
@@ -382,7 +359,7 @@ def load_benchmark(
                 question.context = []
     if not questions:
         raise BenchmarkFormatError(f"{where} holds no questions.")
-    return questions[:max_examples] if max_examples is not None else questions
+    return questions[:max_examples]
 
 
 def is_hub_source(source) -> bool:

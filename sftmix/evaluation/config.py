@@ -148,22 +148,14 @@ class EvalConfig:
     show_progress: bool = field(default=True, metadata={"help": "Show tqdm progress bars."})
 
     def __post_init__(self):
-        for name in ("batch_size", "num_bins", "chunk_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}.")
-        for name in ("max_examples", "max_length"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"`{name}` must be at least 1 or unset, got {value}.")
+        for name in ("batch_size", "num_bins", "chunk_size", "max_examples", "max_length"):
+            value, optional = getattr(self, name), name.startswith("max_")
+            if not (optional and value is None) and value < 1:
+                raise ValueError(f"`{name}` must be at least 1{' or unset' if optional else ''}, got {value}.")
         if self.headline is None:
             self.headline = "acc" if self.benchmark_style == "lm_eval" else "acc_norm"
-        choices = {
-            "benchmark_style": BENCHMARK_STYLES,
-            "headline": HEADLINES,
-            "dtype": DTYPES,
-            "medmcqa_answer_base": ("auto", "0", "1"),
-        }
-        for name, allowed in choices.items():
+        for name in ("benchmark_style", "headline", "dtype", "medmcqa_answer_base"):
+            allowed = self.__dataclass_fields__[name].metadata["choices"]
             value = str(getattr(self, name))
             if value not in allowed:
                 raise ValueError(f"`{name}` must be one of {list(allowed)}, got {getattr(self, name)!r}.")
@@ -177,21 +169,12 @@ class EvalConfig:
         """Cheap checks before any model loads: every local file named exists."""
         from sftmix.evaluation.benchmarks import is_hub_source
 
-        named = {
-            "heldout": self.heldout,
-            "pubmedqa_ids": self.pubmedqa_ids,
-            "chat_template_path": self.chat_template_path,
-        }
-        named.update(self.benchmark_sources())
-        for name, source in named.items():
+        named = {name: getattr(self, name) for name in ("heldout", "pubmedqa_ids", "chat_template_path")}
+        for name, source in (named | self.benchmark_sources()).items():
             if source is None or (name in BENCHMARKS and is_hub_source(source)):
                 continue
             if not Path(source).is_file():
+                hub = ", or pass 'hub' to load the benchmark from the Hugging Face Hub"
                 raise FileNotFoundError(
-                    f"`{name}` names {source}, which is not a file. Fix the path"
-                    + (
-                        ", or pass 'hub' to load the benchmark from the Hugging Face Hub."
-                        if name in BENCHMARKS
-                        else "."
-                    )
+                    f"`{name}` names {source}, which is not a file. Fix the path{hub if name in BENCHMARKS else ''}."
                 )

@@ -75,7 +75,6 @@ def evaluate(
     }
     results["model_name"] = Path(str(results["model"])).name or str(results["model"])
     results["processes"] = shard.world_size
-    files = {}
     reliability = None
     if heldout is not None:
         metrics = heldout_metrics(
@@ -109,8 +108,7 @@ def evaluate(
         results["benchmarks"] = {}
         results["benchmark_style"] = config.benchmark_style
         for name, summary in summaries.items():
-            summary["accuracy"] = summary[config.headline]
-            summary["source"] = str(benchmarks[name])
+            summary.update(accuracy=summary[config.headline], source=str(benchmarks[name]))
             results["benchmarks"][name] = summary
             logger.info(
                 "%s: accuracy %.4f over %d questions (lm-eval task %s)",
@@ -119,22 +117,20 @@ def evaluate(
                 summary["questions"],
                 summary["task"],
             )
-        accuracies = [b["accuracy"] for b in results["benchmarks"].values()]
+        accuracies = [summary["accuracy"] for summary in summaries.values()]
         if accuracies:  # none on the processes of lm-eval's data-parallel run other than its first
             results["average_accuracy"] = sum(accuracies) / len(accuracies)
     if output_dir is not None and shard.is_main:
+        results["files"] = {}
         if reliability is not None:
             from sftmix.evaluation.reliability_plot import plot_reliability_diagram
 
             path = plot_reliability_diagram(
-                reliability,
-                Path(output_dir) / "reliability.png",
-                title=f"Held-out tokens, {results['model_name']}",
+                reliability, Path(output_dir) / "reliability.png", title=f"Held-out tokens, {results['model_name']}"
             )
-            files["reliability_diagram"] = str(path)
+            results["files"]["reliability_diagram"] = str(path)
         from sftmix.evaluation.report import write_report
 
-        results["files"] = files
         write_report(results, output_dir, predictions)
     return results
 
@@ -175,13 +171,12 @@ def evaluate_from_config(model_path: str, config: EvalConfig, data_args=None) ->
 
     shard = current_shard()
     lm = load_lm(model_path, config)
-    output_dir = config.output_dir or str(Path(model_path) / "eval")
     results = evaluate(
         lm.model,
         lm.tokenizer,
         heldout=heldout,
         benchmarks=config.benchmark_sources(),
-        output_dir=output_dir,
+        output_dir=config.output_dir or str(Path(model_path) / "eval"),
         config=config,
         model_name=str(model_path),
         label_settings=resolve_label_settings(model_path, config),
@@ -192,10 +187,8 @@ def evaluate_from_config(model_path: str, config: EvalConfig, data_args=None) ->
 
 
 def load_lm(model_path: str, config: EvalConfig):
-    """lm-eval's HFLM on the saved model (a full model, or a PEFT adapter with its base model), in eval mode.
-
-    Loaded from its path, so that under `accelerate launch` on GPUs lm-eval runs data-parallel.
-    """
+    """lm-eval's HFLM on the saved model (a full model, or a PEFT adapter with its base model), in eval mode; loaded
+    from its path, so that under `accelerate launch` on GPUs lm-eval runs data-parallel."""
     import importlib.util
     import json
 
