@@ -83,7 +83,9 @@ def compute_dynamics(
         state.wait_for_everyone()
         return scores_path
 
-    run = _Pass(args, scores_path, base, scoring_args, prepared, reference_tokenizer, data_key, _dtype_of(model))
+    dtype = getattr(model, "dtype", None)
+    dtype = str(dtype).removeprefix("torch.") if dtype is not None else "auto"
+    run = _Pass(args, scores_path, base, scoring_args, prepared, reference_tokenizer, data_key, dtype)
     if args.checkpoints:
         entries = run.score_given_checkpoints(model)
     else:
@@ -211,12 +213,11 @@ class _Pass:
 
     def score_uncached(self, entries: list[_Entry], base_model=None, trainer=None) -> list[_Entry]:
         """Score the entries whose scores are not cached: with `trainer`'s live weights, else loaded from disk."""
-        for entry in entries:
-            if not self.is_cached(entry):
-                if trainer is not None:
-                    self.score_into_cache(trainer, entry)
-                else:
-                    self.score_saved(entry, base_model)
+        for entry in (e for e in entries if not self.is_cached(e)):
+            if trainer is not None:
+                self.score_into_cache(trainer, entry)
+            else:
+                self.score_saved(entry, base_model)
         return entries
 
     # Sources -----------------------------------------------------------------------------------------------------
@@ -236,7 +237,8 @@ class _Pass:
         training = config.reference_training_config(self.base, output_dir, args, len(self.prepared))
         if isinstance(source, str):
             training.model_init_kwargs = {"dtype": self.dtype, **(training.model_init_kwargs or {})}
-        self.reference_name = _model_name(source)
+        name = getattr(getattr(source, "config", None), "_name_or_path", "") or type(source).__name__
+        self.reference_name = source if isinstance(source, str) else str(name)
         key = self.data_key | config.training_key(training, peft_config, self.reference_name, args.num_checkpoints)
 
         def entry(position: int, step: int) -> _Entry:
@@ -268,13 +270,12 @@ class _Pass:
                     processing_class=self.reference_tokenizer,
                     peft_config=peft_config,
                 )
+
+                def on_checkpoint(step: int, _path) -> None:
+                    self.score_uncached([entry(callback.steps.index(step), step)], trainer=trainer)
+
                 callback = reference.CheckpointCallback(
-                    args.num_checkpoints,
-                    key,
-                    lambda step, _path: self.score_uncached(
-                        [entry(callback.steps.index(step), step)], trainer=trainer
-                    ),
-                    self.state.is_main_process,
+                    args.num_checkpoints, key, on_checkpoint, self.state.is_main_process
                 )
                 trainer.add_callback(callback)
                 with reference_tracking(training):
@@ -347,18 +348,6 @@ def _gathered(tensor, modify: bool = False):
     import deepspeed
 
     return deepspeed.zero.GatheredParameters([tensor], modifier_rank=0 if modify else None)
-
-
-def _dtype_of(model) -> str:
-    dtype = getattr(model, "dtype", None)
-    return str(dtype).removeprefix("torch.") if dtype is not None else "auto"
-
-
-def _model_name(model) -> str:
-    if isinstance(model, str):
-        return model
-    config = getattr(model, "config", None)
-    return str(getattr(config, "_name_or_path", "") or type(model).__name__)
 
 
 def _identity(path: str) -> dict:

@@ -228,8 +228,7 @@ def reference_steps(base, dynamics, num_examples: int) -> int:
 
 
 def reference_training_config(base, output_dir: Path, dynamics, num_examples: int):
-    """The reference run: the SFTMix run's settings, saving only where the checkpoint callback says, as long as
-    `reference_steps`."""
+    """The reference run: the SFTMix run's settings, `reference_steps` long, saving where `CheckpointCallback` says."""
     return derive(
         base,
         output_dir=str(output_dir),
@@ -265,14 +264,10 @@ def loading_config(scoring, base, load_kwargs: dict):
     return derive(scoring, model_init_kwargs={**load_kwargs, **(base.model_init_kwargs or {})})
 
 
-def tokenizer_hash(tokenizer) -> str:
-    blob = json.dumps([sorted(tokenizer.get_vocab().items()), getattr(tokenizer, "chat_template", None)], default=str)
-    return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
-
-
 def tokenization_key(config, tokenizer, text_as_response: bool = False) -> dict:
+    blob = json.dumps([sorted(tokenizer.get_vocab().items()), getattr(tokenizer, "chat_template", None)], default=str)
     return {
-        "tokenizer": tokenizer_hash(tokenizer),
+        "tokenizer": hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16],
         "scored_tokens": "text" if text_as_response else "response",
         **{name: getattr(config, name) for name in TOKENIZATION_FIELDS},
     }

@@ -139,10 +139,7 @@ def check_same_examples(target_rows, reference_rows, example_ids: list[str]) -> 
     parts = [
         f"{len(rows)} example(s) {what}: {_preview(rows, example_ids)}"
         for rows, what in (
-            (
-                only_target,
-                "kept for the target but left with no trainable token by the reference's tokenizer",
-            ),
+            (only_target, "kept for the target but left with no trainable token by the reference's tokenizer"),
             (only_reference, "kept by the reference but dropped for the target"),
         )
         if rows

@@ -26,9 +26,8 @@ logger = logging.getLogger(__name__)
 def write_outputs(
     args, per_checkpoint, labels, paths, example_ids, excluded_rows, *, reference_name, data_key, marks=None
 ) -> Path:
-    """Aggregate the per-checkpoint `CheckpointScores` (with their labels and paths), split, and write everything
-    next to `args.scores_path` (a `DynamicsConfig`); `excluded_rows` are raw rows, `marks` the data's `mark_column`
-    by row."""
+    """Aggregate the per-checkpoint `CheckpointScores` (with labels and paths), split, and write everything next to
+    `args.scores_path` (a `DynamicsConfig`); `excluded_rows` are raw rows, `marks` the data's `mark_column` by row."""
     random_seed = args.split_seed if args.split == "random" else None
     frame, empty_rows = scores_frame(
         example_ids, per_checkpoint, labels, args.confident_fraction, random_seed, args.confidence
@@ -71,9 +70,8 @@ def marks_of(train_dataset, column: str | None):
 def write_random_split(
     args: DynamicsConfig, example_ids, kept_rows, excluded_rows, data_key: dict, marks=None
 ) -> Path:
-    """The random-split ablation's scores file (`split: random`): its confident group is drawn by a seeded permutation,
-    the group `scores_frame` would draw, so no reference run or scoring pass is needed. `confidence` is NaN (nothing
-    was scored) and no data map is drawn."""
+    """The random-split ablation's scores file (`split: random`): the confident group `scores_frame`'s seeded draw
+    would give, with no reference run or scoring; `confidence` is NaN (nothing was scored) and no data map is drawn."""
     import pandas as pd
 
     ids = [example_ids[r] for r in kept_rows]
@@ -216,13 +214,11 @@ def write_review(scores_path, train_dataset, size: int, mark: str | None = None)
         f"Confidence is {measure_name(frame)} over the checkpoints (or epochs) scored, lowest first; "
         "variability is the spread of the response's mean token probability over them. Mislabelled, mismatched and "
         "truncated responses tend to gather here: check these rows of your data.",
+        *([f"{int(review[mark].sum())} of these {len(review)} are marked `{mark}` in the data.", ""] if mark else []),
         "",
         f"| # | example id | row | confidence | variability |{f' {mark} |' if mark else ''} response |",
         "|---|---|---|---|---|---|" + ("---|" if mark else ""),
     ]
-    if mark:
-        lines.insert(3, f"{int(review[mark].sum())} of these {len(review)} are marked `{mark}` in the data.")
-        lines.insert(4, "")
     for rank, row in enumerate(review.to_dict("records"), start=1):
         text = str(row["response"]).replace("|", "\\|").replace("\n", " ")
         marked = f" {'yes' if row[mark] else ''} |" if mark else ""
@@ -264,11 +260,7 @@ def draw_data_map(frame, path: Path, mark: str | None = None) -> Path:
     axes = fig.subplots(1, 2)
     size = max(2.0, min(20.0, 4000.0 / max(len(frame), 1)))
     layers = [  # (rows, name, style): the two groups, then the marked rows circled
-        (
-            frame[frame["confident"] == g],
-            GROUP_NAMES[g],
-            dict(s=size, alpha=0.6, c=GROUP_COLOURS[g], linewidths=0),
-        )
+        (frame[frame["confident"] == g], GROUP_NAMES[g], dict(s=size, alpha=0.6, c=GROUP_COLOURS[g], linewidths=0))
         for g in (False, True)
     ]
     if mark in frame.columns:

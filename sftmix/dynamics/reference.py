@@ -18,12 +18,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTTrainer
 
-from sftmix._trl_compat import (
-    complete_checkpoints,
-    placeholder_model,
-    prepare_inference_engine,
-    share_deepspeed_state,
-)
+from sftmix._trl_compat import complete_checkpoints, placeholder_model, prepare_inference_engine, share_deepspeed_state
 from sftmix.dynamics.examples import ROW_INDEX, check_same_examples, same_token_ids
 from sftmix.dynamics.scoring import CheckpointScores, score_dataset
 from sftmix.response import RESPONSE_MASK, ResponseMaskMixin
@@ -148,11 +143,6 @@ def checkpoint_steps(max_steps: int, num_checkpoints: int) -> list[int]:
     return [int(k * max_steps / num_checkpoints + 0.5) for k in range(1, num_checkpoints + 1)]
 
 
-def is_resumable(path: Path) -> bool:
-    """Holds the optimizer state too (`save_only_model=False`), so training can continue from it."""
-    return (path / "optimizer.pt").is_file() or any(path.glob("global_step*"))
-
-
 def read_plan(output_dir: str | os.PathLike) -> dict | None:
     try:
         return json.loads((Path(output_dir) / PLAN_FILE).read_text())
@@ -185,7 +175,7 @@ def resume_point(output_dir: str | os.PathLike, key: dict, is_cached: Callable[[
         path = complete.get(step)
         if path is None or not is_cached(step):
             break
-        if is_resumable(path):
+        if (path / "optimizer.pt").is_file() or any(path.glob("global_step*")):  # the optimizer state too: resumable
             best = str(path)
     return best
 

@@ -101,9 +101,7 @@ def scores_frame(
 
     first = per_checkpoint[0]  # all checkpoints must cover the same rows
     for scores, label in zip(per_checkpoint[1:], labels[1:], strict=True):
-        if not (
-            np.array_equal(scores.row_index, first.row_index) and np.array_equal(scores.num_tokens, first.num_tokens)
-        ):
+        if not all(np.array_equal(getattr(scores, n), getattr(first, n)) for n in ("row_index", "num_tokens")):
             raise RuntimeError(
                 f"Checkpoint {label} was scored on other examples than {labels[0]} (different rows or token counts). "
                 "Its cached scores are stale: rerun with `overwrite_cache=True`."
