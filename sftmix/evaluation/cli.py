@@ -33,8 +33,7 @@ def build_eval_parser():
 
 def run_eval_cli(argv: list[str] | None = None) -> dict:
     parser = build_eval_parser()
-    namespace = parser.parse_args(argv)
-    values = vars(namespace)
+    values = vars(parser.parse_args(argv))
     model = values.pop("model")
     names = {f.name for f in dataclasses.fields(EvalConfig) if f.init}
     try:

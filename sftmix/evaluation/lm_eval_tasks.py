@@ -100,8 +100,7 @@ def score_benchmarks(lm, questions: dict, config, work_dir: str | Path) -> tuple
         path = Path(work_dir) / f"{benchmark}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(task_doc(benchmark, q)) + "\n" for q in items))
-        task = ConfigurableTask(config=task_config(benchmark, path, config.benchmark_style))
-        tasks[benchmark] = task
+        tasks[benchmark] = ConfigurableTask(config=task_config(benchmark, path, config.benchmark_style))
     output = simple_evaluate(
         model=lm,
         tasks=list(tasks.values()),

@@ -40,16 +40,12 @@ def markdown_report(results: dict) -> str:
         ]
         if len(names) < len(BENCHMARKS):
             lines += [f"The average is over the {len(names)} benchmarks evaluated, not the paper's four.", ""]
-        lines += [
-            "| benchmark | lm-eval task | questions | acc | acc_norm | source |",
-            "|---|---|---|---|---|---|",
-        ]
+        lines += ["| benchmark | lm-eval task | questions | acc | acc_norm | source |", "|---|---|---|---|---|---|"]
         for n in names:
             b = benchmarks[n]
             lines.append(
                 f"| {BENCHMARK_TITLES[n]} | {b.get('task', '')} | {b['questions']} | {_percent(b['acc'])} "
-                f"| {_percent(b['acc_norm'])} "
-                f"| {b.get('source', '')} |"
+                f"| {_percent(b['acc_norm'])} | {b.get('source', '')} |"
             )
         lines.append("")
     heldout = results.get("heldout")
