@@ -153,3 +153,12 @@ def test_missing_benchmark_file_is_named_before_loading_a_model(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"`medmcqa` names .*nope.json.*'hub'"):
         EvalConfig(medmcqa=str(tmp_path / "nope.json")).check_sources()
     EvalConfig(medqa="hub", medqa5=str(DATA / "medqa_5options.jsonl")).check_sources()
+
+
+def test_an_unreachable_hub_benchmark_names_the_offline_switch_and_the_local_file_fix(monkeypatch):
+    from sftmix.evaluation.benchmarks import load_hub_rows
+
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "true")  # huggingface_hub's spellings: 1, true, yes, on
+    with pytest.raises(RuntimeError, match=r"nobody/missing-medqa.*with offline mode on.*`medqa: FILE`"):
+        load_hub_rows("medqa", "hub:nobody/missing-medqa")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -55,7 +54,9 @@ def _loadable(name: str) -> bool:
         return True
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", name) or name.startswith("."):
         return False
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+    from sftmix.checks import offline
+
+    if offline():
         from huggingface_hub import try_to_load_from_cache
 
         return isinstance(try_to_load_from_cache(name, "config.json"), str)

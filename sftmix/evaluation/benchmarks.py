@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -388,10 +387,12 @@ def load_hub_rows(name: str, source: str) -> list[dict]:
     try:
         return datasets.load_dataset(repo, config, split=split).to_list()
     except Exception as error:  # offline, gated, renamed: say what to do instead
-        offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+        from sftmix.checks import offline
+
+        note = " with offline mode on" if offline("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") else ""
         raise RuntimeError(
             f"Could not load {name} from the Hugging Face Hub ({repo}"
             + (f", config {config}" if config else "")
-            + f", split {split}){' with offline mode on' if offline else ''}: {error}. Download it where the Hub is "
+            + f", split {split}){note}: {error}. Download it where the Hub is "
             f"reachable and pass the local file instead (`{name}: FILE` in a recipe, --{name} FILE on the command line)."
         ) from error
