@@ -21,6 +21,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 SECTIONS = ("dynamics", "evaluation")
+RECIPES_DIR = Path(__file__).parent / "recipes"  # shipped with the package; in a checkout, a link to recipes/
 
 
 @dataclass
@@ -166,15 +167,9 @@ PATH_FIELDS = {
 }
 
 
-def package_recipes_dir() -> Path:
-    """The recipes shipped with the package (in a checkout: a link to the top-level `recipes/`)."""
-    return Path(__file__).parent / "recipes"
-
-
 def builtin_recipes() -> list[str]:
     """Names of the shipped recipes, as `find_recipe` accepts them."""
-    root = package_recipes_dir()
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+    return sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.rglob("*.yaml"))
 
 
 def find_recipe(name: str | os.PathLike) -> Path:
@@ -182,9 +177,8 @@ def find_recipe(name: str | os.PathLike) -> Path:
     path = Path(name)
     if path.is_file():
         return path
-    root = package_recipes_dir()
     stem = str(name).removesuffix(".yaml").removeprefix("recipes/")
-    for candidate in (root / f"{stem}.yaml", root / stem / "sftmix.yaml"):
+    for candidate in (RECIPES_DIR / f"{stem}.yaml", RECIPES_DIR / stem / "sftmix.yaml"):
         if candidate.is_file():
             return candidate
     names = builtin_recipes()
