@@ -46,12 +46,12 @@ def collect_problems(recipe) -> list[str]:
     from sftmix.data import set_error_excerpts
 
     set_error_excerpts(recipe.data.error_excerpts)
-    problems = recipe.data.source_problems()
+    problems = [] if recipe.model.model_name_or_path else ["The recipe names no model: set `model_name_or_path`."]
     held_out = None
-    if not problems:
-        problems, held_out = data_problems_and_held_out(recipe.data)
-    problems = settings_problems(recipe) + problems
-    problems += model_problems(recipe)
+    data_problems = recipe.data.source_problems()
+    if not data_problems:
+        data_problems, held_out = data_problems_and_held_out(recipe.data)
+    problems += data_problems + model_problems(recipe)
     if recipe.evaluation is not None:
         problems += evaluation_problems(recipe.evaluation, held_out)
     if recipe.training.dynamics_path:
@@ -82,16 +82,6 @@ def extras_problems(recipe) -> list[str]:
         for module, extra, why in needs
         if importlib.util.find_spec(module) is None
     ]
-
-
-def settings_problems(recipe) -> list[str]:
-    problems = [] if recipe.model.model_name_or_path else ["The recipe names no model: set `model_name_or_path`."]
-    if recipe.training.mixup_enabled:
-        try:
-            recipe.training.validate_for_mixup()
-        except ValueError as error:
-            problems.append(str(error))
-    return problems
 
 
 def data_problems_and_held_out(data) -> tuple[list[str], bool | None]:

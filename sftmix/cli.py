@@ -153,7 +153,7 @@ def check(recipe) -> int:
     train, held_out = load_sft_data(recipe.data)
     print(f"Recipe {recipe.path}: no problems found.\n")
     print("Settings")
-    print(plan.render_settings(plan.settings_table(recipe)))
+    print(plan.render_settings(recipe))
     print("\nPlan")
     for line in plan.build_plan(recipe, len(train), None if held_out is None else len(held_out)):
         print(f"  {line}")

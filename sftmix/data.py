@@ -44,14 +44,14 @@ class DataError(ValueError):
 
 
 def set_error_excerpts(enabled: bool) -> None:
-    """Process-wide default of `excerpt` (the recipe's `error_excerpts`), for readers given no setting."""
+    """Whether `excerpt` quotes rows, process-wide: the recipe's `error_excerpts`, set where its data are read."""
     global _excerpts_enabled
     _excerpts_enabled = bool(enabled)
 
 
-def excerpt(value, enabled: bool | None = None) -> str:
+def excerpt(value) -> str:
     """A short quote of a row or value for an error message: at most `EXCERPT_CHARS` characters, one line."""
-    if not (_excerpts_enabled if enabled is None else enabled):
+    if not _excerpts_enabled:
         return "<excerpt hidden: error_excerpts is off>"
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     text = " ".join(text.split())
@@ -128,11 +128,12 @@ class DataArguments:
 def load_sft_data(args: DataArguments, keep_columns: tuple[str, ...] = ("confident",)):
     """`(train, eval_or_None)` in one of SFTTrainer's formats, every row checked before shuffling."""
     args.check_sources()
+    set_error_excerpts(args.error_excerpts)
     origins = None
     if args.dataset_name and args.dataset_name.startswith(BUILTIN_PREFIX):
         splits = _builtin(args.dataset_name)
     elif args.dataset_files:
-        splits = {"train": read_files(args.dataset_files, args.dataset_format, args.error_excerpts)}
+        splits = {"train": read_files(args.dataset_files, args.dataset_format)}
         origins = functools.partial(row_origins, args.dataset_files)
     else:
         splits = _load_hub(args)
@@ -142,9 +143,7 @@ def load_sft_data(args: DataArguments, keep_columns: tuple[str, ...] = ("confide
             f"The dataset has no split {args.dataset_train_split!r} (splits: {list(splits)}); set "
             "`dataset_train_split`."
         )
-    convert = functools.partial(
-        to_sft_format, fmt=args.dataset_format, keep_columns=keep_columns, excerpts=args.error_excerpts
-    )
+    convert = functools.partial(to_sft_format, fmt=args.dataset_format, keep_columns=keep_columns)
     train = convert(splits[args.dataset_train_split], origins=origins, split=args.dataset_train_split)
     if len(train) == 0:
         raise DataError("No training data.", [f"split {args.dataset_train_split!r} has no rows"])
@@ -180,7 +179,7 @@ def load_sft_data(args: DataArguments, keep_columns: tuple[str, ...] = ("confide
     return train, held_out
 
 
-def read_files(paths, fmt: str = "auto", excerpts: bool = True):
+def read_files(paths, fmt: str = "auto"):
     """The local files as one `datasets.Dataset`; if `datasets` cannot read them, `DataError` names every problem."""
     import datasets
 
@@ -201,7 +200,7 @@ def read_files(paths, fmt: str = "auto", excerpts: bool = True):
             except ValueError as error:
                 problems.append(str(error))
             else:
-                problems += [_row_problem(o, p, row, excerpts) for o, row in rows if (p := check_row(row, row_fmt))]
+                problems += [_row_problem(o, p, row) for o, row in rows if (p := check_row(row, row_fmt))]
         if not problems:
             raise
     raise DataError(f"The data files have {len(problems)} problem(s):", problems) from None
@@ -352,7 +351,6 @@ def to_sft_format(
     *,
     origins=None,
     split: str | None = None,
-    excerpts: bool | None = None,
 ):
     """Convert to `messages`, `prompt`/`completion` or `text`, keep only those columns, check every row.
 
@@ -375,13 +373,13 @@ def to_sft_format(
         origins = origins() if callable(origins) else origins
         if not origins or len(origins) != len(dataset):  # none, or the loader read the files differently
             origins = [f"row {i}" + (f" of split {split!r}" if split else "") for i in range(len(dataset))]
-        problems = [_row_problem(origins[i], p, row, excerpts) for i, row, p in bad]
+        problems = [_row_problem(origins[i], p, row) for i, row, p in bad]
         raise DataError(f"{len(problems)} malformed training example(s):", problems)
     return dataset
 
 
-def _row_problem(where: str, problem: str, row, excerpts: bool | None) -> str:
-    return f"{where}: {problem} (row: {excerpt(row, excerpts)}). Fix or drop that row"
+def _row_problem(where: str, problem: str, row) -> str:
+    return f"{where}: {problem} (row: {excerpt(row)}). Fix or drop that row"
 
 
 def check_row(row: dict, fmt: str) -> str | None:

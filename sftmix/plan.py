@@ -15,17 +15,6 @@ RESUMABLE_BYTES_PER_PARAM = 16
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "auto": 2, None: 2}
 
 
-def settings_table(recipe) -> dict:
-    """Every resolved setting, the nested sections included: {section: {key: value}}, None for a missing section."""
-    table = {}
-    for name in ("data", "model", "training", "dynamics", "evaluation"):
-        obj = getattr(recipe, name)
-        table[name] = (
-            None if obj is None else {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
-        )
-    return table
-
-
 def parameter_count(model_name: str) -> int | None:
     """Parameters of a local model (its config built on the meta device); None when it cannot be read."""
     config_file = Path(model_name) / "config.json"
@@ -99,20 +88,23 @@ def build_plan(recipe, num_train: int, num_held_out: int | None) -> list[str]:
         saves = f", keeps {kept} checkpoint(s) of ~{_gigabytes(checkpoint_bytes)} each"
     lines.append(f"{stage}. train: {kind}, {steps} optimizer steps{saves} -> {args.output_dir}")
     if recipe.evaluation is not None:
-        lines.append(f"{stage + 1}. evaluation: {', '.join(_evaluations(recipe.evaluation)) or 'none named'}")
+        evaluation = recipe.evaluation
+        names = ["held-out loss and calibration"] if evaluation.heldout_split or evaluation.heldout else []
+        lines.append(
+            f"{stage + 1}. evaluation: {', '.join(names + list(evaluation.benchmark_sources())) or 'none named'}"
+        )
     if world_size() == 1:
         lines.append("(steps for 1 process; under `accelerate launch` they divide by the number of processes)")
     return lines
 
 
-def _evaluations(evaluation) -> list[str]:
-    names = ["held-out loss and calibration"] if evaluation.heldout_split or evaluation.heldout else []
-    return names + [name for name in ("medqa", "medqa5", "medmcqa", "pubmedqa") if getattr(evaluation, name)]
-
-
-def render_settings(table: dict) -> str:
-    return "\n".join(
-        f"{section}:\n" + "\n".join(f"  {key}: {json.dumps(values[key], default=str)}" for key in sorted(values))
-        for section, values in table.items()
-        if values is not None
-    )
+def render_settings(recipe) -> str:
+    """Every resolved setting of each part of the recipe that is there, keys sorted, values as JSON."""
+    lines = []
+    for section in ("data", "model", "training", "dynamics", "evaluation"):
+        if (settings := getattr(recipe, section)) is not None:
+            names = sorted(f.name for f in dataclasses.fields(settings) if f.init)
+            lines += [f"{section}:"] + [
+                f"  {name}: {json.dumps(getattr(settings, name), default=str)}" for name in names
+            ]
+    return "\n".join(lines)

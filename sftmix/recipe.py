@@ -21,6 +21,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 SECTIONS = ("dynamics", "evaluation")
+RECIPES_DIR = Path(__file__).parent / "recipes"  # shipped with the package; in a checkout, a link to recipes/
 
 
 @dataclass
@@ -47,18 +48,6 @@ def setting_classes() -> dict[str, tuple]:
         "dynamics": (DynamicsConfig,),
         "evaluation": (EvalConfig,),
     }
-
-
-def read_yaml(path: str | os.PathLike) -> dict:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Recipe {path} does not exist. Recipes live under recipes/<model>/<task>/.")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"Recipe {path} must be a mapping of settings, got {type(raw).__name__}.")
-    return raw
 
 
 def _unknown(keys, known, show) -> list[str]:
@@ -178,15 +167,9 @@ PATH_FIELDS = {
 }
 
 
-def package_recipes_dir() -> Path:
-    """The recipes shipped with the package (in a checkout: a link to the top-level `recipes/`)."""
-    return Path(__file__).parent / "recipes"
-
-
 def builtin_recipes() -> list[str]:
     """Names of the shipped recipes, as `find_recipe` accepts them."""
-    root = package_recipes_dir()
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+    return sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.rglob("*.yaml"))
 
 
 def find_recipe(name: str | os.PathLike) -> Path:
@@ -194,9 +177,8 @@ def find_recipe(name: str | os.PathLike) -> Path:
     path = Path(name)
     if path.is_file():
         return path
-    root = package_recipes_dir()
     stem = str(name).removesuffix(".yaml").removeprefix("recipes/")
-    for candidate in (root / f"{stem}.yaml", root / stem / "sftmix.yaml"):
+    for candidate in (RECIPES_DIR / f"{stem}.yaml", RECIPES_DIR / stem / "sftmix.yaml"):
         if candidate.is_file():
             return candidate
     names = builtin_recipes()
@@ -294,10 +276,15 @@ def cpu_has_fast_bf16() -> bool:
 
 def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Recipe:
     """Parse a recipe (and command-line overrides) into its dataclasses; nothing heavy is loaded."""
+    import yaml
     from transformers import HfArgumentParser
 
+    from sftmix.checks import RecipeProblems, collect_problems
+
     path = find_recipe(path) if path else None
-    raw = read_yaml(path) if path else {}
+    raw = (yaml.safe_load(path.read_text()) or {}) if path else {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"Recipe {path} must be a mapping of settings, got {type(raw).__name__}.")
     for key, value in (raw.pop("env", None) or {}).items():
         os.environ[str(key)] = str(value)
     where = f"recipe {path}" if path else "recipe"
@@ -307,7 +294,6 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
     foreign = [f"`{key}`: {FOREIGN_KEYS[key]}" for key in raw if key in FOREIGN_KEYS]
     if foreign:
         raise ValueError(f"{where} uses keys sftmix does not read. " + "; ".join(foreign) + ".")
-    _check_known(raw, known[""], where)
     cli_top, cli_sections = parse_overrides(list(overrides or []))
     cli = {**cli_sections, "": _check_cli_keys(cli_top, cli_sections, known)}
 
@@ -319,7 +305,7 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
             values[name] = None  # no such section
             continue
         yaml_values = given[name] or {}
-        _check_known(yaml_values, known[name], f"`{name}:`")
+        _check_known(yaml_values, known[name], f"`{name}:`" if name else where)
         merged = {
             **resolve_paths(yaml_values, name, recipe_dir),
             **resolve_paths(cli[name], name, Path.cwd()),
@@ -338,32 +324,20 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
             "here, so the recipe's `bf16: true` runs in fp32. Set SFTMIX_CPU_BF16=1 to keep bf16."
         )
         main["bf16"] = False
-    try:
-        data, model, training = HfArgumentParser(classes[""]).parse_dict(main)
-    except (ValueError, TypeError) as error:
-        if not problems:
-            raise
-        _raise_problems(problems + [str(error)], path)
-
-    sections = dict.fromkeys(SECTIONS)
-    for name in SECTIONS:
+    parsed = {name: (None,) for name in SECTIONS}
+    for name, group in classes.items():
         try:
-            sections[name] = None if values[name] is None else classes[name][0](**values[name])
+            if values[name] is not None:
+                parsed[name] = HfArgumentParser(group).parse_dict(values[name])
         except (ValueError, TypeError) as error:
             if not problems:
                 raise
-            problems.append(f"`{name}:` {error}")
-    recipe = Recipe(data, model, training, sections["dynamics"], sections["evaluation"], path)
-    if recipe.dynamics is not None and recipe.dynamics.mode == "training" and training.mixup_enabled:
-        training.training_dynamics = True  # the one switch the trainer and the pipeline read
-    if problems:  # report them with everything else the checks find, in one error
-        from sftmix.checks import collect_problems
-
-        _raise_problems(problems + collect_problems(recipe), path)
-    return recipe
-
-
-def _raise_problems(problems: list[str], path) -> typing.NoReturn:
-    from sftmix.checks import RecipeProblems
-
+            problems.append(f"`{name}:` {error}" if name else str(error))
+    if "" in parsed:
+        recipe = Recipe(*parsed[""], *parsed["dynamics"], *parsed["evaluation"], path)
+        if recipe.dynamics is not None and recipe.dynamics.mode == "training" and recipe.training.mixup_enabled:
+            recipe.training.training_dynamics = True  # the one switch the trainer and the pipeline read
+        if not problems:
+            return recipe
+        problems += collect_problems(recipe)  # reported with everything else the checks find, in one error
     raise RecipeProblems(problems, path)
