@@ -261,7 +261,6 @@ def main(argv: list[str] | None = None) -> int:
     """`sftmix data ...`; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         named, directories = parse_sources(args.source)
         out = Path(args.out)
@@ -280,7 +279,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sftmix data: error: {error}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

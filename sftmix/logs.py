@@ -16,11 +16,6 @@ from pathlib import Path
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%H:%M:%S"
 
-# Loggers of dependencies whose warnings do not apply to sftmix runs, shown from this level on:
-# bitsandbytes warns at import that it cannot fetch its AVX512-BF16 CPU kernel from the Hub (also on runs without
-# quantization), a kernel sftmix turns off anyway (sftmix.modeling.disable_bnb_cpu_repacking).
-QUIET = {"bitsandbytes": logging.ERROR}
-
 
 def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") in ("", "0")
@@ -41,8 +36,9 @@ def configure_logging(level: str | int | None = None) -> None:
         handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
         handler._sftmix = True
         logger.addHandler(handler)
-    for name, quiet_level in QUIET.items():
-        logging.getLogger(name).setLevel(quiet_level)
+    # bitsandbytes warns at import that it cannot fetch its AVX512-BF16 CPU kernel from the Hub (also on runs without
+    # quantization), a kernel sftmix turns off anyway (sftmix.modeling.disable_bnb_cpu_repacking)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 # Experiment trackers (`report_to: wandb` / `tensorboard`): the reference run of the dynamics pass and the SFTMix run

@@ -84,6 +84,7 @@ def run_dynamics(recipe):
     from sftmix.checks import check_recipe
     from sftmix.data import load_sft_data
     from sftmix.dynamics import DynamicsConfig, compute_dynamics
+    from sftmix.logs import group_tracking_runs
     from sftmix.modeling import load_model_and_tokenizer
 
     check_recipe(recipe)
@@ -93,8 +94,6 @@ def run_dynamics(recipe):
             "pass. Run `sftmix train` or `sftmix run` with this recipe, or choose `mode: reference` for a scores file "
             "of its own."
         )
-    from sftmix.logs import group_tracking_runs
-
     group_tracking_runs(recipe.training)
     dynamics = recipe.dynamics or DynamicsConfig()
     dynamics.scores_path = str(scores_path(recipe))
@@ -132,7 +131,6 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
     from sftmix.checks import check_recipe
     from sftmix.data import load_sft_data
     from sftmix.logs import group_tracking_runs
-    from sftmix.model_card import write_model_card
     from sftmix.modeling import load_model_and_tokenizer
     from sftmix.trainer import SFTMixTrainer
 
@@ -177,10 +175,9 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
         tokenizer=trainer.processing_class,
         completion_only_loss=trainer.completion_only_loss,
     )
+    trainer.create_model_card()  # the SFTMix card (sftmix.model_card)
     if trainer.is_world_process_zero():
         remove_reference_checkpoints(recipe)
-    write_model_card(trainer)
-    if trainer.is_world_process_zero():
         logger.info("Model saved to %s", args.output_dir)
     summary = {
         "model": recipe.model.model_name_or_path,
@@ -243,13 +240,13 @@ def remove_reference_checkpoints(recipe) -> None:
         remove_checkpoints(sort_checkpoints(str(reference_dir(dynamics, own))))
 
 
-def run_eval(recipe, model_path: str | None = None) -> dict | None:
+def run_eval(recipe) -> dict | None:
     """Evaluate the trained model as the recipe's `evaluation:` section says (nothing if it has none)."""
     if recipe.evaluation is None:
         return None
     from sftmix.evaluation import evaluate_from_config
 
-    return evaluate_from_config(model_path or recipe.training.output_dir, recipe.evaluation, recipe.data)
+    return evaluate_from_config(recipe.training.output_dir, recipe.evaluation, recipe.data)
 
 
 def run_all(recipe) -> dict:

@@ -30,10 +30,12 @@ def quickstart_datasets(
     `noise` > 0, that fraction of the training rows corrupted (`swap_responses`, seeded by `seed`)."""
     from datasets import Dataset, DatasetDict
 
-    from sftmix.quickstart.chitchat import chitchat_splits
+    from sftmix.quickstart.chitchat import iter_conversations, take
     from sftmix.quickstart.medical import medical_qa_rows, to_messages_row
 
-    chitchat = chitchat_splits(n_chitchat_train, n_chitchat_eval, seed, max_turns, max_chars)
+    conversations = iter_conversations(seed, max_turns, max_chars)
+    chitchat_eval = take(conversations, n_chitchat_eval)  # first: it does not depend on `n_chitchat_train`
+    chitchat_train = take(conversations, n_chitchat_train)
     medical = [to_messages_row(row) for row in medical_qa_rows()]
     if not 0 <= n_medical_eval < len(medical):
         raise ValueError(
@@ -41,8 +43,8 @@ def quickstart_datasets(
             f"got {n_medical_eval}."
         )
     random.Random(seed).shuffle(medical)
-    train = chitchat["train"].to_list() + medical[n_medical_eval:]
-    held_out = chitchat["eval"].to_list() + medical[:n_medical_eval]
+    train = chitchat_train + medical[n_medical_eval:]
+    held_out = chitchat_eval + medical[:n_medical_eval]
     random.Random(seed + 1).shuffle(train)
     random.Random(seed + 2).shuffle(held_out)
     if noise > 0:
