@@ -6,11 +6,11 @@ import logging
 import os
 from pathlib import Path
 
-from sftmix.quickstart.smollm2 import resolve_model_name  # stdlib imports only
+# smollm2 imports only the standard library at import time; BUILTIN_MODEL_PREFIX is re-exported for sftmix.checks
+from sftmix.quickstart.smollm2 import BUILTIN_MODEL_PREFIX, resolve_model_name  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_MODEL_PREFIX = "sftmix/"
 # Built-in names (e.g. 'sftmix/smollm2-135m-instruct', installed from PyPI) to a local path; others unchanged.
 resolve_model_path = resolve_model_name
 
