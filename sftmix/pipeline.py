@@ -130,6 +130,7 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
     from sftmix._trl_compat import share_deepspeed_state
     from sftmix.checks import check_recipe
     from sftmix.data import load_sft_data
+    from sftmix.evaluation.label_settings import save_label_settings
     from sftmix.logs import group_tracking_runs
     from sftmix.modeling import load_model_and_tokenizer
     from sftmix.trainer import SFTMixTrainer
@@ -167,8 +168,6 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
     seconds = time.perf_counter() - started
     trainer.save_model(args.output_dir)
     trainer.save_state()  # trainer_state.json: the log history (learning curves) beside the model
-    from sftmix.evaluation.label_settings import save_label_settings
-
     save_label_settings(
         trainer.args,
         args.output_dir,
