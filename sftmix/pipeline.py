@@ -24,9 +24,7 @@ _FALSE = ("false", "no", "0", "none", "")
 def wants_resume(args) -> bool:
     """Whether `resume_from_checkpoint` is set (a path, or `true` / "true" for the latest checkpoint)."""
     value = getattr(args, "resume_from_checkpoint", None)
-    if value is None or isinstance(value, bool):
-        return bool(value)
-    return str(value).strip().lower() not in _FALSE
+    return value not in (None, False) and str(value).strip().lower() not in _FALSE
 
 
 def resume_checkpoint(args) -> str | None:
@@ -38,7 +36,7 @@ def resume_checkpoint(args) -> str | None:
     if not wants_resume(args):
         return None
     value = args.resume_from_checkpoint
-    if isinstance(value, bool) or str(value).strip().lower() in _TRUE:
+    if str(value).strip().lower() in _TRUE:  # (True too)
         found = list(complete_checkpoints(args.output_dir).values())
         if not found:
             logger.warning(
