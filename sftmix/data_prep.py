@@ -34,10 +34,6 @@ PUBMEDQA_TEST_IDS = "pubmedqa/test_ground_truth.json"
 EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv")
 
 
-class SourceError(ValueError):
-    pass
-
-
 def parse_sources(values: list[str]) -> tuple[dict[str, Path], list[Path]]:
     """`NAME=PATH` pairs and directories from the `--source` flags."""
     named, directories = {}, []
@@ -48,10 +44,10 @@ def parse_sources(values: list[str]) -> tuple[dict[str, Path], list[Path]]:
         elif Path(value).is_dir():
             directories.append(Path(value))
         else:
-            raise SourceError(f"--source {value}: neither NAME=PATH nor a directory.")
+            raise ValueError(f"--source {value}: neither NAME=PATH nor a directory.")
     for name, path in named.items():
         if not path.is_file():
-            raise SourceError(f"--source {name}={path}: {path} is not a file.")
+            raise ValueError(f"--source {name}={path}: {path} is not a file.")
     return named, directories
 
 
@@ -65,7 +61,7 @@ def _rows_from_file(path: Path) -> list[dict]:
 
     records = read_records(path)
     if isinstance(records, dict):
-        raise SourceError(f"{path} holds one JSON object, not rows.")
+        raise ValueError(f"{path} holds one JSON object, not rows.")
     return list(records)
 
 
@@ -75,7 +71,7 @@ def _rows_from_hub(repo: str, split: str = "train") -> list[dict]:
     try:
         return datasets.load_dataset(repo, split=split).to_list()
     except Exception as error:  # offline, gated, renamed: say what to do instead
-        raise SourceError(
+        raise ValueError(
             f"Could not load {repo} (split {split}) from the Hugging Face Hub: {error}. Download it where the Hub "
             f"is reachable and pass the file with --source {repo.split('/')[-1]}=PATH."
         ) from error
@@ -93,7 +89,7 @@ def build_medalpaca(out: Path, subsets, named, directories) -> tuple[Path, dict[
         for index, row in enumerate(rows):
             missing = [k for k in ("instruction", "output") if k not in row]
             if missing:
-                raise SourceError(
+                raise ValueError(
                     f"{where}, row {index} has the columns {sorted(row)} but lacks {missing}; expected the "
                     "Medical Meadow format (instruction, input, output)."
                 )
@@ -188,7 +184,7 @@ def write_pubmedqa_test_ids(questions, target: Path, release_file: Path | None) 
         ids = read_pubmedqa_ids(release_file)
         missing = [i for i in ids if i not in answers]
         if missing:
-            raise SourceError(
+            raise ValueError(
                 f"{len(missing)} PMIDs of {release_file} are not among the PubMedQA questions (e.g. {missing[:3]})."
             )
     else:
@@ -261,7 +257,6 @@ def main(argv: list[str] | None = None) -> int:
     """`sftmix data ...`; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         named, directories = parse_sources(args.source)
         out = Path(args.out)
@@ -273,14 +268,10 @@ def main(argv: list[str] | None = None) -> int:
             names = [n.strip() for n in args.benchmarks.split(",") if n.strip()]
             unknown = [n for n in names if n not in BENCHMARK_FILES]
             if unknown:
-                raise SourceError(f"Unknown benchmark(s) {unknown}; choose from {list(BENCHMARK_FILES)}.")
+                raise ValueError(f"Unknown benchmark(s) {unknown}; choose from {list(BENCHMARK_FILES)}.")
             for name, target in build_benchmarks(out, names, named, directories, args.medmcqa_answer_base).items():
                 print(f"{name}: {target}")
-    except (SourceError, ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"sftmix data: error: {error}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

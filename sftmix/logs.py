@@ -13,43 +13,25 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-DATE_FORMAT = "%H:%M:%S"
 
-# Loggers of dependencies whose warnings do not apply to sftmix runs, shown from this level on:
-# bitsandbytes warns at import that it cannot fetch its AVX512-BF16 CPU kernel from the Hub (also on runs without
-# quantization), a kernel sftmix turns off anyway (sftmix.modeling.disable_bnb_cpu_repacking).
-QUIET = {"bitsandbytes": logging.ERROR}
-
-
-def _is_main_process() -> bool:
-    return os.environ.get("RANK", "0") in ("", "0")
-
-
-def configure_logging(level: str | int | None = None) -> None:
-    """Show the `sftmix` loggers' records on stderr from `level` (INFO on the main process by default). Idempotent."""
-    if level is None:
-        level = os.environ.get("SFTMIX_LOG_LEVEL") or (logging.INFO if _is_main_process() else logging.WARNING)
-    if isinstance(level, str):
-        level = logging.getLevelName(level.strip().upper())
-        if not isinstance(level, int):
-            level = logging.INFO
+def configure_logging() -> None:
+    """Show the `sftmix` loggers' records on stderr from INFO (WARNING off the main process). Idempotent."""
+    default = "INFO" if os.environ.get("RANK", "0") in ("", "0") else "WARNING"
+    level = logging.getLevelName((os.environ.get("SFTMIX_LOG_LEVEL") or default).strip().upper())
     logger = logging.getLogger("sftmix")
-    logger.setLevel(level)
+    logger.setLevel(level if isinstance(level, int) else logging.INFO)
     if not any(getattr(handler, "_sftmix", False) for handler in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
         handler._sftmix = True
         logger.addHandler(handler)
-    for name, quiet_level in QUIET.items():
-        logging.getLogger(name).setLevel(quiet_level)
+    # bitsandbytes warns at import that it cannot fetch its AVX512-BF16 CPU kernel from the Hub (also on runs without
+    # quantization), a kernel sftmix turns off anyway (sftmix.modeling.disable_bnb_cpu_repacking)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 # Experiment trackers (`report_to: wandb` / `tensorboard`): the reference run of the dynamics pass and the SFTMix run
 # are two runs of one group, named `<run_name>-reference` and `<run_name>`.
-REFERENCE_SUFFIX = "-reference"
-
-
 def group_tracking_runs(args) -> str:
     """Name the run (default: `output_dir`'s folder name) and make it the W&B group of both runs; returns the name."""
     if not getattr(args, "run_name", None) or args.run_name == args.output_dir:
@@ -60,7 +42,7 @@ def group_tracking_runs(args) -> str:
 
 def reference_run_name(run_name: str | None) -> str | None:
     """The reference run's name in the trackers."""
-    return f"{run_name}{REFERENCE_SUFFIX}" if run_name else None
+    return f"{run_name}-reference" if run_name else None
 
 
 @contextmanager

@@ -116,45 +116,33 @@ def sftmix_section(args, scores_path=None, data_map: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_model_card(trainer, model_name: str | None = None, dataset_name: str | None = None, tags=None) -> None:
-    """`output_dir/README.md`: TRL's card citing the paper, with the SFTMix section; the data map beside it."""
-    from trl import SFTTrainer
-
-    if not trainer.is_world_process_zero():
-        return
-    args = trainer.args
-    if not trainer._paper:
-        trainer._paper = SFTMIX_PAPER
-    if model_name is None:
-        model_name = (args.hub_model_id or str(args.output_dir)).rstrip("/").split("/")[-1]
-    SFTTrainer.create_model_card(trainer, model_name=model_name, dataset_name=dataset_name, tags=tags)
-    output_dir = Path(args.output_dir)
-    recorded = getattr(args, "training_dynamics", False)
-    scores_path = trainer.training_dynamics_path if recorded else getattr(args, "dynamics_path", None)
-    data_map = None
-    if scores_path and data_map_path(scores_path).is_file():  # (a run recording its own: the last save's card)
-        shutil.copyfile(data_map_path(scores_path), output_dir / DATA_MAP)
-        data_map = DATA_MAP
-    readme = output_dir / "README.md"
-    card = _without_none_links(readme.read_text(encoding="utf-8"), trainer, model_name)
-    section = sftmix_section(args, scores_path, data_map)
-    at = card.find("## Citations")
-    card = card + "\n" + section if at < 0 else card[:at] + section + "\n" + card[at:]
-    readme.write_text(card, encoding="utf-8")
-    logger.info("Model card written to %s", readme)
-
-
-def _without_none_links(card: str, trainer, model_name: str) -> str:
-    """TRL's template links a base model and repository that are not on the Hub (local paths) as `None`."""
-    base = getattr(trainer.model.config, "_name_or_path", "") or "a local model"
-    card = card.replace("[None](https://huggingface.co/None)", f"`{base}`")
-    return card.replace('model="None"', f'model="{model_name}"')
-
-
 class SFTMixHubMixin:
     """For `SFTMixTrainer`: the SFTMix model card (Hub uploads skip `_dynamics/` by transformers' own `_*` rule)."""
 
     _paper = SFTMIX_PAPER
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
-        write_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
+        """`output_dir/README.md`: TRL's card citing the paper, with the SFTMix section; the data map beside it."""
+        if not self.is_world_process_zero():
+            return
+        args = self.args
+        if model_name is None:
+            model_name = (args.hub_model_id or str(args.output_dir)).rstrip("/").split("/")[-1]
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        output_dir = Path(args.output_dir)
+        recorded = getattr(args, "training_dynamics", False)
+        scores_path = self.training_dynamics_path if recorded else getattr(args, "dynamics_path", None)
+        data_map = None
+        if scores_path and data_map_path(scores_path).is_file():  # (a run recording its own: the last save's card)
+            shutil.copyfile(data_map_path(scores_path), output_dir / DATA_MAP)
+            data_map = DATA_MAP
+        readme = output_dir / "README.md"
+        # TRL's template links a base model and repository that are not on the Hub (local paths) as `None`
+        base = getattr(self.model.config, "_name_or_path", "") or "a local model"
+        card = readme.read_text(encoding="utf-8").replace("[None](https://huggingface.co/None)", f"`{base}`")
+        card = card.replace('model="None"', f'model="{model_name}"')
+        section = sftmix_section(args, scores_path, data_map)
+        at = card.find("## Citations")
+        card = card + "\n" + section if at < 0 else card[:at] + section + "\n" + card[at:]
+        readme.write_text(card, encoding="utf-8")
+        logger.info("Model card written to %s", readme)

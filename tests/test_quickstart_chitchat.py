@@ -5,7 +5,8 @@ import importlib.util
 import pytest
 
 from sftmix.quickstart import chitchat
-from sftmix.quickstart.chitchat import chitchat_messages, chitchat_splits, clean_text, to_messages
+from sftmix.quickstart.chitchat import chitchat_messages, clean_text, to_messages
+from sftmix.quickstart.data import quickstart_datasets
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("chitchat_dataset") is None, reason="chitchat-dataset is not installed"
@@ -69,11 +70,16 @@ def test_sampling_is_deterministic_per_seed():
     assert chitchat_messages(10, seed=7)["id"] == first["id"][:10]
 
 
+def chitchat_ids(split):
+    return [i for i, source in zip(split["id"], split["source"], strict=True) if source == "chitchat"]
+
+
 def test_splits_are_disjoint_and_the_held_out_split_does_not_depend_on_the_training_size():
-    splits = chitchat_splits(50, 20, seed=1)
-    assert (len(splits["train"]), len(splits["eval"])) == (50, 20)
-    assert set(splits["train"]["id"]).isdisjoint(splits["eval"]["id"])
-    assert chitchat_splits(10, 20, seed=1)["eval"]["id"] == splits["eval"]["id"]
+    data = quickstart_datasets(n_chitchat_train=50, n_chitchat_eval=20, seed=1)
+    train, held_out = chitchat_ids(data["train"]), chitchat_ids(data["eval"])
+    assert (len(train), len(held_out)) == (50, 20)
+    assert set(train).isdisjoint(held_out)
+    assert chitchat_ids(quickstart_datasets(n_chitchat_train=10, n_chitchat_eval=20, seed=1)["eval"]) == held_out
 
 
 def test_asking_for_too_many_conversations_says_how_many_there_are():

@@ -37,9 +37,9 @@ def training_chat_template() -> str:
     return TEMPLATE_FILE.read_text()
 
 
-def check_same_rendering(tokenizer, reference_template: str, training_template: str | None = None) -> None:
+def check_same_rendering(tokenizer, reference_template: str) -> None:
     """Raise if the training template renders any sample conversation differently from `reference_template`."""
-    training_template = training_template or training_chat_template()
+    training_template = training_chat_template()
     for conversation in SAMPLE_CONVERSATIONS:
         for add_generation_prompt in (False, True):
             texts = [

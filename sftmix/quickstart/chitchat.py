@@ -109,23 +109,12 @@ def chitchat_messages(n: int | None = None, seed: int = 0, max_turns: int = MAX_
     """The first `n` usable conversations in the seed's order (all if None), as a `datasets.Dataset`."""
     from datasets import Dataset
 
-    rows = _take(iter_conversations(seed, max_turns, max_chars), n)
+    rows = take(iter_conversations(seed, max_turns, max_chars), n)
     return Dataset.from_list(rows)
 
 
-def chitchat_splits(
-    n_train: int | None, n_eval: int, seed: int = 0, max_turns: int = MAX_TURNS, max_chars: int = MAX_CHARS
-):
-    """`DatasetDict(train, eval)` of disjoint conversations; `eval` does not depend on `n_train`."""
-    from datasets import Dataset, DatasetDict
-
-    conversations = iter_conversations(seed, max_turns, max_chars)
-    held_out = _take(conversations, n_eval)
-    train = _take(conversations, n_train)
-    return DatasetDict(train=Dataset.from_list(train), eval=Dataset.from_list(held_out))
-
-
-def _take(rows: Iterator[dict], n: int | None) -> list[dict]:
+def take(rows: Iterator[dict], n: int | None) -> list[dict]:
+    """The first `n` rows (all if None); an error that says how many remain when fewer do."""
     if n is None:
         return list(rows)
     if n < 0:

@@ -14,35 +14,43 @@ from __future__ import annotations
 
 import random
 
-from sftmix.quickstart.chitchat import MAX_CHARS, MAX_TURNS
-
 
 def quickstart_datasets(
     n_chitchat_train: int = 200,
     n_chitchat_eval: int = 40,
     n_medical_eval: int = 20,
     seed: int = 0,
-    max_turns: int = MAX_TURNS,
-    max_chars: int = MAX_CHARS,
     noise: float = 0.0,
 ):
     """`DatasetDict(train=..., eval=...)` mixing chitchat conversations and medical question-answer pairs; with
     `noise` > 0, that fraction of the training rows corrupted (`swap_responses`, seeded by `seed`)."""
     from datasets import Dataset, DatasetDict
 
-    from sftmix.quickstart.chitchat import chitchat_splits
-    from sftmix.quickstart.medical import medical_qa_rows, to_messages_row
+    from sftmix.quickstart.chitchat import iter_conversations, take
+    from sftmix.quickstart.medical import medical_qa_rows
 
-    chitchat = chitchat_splits(n_chitchat_train, n_chitchat_eval, seed, max_turns, max_chars)
-    medical = [to_messages_row(row) for row in medical_qa_rows()]
+    conversations = iter_conversations(seed)
+    chitchat_eval = take(conversations, n_chitchat_eval)  # first: it does not depend on `n_chitchat_train`
+    chitchat_train = take(conversations, n_chitchat_train)
+    medical = [  # the instruction as the user turn, the response as the assistant turn
+        {
+            "id": row["id"],
+            "source": "medical_qa",
+            "messages": [
+                {"role": "user", "content": row["instruction"]},
+                {"role": "assistant", "content": row["response"]},
+            ],
+        }
+        for row in medical_qa_rows()
+    ]
     if not 0 <= n_medical_eval < len(medical):
         raise ValueError(
             f"`n_medical_eval` must lie in [0, {len(medical)}) (there are {len(medical)} medical pairs), "
             f"got {n_medical_eval}."
         )
     random.Random(seed).shuffle(medical)
-    train = chitchat["train"].to_list() + medical[n_medical_eval:]
-    held_out = chitchat["eval"].to_list() + medical[:n_medical_eval]
+    train = chitchat_train + medical[n_medical_eval:]
+    held_out = chitchat_eval + medical[:n_medical_eval]
     random.Random(seed + 1).shuffle(train)
     random.Random(seed + 2).shuffle(held_out)
     if noise > 0:

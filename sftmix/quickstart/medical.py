@@ -47,15 +47,3 @@ def medical_qa_rows() -> list[dict]:
 def medical_mcq_rows() -> list[dict]:
     """The multiple-choice questions as stored."""
     return read_jsonl(MEDICAL_MCQ_FILE, MCQ_FIELDS)
-
-
-def to_messages_row(row: dict) -> dict:
-    """A pair as a `messages` row: the instruction is the user turn, the response the assistant turn."""
-    return {
-        "id": row["id"],
-        "source": "medical_qa",
-        "messages": [
-            {"role": "user", "content": row["instruction"]},
-            {"role": "assistant", "content": row["response"]},
-        ],
-    }

@@ -25,7 +25,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_MODEL = "sftmix/smollm2-135m-instruct"
+BUILTIN_MODEL_PREFIX = "sftmix/"
+BUILTIN_MODEL = f"{BUILTIN_MODEL_PREFIX}smollm2-135m-instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "SFTMIX_CACHE"
 CONVERTED_NAME = "smollm2-135m-instruct"
@@ -101,7 +102,9 @@ def smollm2_path(cache: str | Path | None = None) -> Path:
         try:
             started = time.perf_counter()
             convert(source, staging)
-            _replace_directory(staging, target)
+            if target.exists():  # outdated or partial: no caller takes it (`is_complete` is False for it)
+                shutil.rmtree(target)
+            os.replace(staging, target)
             logger.info("Converted %s to %s in %.1f s", source, target, time.perf_counter() - started)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -140,20 +143,9 @@ def resolve_model_name(name: str) -> str:
     """A recipe's model name as `from_pretrained` accepts it: built-in names become their local directory."""
     if name.rstrip("/") == BUILTIN_MODEL:
         return str(smollm2_path())
-    if name.startswith("sftmix/") and not Path(name).exists():
+    if name.startswith(BUILTIN_MODEL_PREFIX) and not Path(name).exists():
         raise ValueError(
             f"Unknown built-in model {name!r}. The built-in model is {BUILTIN_MODEL!r}; any other name is "
             "passed to `from_pretrained` (a Hub id or a local directory)."
         )
     return name
-
-
-def _replace_directory(staging: Path, target: Path) -> None:
-    """Move a finished `staging` directory to `target`, discarding an outdated or partial `target`."""
-    if target.exists():
-        outdated = Path(tempfile.mkdtemp(prefix=f".{CONVERTED_NAME}.tmp-old-", dir=target.parent))
-        os.replace(target, outdated / target.name)
-        os.replace(staging, target)
-        shutil.rmtree(outdated, ignore_errors=True)
-    else:
-        os.replace(staging, target)
