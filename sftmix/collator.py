@@ -1,7 +1,7 @@
 """Carry each example's confidence group, response mask and row through collation.
 
 TRL's collator keeps only the keys it knows; this wrapper adds the group as a boolean tensor under
-`CONFIDENT_KEY`, the response mask (`sftmix.response`), padded like `input_ids`, under `RESPONSE_KEY`, and the
+`CONFIDENT_KEY`, the response mask (`sftmix.response`), padded like `input_ids`, under `RESPONSE_MASK`, and the
 raw row index (`training_dynamics`) under `ROW_KEY`, whatever collator it wraps (TRL's default or the user's own).
 """
 
@@ -15,7 +15,6 @@ from sftmix.dynamics.examples import ROW_INDEX
 from sftmix.response import RESPONSE_MASK
 
 CONFIDENT_KEY = "sftmix_confident"
-RESPONSE_KEY = RESPONSE_MASK
 ROW_KEY = ROW_INDEX
 
 
@@ -33,7 +32,7 @@ class ConfidenceCollator:
         if examples and self.column in examples[0]:
             batch[CONFIDENT_KEY] = torch.tensor([bool(example[self.column]) for example in examples])
         if responses and responses[0] is not None:
-            batch[RESPONSE_KEY] = pad_response_mask(responses, batch["input_ids"].shape[1])
+            batch[RESPONSE_MASK] = pad_response_mask(responses, batch["input_ids"].shape[1])
         return batch
 
     def __getattr__(self, name: str):  # behave like the wrapped collator (e.g. `pad_token_id`)

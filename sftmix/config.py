@@ -14,20 +14,10 @@ ALIGNMENTS = ("response", "turn")
 
 @dataclass
 class SFTMixConfig(SFTConfig):
-    r"""
-    Configuration for [`SFTMixTrainer`]: every [`~trl.SFTConfig`] field, plus the settings of the Mixup
-    regulariser of SFTMix (Xiao et al., arXiv 2410.05248). Defaults follow the paper.
-
-    The training loss is `NTP + mixup_weight * Mixup`, where Mixup is the cross-entropy of the LM head at
-    last-layer hidden states interpolated between a confident and an unconfident example, against the
-    equally interpolated one-hot targets. Both terms are per-token means over the global batch.
-
-    The Mixup term (and the dynamics pass's confidence) covers the *response* tokens only: the assistant turns
-    of `messages` data, the completion of prompt-completion data (`sftmix.response`), whatever the NTP term
-    trains on. The NTP term keeps TRL's semantics, with one changed default: `assistant_only_loss=None` means
-    response-only NTP on conversational data (as in the paper, the usual Alpaca practice) and every token on
-    other data. Set `assistant_only_loss=False` for NTP on every token of a conversation.
-    """
+    """Configuration for [`SFTMixTrainer`]: every [`~trl.SFTConfig`] field plus the settings of the SFTMix Mixup
+    regulariser (Xiao et al., arXiv 2410.05248), with the paper's defaults. The training loss is
+    `NTP + mixup_weight * Mixup`; what each term covers and how it is normalised: docs/choices.md.
+    Every Mixup setting is checked here, once, when the config is built."""
 
     assistant_only_loss: bool | None = field(
         default=None,
@@ -237,14 +227,8 @@ class SFTMixConfig(SFTConfig):
                 "sampler builds every micro-batch from k confident and k unconfident examples in random pairs. Remove "
                 "the setting (or set `mixup_weight: 0` for plain SFT with that sampler)."
             )
-        accelerator_config = self.accelerator_config
-        for name in ("split_batches", "dispatch_batches"):
-            value = (
-                accelerator_config.get(name)
-                if isinstance(accelerator_config, dict)
-                else getattr(accelerator_config, name, None)
-            )
-            if value:
+        for name in ("split_batches", "dispatch_batches"):  # (`TrainingArguments` made it an `AcceleratorConfig`)
+            if getattr(self.accelerator_config, name, None):
                 raise ValueError(
                     f"`accelerator_config.{name}=True` splits each batch across processes, which would separate a "
                     "confident example from its unconfident partner. Remove it: SFTMix's sampler gives every process "
