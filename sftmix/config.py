@@ -122,11 +122,8 @@ class SFTMixConfig(SFTConfig):
         default=False,
         metadata={
             "help": "Record each example's confidence from the training forward itself instead of reading a split "
-            "(beyond the paper; recipe `dynamics.mode: training`): no reference run, no scoring pass. Runs of two "
-            "epochs or more train the first epoch with plain NTP and the later ones with the pair sampler over the "
-            "median split of the epochs before; shorter runs train `training_dynamics_warmup_ratio` of their steps "
-            "with plain NTP, then label each micro-batch's examples against the recent median in their own forward "
-            "and pair them within it. The scores file is written at the end (`sftmix.training_dynamics`)."
+            "(beyond the paper; recipe `dynamics.mode: training`; docs/choices.md, 'Training mode'): no reference "
+            "run, no scoring pass; the scores file is written at the end (`sftmix.training_dynamics`)."
         },
     )
     training_dynamics_warmup_ratio: float = field(
@@ -187,7 +184,7 @@ class SFTMixConfig(SFTConfig):
                 "`drop_least_confident` drops examples by the scores of `dynamics_path`: set `dynamics_path` to a "
                 "scores file (`sftmix dynamics`), or remove the setting."
             )
-        if self.training_dynamics and not self.mixup_weight > 0:
+        if self.training_dynamics and not self.mixup_enabled:
             raise ValueError(
                 "`training_dynamics` records the confidence the Mixup term pairs by; with `mixup_weight: 0` there is "
                 "none. Set `mixup_weight` > 0 or `training_dynamics: false`."
@@ -197,7 +194,7 @@ class SFTMixConfig(SFTConfig):
                 f"`training_dynamics` records the split during training, and `dynamics_path` ({self.dynamics_path}) "
                 "gives one: set only one of them."
             )
-        if self.mixup_weight > 0:
+        if self.mixup_enabled:
             self.validate_for_mixup()
 
     @property

@@ -54,10 +54,7 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
     The train dataset needs a boolean confidence column (`args.confidence_column`), or `args.dynamics_path`
     pointing at the scores file of `sftmix dynamics`, or `args.training_dynamics=True` to record the confidence
     from the training forward itself (no dynamics pass; `sftmix.training_dynamics`). Every other argument is
-    `SFTTrainer`'s.
-
-    The Mixup term covers the response tokens (`sftmix.response`) whatever the NTP term trains on; with
-    `assistant_only_loss=None` (SFTMixConfig's default) NTP is response-only on conversational data.
+    `SFTTrainer`'s. Which tokens each term covers: docs/choices.md.
     """
 
     _tag_names = ["trl", "sft", "sftmix"]
