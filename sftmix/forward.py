@@ -39,11 +39,8 @@ def head_transform(config) -> HeadTransform:
     (`trl.trainer.utils.add_fused_lm_head`): `logit_scale`, else `output_multiplier`, else `lm_head_multiplier`,
     else 1 / `logits_scaling` (x `logits_scaling` for HyperCLOVA X); then `final_logit_softcapping`."""
     text_config = config.get_text_config()
-    scale = None
-    for name in ("logit_scale", "output_multiplier", "lm_head_multiplier"):
-        scale = getattr(text_config, name, None)
-        if scale is not None:
-            break
+    names = ("logit_scale", "output_multiplier", "lm_head_multiplier")
+    scale = next((value for name in names if (value := getattr(text_config, name, None)) is not None), None)
     scaling = getattr(text_config, "logits_scaling", None)
     if scale is None and scaling is not None:
         scale = scaling if text_config.model_type == "hyperclovax" else 1 / scaling

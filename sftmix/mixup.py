@@ -71,14 +71,9 @@ def mixup_index(
     response_mask: torch.Tensor, rows_c: torch.Tensor, rows_u: torch.Tensor, alignment: str = "response"
 ) -> MixupIndex:
     """Which positions of each pair are mixed. `response_mask` (batch, seq) marks the (shifted) positions whose
-    hidden state predicts a response token.
-
-    - `alignment="response"`: the pair's first n = min(N_c, N_u) response positions, in order (the responses of all
-      assistant turns form one sequence, the paper's Z of N x d).
-    - `alignment="turn"`: the i-th assistant turn (a run of consecutive response positions) of one example with the
-      i-th of the other, each pair of turns truncated to the shorter; turns past the shorter conversation are not
-      mixed.
-    """
+    hidden state predicts a response token; `alignment` 'response' (the first min(N_c, N_u) response positions in
+    order) or 'turn' (turn i with turn i, an assistant turn being a run of consecutive response positions), as
+    docs/choices.md ("Positions and multi-turn alignment") says."""
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("rows_c", "positions_c", "rows_u", "positions_u", "pair")}
     for pair, (c, u) in enumerate(zip(rows_c.tolist(), rows_u.tolist(), strict=True)):
         spans_c = _spans(response_mask[c].nonzero().flatten(), alignment)
