@@ -76,15 +76,14 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
         args = _as_sftmix_config(model, args)
         self._recorder = None
         if args.training_dynamics:
-            from sftmix.dynamics.examples import with_row_index
-
-            _require_map_style(train_dataset, "`training_dynamics`", "it records every example by index")
             from sftmix.dynamics import DynamicsConfig
+            from sftmix.dynamics.examples import with_row_index
             from sftmix.dynamics.output import marks_of
 
+            _require_map_style(train_dataset, "`training_dynamics`", "it records every example by index")
             self._recorder = Recorder(dataset_example_ids(train_dataset))
             # how the scores are written, checked now rather than after training
-            self._dynamics = DynamicsConfig(**{**vars(dynamics or DynamicsConfig()), "mode": "training"})
+            self._dynamics = dataclasses.replace(dynamics or DynamicsConfig(), mode="training")
             self._raw_train = train_dataset
             self._marks = marks_of(train_dataset, self._dynamics.mark_column)
             train_dataset = with_row_index(train_dataset)
