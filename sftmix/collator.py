@@ -1,7 +1,7 @@
 """Carry each example's confidence group, response mask and row through collation.
 
 TRL's collator keeps only the keys it knows; this wrapper adds the group as a boolean tensor under
-`CONFIDENT_KEY`, the response mask (`sftmix.response`), padded like `input_ids`, under `RESPONSE_KEY`, and the
+`CONFIDENT_KEY`, the response mask (`sftmix.response`), padded like `input_ids`, under `RESPONSE_MASK`, and the
 raw row index (`training_dynamics`) under `ROW_KEY`, whatever collator it wraps (TRL's default or the user's own).
 """
 
@@ -15,7 +15,6 @@ from sftmix.dynamics.examples import ROW_INDEX
 from sftmix.response import RESPONSE_MASK
 
 CONFIDENT_KEY = "sftmix_confident"
-RESPONSE_KEY = RESPONSE_MASK
 ROW_KEY = ROW_INDEX
 
 
@@ -32,20 +31,13 @@ class ConfidenceCollator:
             batch[ROW_KEY] = torch.tensor(rows, dtype=torch.long)
         if examples and self.column in examples[0]:
             batch[CONFIDENT_KEY] = torch.tensor([bool(example[self.column]) for example in examples])
-        if responses and responses[0] is not None:
-            batch[RESPONSE_KEY] = pad_response_mask(responses, batch["input_ids"].shape[1])
+        if responses and responses[0] is not None:  # right-padded with 0, as TRL's collator pads `input_ids`
+            batch[RESPONSE_MASK] = torch.zeros(batch["input_ids"].shape, dtype=torch.bool)
+            for row, mask in enumerate(responses):
+                batch[RESPONSE_MASK][row, : len(mask)] = torch.as_tensor(mask, dtype=torch.bool)
         return batch
 
     def __getattr__(self, name: str):  # behave like the wrapped collator (e.g. `pad_token_id`)
         if name in ("collator", "column"):
             raise AttributeError(name)
         return getattr(self.collator, name)
-
-
-def pad_response_mask(masks: list, length: int) -> torch.Tensor:
-    """Right-padded with 0 to `length` (TRL's collator pads `input_ids` on the right)."""
-    padded = torch.zeros(len(masks), length, dtype=torch.bool)
-    for row, mask in enumerate(masks):
-        values = torch.as_tensor(mask, dtype=torch.bool)
-        padded[row, : values.numel()] = values
-    return padded

@@ -14,20 +14,10 @@ ALIGNMENTS = ("response", "turn")
 
 @dataclass
 class SFTMixConfig(SFTConfig):
-    r"""
-    Configuration for [`SFTMixTrainer`]: every [`~trl.SFTConfig`] field, plus the settings of the Mixup
-    regulariser of SFTMix (Xiao et al., arXiv 2410.05248). Defaults follow the paper.
-
-    The training loss is `NTP + mixup_weight * Mixup`, where Mixup is the cross-entropy of the LM head at
-    last-layer hidden states interpolated between a confident and an unconfident example, against the
-    equally interpolated one-hot targets. Both terms are per-token means over the global batch.
-
-    The Mixup term (and the dynamics pass's confidence) covers the *response* tokens only: the assistant turns
-    of `messages` data, the completion of prompt-completion data (`sftmix.response`), whatever the NTP term
-    trains on. The NTP term keeps TRL's semantics, with one changed default: `assistant_only_loss=None` means
-    response-only NTP on conversational data (as in the paper, the usual Alpaca practice) and every token on
-    other data. Set `assistant_only_loss=False` for NTP on every token of a conversation.
-    """
+    """Configuration for [`SFTMixTrainer`]: every [`~trl.SFTConfig`] field plus the settings of the SFTMix Mixup
+    regulariser (Xiao et al., arXiv 2410.05248), with the paper's defaults. The training loss is
+    `NTP + mixup_weight * Mixup`; what each term covers and how it is normalised: docs/choices.md.
+    Every Mixup setting is checked here, once, when the config is built."""
 
     assistant_only_loss: bool | None = field(
         default=None,
@@ -132,11 +122,8 @@ class SFTMixConfig(SFTConfig):
         default=False,
         metadata={
             "help": "Record each example's confidence from the training forward itself instead of reading a split "
-            "(beyond the paper; recipe `dynamics.mode: training`): no reference run, no scoring pass. Runs of two "
-            "epochs or more train the first epoch with plain NTP and the later ones with the pair sampler over the "
-            "median split of the epochs before; shorter runs train `training_dynamics_warmup_ratio` of their steps "
-            "with plain NTP, then label each micro-batch's examples against the recent median in their own forward "
-            "and pair them within it. The scores file is written at the end (`sftmix.training_dynamics`)."
+            "(beyond the paper; recipe `dynamics.mode: training`; docs/choices.md, 'Training mode'): no reference "
+            "run, no scoring pass; the scores file is written at the end (`sftmix.training_dynamics`)."
         },
     )
     training_dynamics_warmup_ratio: float = field(
@@ -197,7 +184,7 @@ class SFTMixConfig(SFTConfig):
                 "`drop_least_confident` drops examples by the scores of `dynamics_path`: set `dynamics_path` to a "
                 "scores file (`sftmix dynamics`), or remove the setting."
             )
-        if self.training_dynamics and not self.mixup_weight > 0:
+        if self.training_dynamics and not self.mixup_enabled:
             raise ValueError(
                 "`training_dynamics` records the confidence the Mixup term pairs by; with `mixup_weight: 0` there is "
                 "none. Set `mixup_weight` > 0 or `training_dynamics: false`."
@@ -207,7 +194,7 @@ class SFTMixConfig(SFTConfig):
                 f"`training_dynamics` records the split during training, and `dynamics_path` ({self.dynamics_path}) "
                 "gives one: set only one of them."
             )
-        if self.mixup_weight > 0:
+        if self.mixup_enabled:
             self.validate_for_mixup()
 
     @property
@@ -237,14 +224,8 @@ class SFTMixConfig(SFTConfig):
                 "sampler builds every micro-batch from k confident and k unconfident examples in random pairs. Remove "
                 "the setting (or set `mixup_weight: 0` for plain SFT with that sampler)."
             )
-        accelerator_config = self.accelerator_config
-        for name in ("split_batches", "dispatch_batches"):
-            value = (
-                accelerator_config.get(name)
-                if isinstance(accelerator_config, dict)
-                else getattr(accelerator_config, name, None)
-            )
-            if value:
+        for name in ("split_batches", "dispatch_batches"):  # (`TrainingArguments` made it an `AcceleratorConfig`)
+            if getattr(self.accelerator_config, name, None):
                 raise ValueError(
                     f"`accelerator_config.{name}=True` splits each batch across processes, which would separate a "
                     "confident example from its unconfident partner. Remove it: SFTMix's sampler gives every process "

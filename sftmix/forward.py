@@ -1,15 +1,6 @@
-"""Compute the Mixup term inside the model's own forward.
-
-TRL patches `model.forward` with a fused LM head (`fused_lm_head=True` returns per-token log-probs).
-`install_mixup_forward` wraps that forward once more: when called with `sftmix_confident` and
-`sftmix_lambdas`, it captures the backbone's last hidden states during TRL's forward (one backbone pass
-serves both terms) and adds the summed Mixup loss to the output. Running inside the forward keeps it
-inside the DDP / DeepSpeed engine, so gradients are all-reduced and ZeRO-3 parameters are gathered.
-
-The Mixup head applies the LM head's own logit transform (`head_transform`: scaling and soft-capping, read
-from the config as TRL's fused NTP head reads it). The first Mixup forward of every process probes it: the
-model's own logits on a few positions must equal what the Mixup head computes, or training stops.
-"""
+"""The Mixup term computed inside the model's own forward, next to TRL's fused NTP head, from the same backbone
+pass; why there, and how the head's logit transform is read and probed: docs/choices.md ("Where the loss is
+computed", "Heads that are not a plain projection")."""
 
 from __future__ import annotations
 
@@ -48,11 +39,8 @@ def head_transform(config) -> HeadTransform:
     (`trl.trainer.utils.add_fused_lm_head`): `logit_scale`, else `output_multiplier`, else `lm_head_multiplier`,
     else 1 / `logits_scaling` (x `logits_scaling` for HyperCLOVA X); then `final_logit_softcapping`."""
     text_config = config.get_text_config()
-    scale = None
-    for name in ("logit_scale", "output_multiplier", "lm_head_multiplier"):
-        scale = getattr(text_config, name, None)
-        if scale is not None:
-            break
+    names = ("logit_scale", "output_multiplier", "lm_head_multiplier")
+    scale = next((value for name in names if (value := getattr(text_config, name, None)) is not None), None)
     scaling = getattr(text_config, "logits_scaling", None)
     if scale is None and scaling is not None:
         scale = scaling if text_config.model_type == "hyperclovax" else 1 / scaling
@@ -64,13 +52,12 @@ class HeadMismatchError(RuntimeError):
     """The Mixup head does not reproduce the model's own logits."""
 
 
-def install_mixup_forward(
-    model, chunk_size: int, alignment: str = "response", probe: bool = True, tile_elements: int | None = None
-) -> None:
-    """Wrap `model.forward` (already TRL's fused forward) to also return the Mixup loss on request."""
+def install_mixup_forward(model, chunk_size: int, alignment: str, tile_elements: int) -> None:
+    """Wrap `model.forward` (already TRL's fused forward): called with `sftmix_confident` (or `sftmix_threshold`)
+    and `sftmix_lambdas`, it also returns the summed Mixup loss, from the backbone's last hidden states."""
     fused_forward = model.forward
     head = head_transform(model.config)
-    pending_probe = [probe]
+    pending_probe = [True]  # on the first Mixup forward of this process
 
     # Keep the original signature: `generate` validates its kwargs against it
     @functools.wraps(type(model).forward)

@@ -5,10 +5,12 @@
 2. `mixup_index`: for each pair, the positions whose hidden state predicts a response token, counted from
    the start of the response (all assistant turns in order) or turn by turn, truncated to the shorter.
 3. `interpolate`: z~_t = lambda * z^c_t + (1 - lambda) * z^u_t.
-4. `mixed_cross_entropy`: CE of head(z~_t) (`HeadTransform`: the model's logit scaling and soft-capping) against lambda * onehot(y^c_t) + (1 - lambda) * onehot(y^u_t),
-   which equals lambda * CE(., y^c_t) + (1 - lambda) * CE(., y^u_t) because CE is linear in the target.
-   `ChunkedMixedCrossEntropy` computes it tile by tile, never holding (tokens x vocabulary) logits for more
-   than `chunk_size` tokens, and recomputes the tiles in backward (as TRL's fused head does for NTP).
+4. `ChunkedMixedCrossEntropy`: CE of head(z~_t) (`HeadTransform`: the model's logit scaling and soft-capping)
+   against lambda * onehot(y^c_t) + (1 - lambda) * onehot(y^u_t), which equals
+   lambda * CE(., y^c_t) + (1 - lambda) * CE(., y^u_t) because CE is linear in the target; computed tile by tile,
+   never holding (tokens x vocabulary) logits for more than `chunk_size` tokens, and recomputed in backward (as
+   TRL's fused head does for NTP).
+5. `mixup_loss_sum`: steps 3 and 4 over the positions of step 2, summed.
 
 Conventions: hidden states and labels are already shifted, i.e. `hidden[:, t]` predicts `labels[:, t]`
 (the caller passes `hidden[:, :-1]` and `labels[:, 1:]`), and -100 marks a position without a target.
@@ -69,14 +71,9 @@ def mixup_index(
     response_mask: torch.Tensor, rows_c: torch.Tensor, rows_u: torch.Tensor, alignment: str = "response"
 ) -> MixupIndex:
     """Which positions of each pair are mixed. `response_mask` (batch, seq) marks the (shifted) positions whose
-    hidden state predicts a response token.
-
-    - `alignment="response"`: the pair's first n = min(N_c, N_u) response positions, in order (the responses of all
-      assistant turns form one sequence, the paper's Z of N x d).
-    - `alignment="turn"`: the i-th assistant turn (a run of consecutive response positions) of one example with the
-      i-th of the other, each pair of turns truncated to the shorter; turns past the shorter conversation are not
-      mixed.
-    """
+    hidden state predicts a response token; `alignment` 'response' (the first min(N_c, N_u) response positions in
+    order) or 'turn' (turn i with turn i, an assistant turn being a run of consecutive response positions), as
+    docs/choices.md ("Positions and multi-turn alignment") says."""
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("rows_c", "positions_c", "rows_u", "positions_u", "pair")}
     for pair, (c, u) in enumerate(zip(rows_c.tolist(), rows_u.tolist(), strict=True)):
         spans_c = _spans(response_mask[c].nonzero().flatten(), alignment)
@@ -149,18 +146,6 @@ class HeadTransform:
         return grad * self.scale if self.scale != 1.0 else grad
 
 
-def mixed_cross_entropy(
-    logits: torch.Tensor, targets_c: torch.Tensor, targets_u: torch.Tensor, lam: torch.Tensor
-) -> torch.Tensor:
-    """Per-row CE of `logits` against the soft target lambda * onehot(y_c) + (1 - lambda) * onehot(y_u)."""
-    logits = logits.float()
-    lam = lam.float()
-    log_z = torch.logsumexp(logits, dim=-1)
-    logit_c = logits.gather(-1, targets_c.unsqueeze(-1)).squeeze(-1)
-    logit_u = logits.gather(-1, targets_u.unsqueeze(-1)).squeeze(-1)
-    return log_z - lam * logit_c - (1 - lam) * logit_u
-
-
 # Elements of each transient tile (logits of a token chunk x vocabulary slice, an fp32 copy of a head slice, the
 # fp32 gradient of that slice): 2**23 is 32 MiB in fp32, whatever the vocabulary. The default of
 # `SFTMixConfig.mixup_tile_elements`; on GPUs larger tiles are faster (fewer, larger GEMMs) at more transient memory
@@ -184,7 +169,7 @@ def _product(a: torch.Tensor, b: torch.Tensor, acc_dtype: torch.dtype) -> torch.
 
 
 class ChunkedMixedCrossEntropy(torch.autograd.Function):
-    """`mixed_cross_entropy(hidden @ weight.T + bias, ...)` per row, one tile of (`chunk_size` rows x a vocabulary
+    """The mixed cross-entropy of `head(hidden @ weight.T + bias)` per row, one tile of (`chunk_size` rows x a vocabulary
     slice) at a time.
 
     As TRL's fused NTP head: no (tokens x vocabulary) logits and no whole-head copy or fp32 buffer. The forward folds

@@ -74,7 +74,13 @@ class ResponseMaskMixin:
             return prepare(dataset)
         kind = "text" if formatting_func is not None else data_format(next(iter(dataset)))
         if kind == "text":
-            return self._text_response(prepare(dataset))
+            if not self._text_as_response:
+                raise NoResponseError(
+                    "Plain-text data (a `text` field or a formatting function) has no response, and SFTMix mixes the "
+                    f"hidden states that predict responses. Use one of {WORKING_FORMATS}; or set "
+                    "`mixup_text_as_response: true` to mix and score every token of the text."
+                )
+            return prepare(dataset).map(lambda row: {RESPONSE_MASK: [1] * len(row["input_ids"])}, desc="Marking text")
         if kind == "tokenized":
             if "labels" not in dataset.column_names:
                 raise NoResponseError(
@@ -82,7 +88,8 @@ class ResponseMaskMixin:
                     "which tokens are the response."
                 )
             return prepare(dataset).map(_mask_from_labels, desc="Marking responses")
-        if self._labels_are_response(kind, args):
+        ntp_on = "assistant" if args.assistant_only_loss else "completion" if self.completion_only_loss else "all"
+        if ntp_on == {"conversation": "assistant", "prompt_completion": "completion"}[kind]:  # labels = response
             prepared = self._response_pass(prepare, dataset, processing_class, args, kind, truncate=True)
             return prepared.map(_mask_from_labels, desc="Marking responses")
         # NTP trains on more than the response: TRL's preparation as the user set it, and a response-only one
@@ -108,11 +115,6 @@ class ResponseMaskMixin:
         prepared = prepared.map(add_mask, desc="Marking responses")
         return prepared.remove_columns(_ROW)
 
-    def _labels_are_response(self, kind: str, args) -> bool:
-        if kind == "conversation":
-            return bool(args.assistant_only_loss)
-        return bool(self.completion_only_loss) and not args.assistant_only_loss
-
     def _response_pass(self, prepare, dataset, processing_class, args, kind, truncate):
         """TRL's preparation with response-only labels (assistant turns, or the completion)."""
         response_args = copy.copy(args)
@@ -136,15 +138,6 @@ class ResponseMaskMixin:
             ) from error
         finally:
             self.completion_only_loss, self.chat_template = saved
-
-    def _text_response(self, prepared):
-        if not self._text_as_response:
-            raise NoResponseError(
-                "Plain-text data (a `text` field or a formatting function) has no response, and SFTMix mixes the "
-                f"hidden states that predict responses. Use one of {WORKING_FORMATS}; or set "
-                "`mixup_text_as_response: true` to mix and score every token of the text."
-            )
-        return prepared.map(lambda example: {RESPONSE_MASK: [1] * len(example["input_ids"])}, desc="Marking text")
 
 
 def _mask_from_labels(example):

@@ -1,15 +1,6 @@
-"""Batches with equal numbers of confident and unconfident examples.
-
-Every run of `batch_size` indices the sampler yields is one micro-batch: `batch_size / 2` confident
-examples followed by as many unconfident ones, each group freshly shuffled, so the i-th confident example
-is paired at random with the i-th unconfident one. accelerate deals whole micro-batches to processes in
-turn, so pairs never straddle processes or accumulation steps.
-
-An epoch: every example of the larger group is seen once; the smaller group is cycled (reshuffled at each
-pass) to fill the same number of slots. The last batch is completed the same way, so every batch is full.
-The order depends only on `seed` and the epoch (`set_epoch`), so every process builds the same sequence
-and resuming from a checkpoint replays it exactly.
-"""
+"""Micro-batches of k confident then k unconfident examples, each group shuffled: the i-th of one is paired with
+the i-th of the other. Epochs, the smaller group's cycling and why pairs never straddle processes:
+docs/choices.md ("Pairing and epochs"). The last micro-batch is filled the same way, so every one is full."""
 
 from __future__ import annotations
 

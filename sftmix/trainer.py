@@ -26,7 +26,7 @@ from transformers import TrainingArguments
 from trl import SFTTrainer
 
 from sftmix._trl_compat import unwrap_peft
-from sftmix.collator import CONFIDENT_KEY, RESPONSE_KEY, ROW_KEY, ConfidenceCollator
+from sftmix.collator import CONFIDENT_KEY, ROW_KEY, ConfidenceCollator
 from sftmix.config import SFTMixConfig
 from sftmix.forward import install_mixup_forward
 from sftmix.mixup import mixed_token_count, pair_rows, sample_lambdas
@@ -54,10 +54,7 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
     The train dataset needs a boolean confidence column (`args.confidence_column`), or `args.dynamics_path`
     pointing at the scores file of `sftmix dynamics`, or `args.training_dynamics=True` to record the confidence
     from the training forward itself (no dynamics pass; `sftmix.training_dynamics`). Every other argument is
-    `SFTTrainer`'s.
-
-    The Mixup term covers the response tokens (`sftmix.response`) whatever the NTP term trains on; with
-    `assistant_only_loss=None` (SFTMixConfig's default) NTP is response-only on conversational data.
+    `SFTTrainer`'s. Which tokens each term covers: docs/choices.md.
     """
 
     _tag_names = ["trl", "sft", "sftmix"]
@@ -79,20 +76,18 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
         args = _as_sftmix_config(model, args)
         self._recorder = None
         if args.training_dynamics:
-            from sftmix.dynamics.examples import with_row_index
-
-            _require_map_style(train_dataset, "`training_dynamics`", "it records every example by index")
             from sftmix.dynamics import DynamicsConfig
+            from sftmix.dynamics.examples import with_row_index
             from sftmix.dynamics.output import marks_of
 
+            _require_map_style(train_dataset, "`training_dynamics`", "it records every example by index")
             self._recorder = Recorder(dataset_example_ids(train_dataset))
             # how the scores are written, checked now rather than after training
-            self._dynamics = DynamicsConfig(**{**vars(dynamics or DynamicsConfig()), "mode": "training"})
+            self._dynamics = dataclasses.replace(dynamics or DynamicsConfig(), mode="training")
             self._raw_train = train_dataset
             self._marks = marks_of(train_dataset, self._dynamics.mark_column)
             train_dataset = with_row_index(train_dataset)
-        if args.mixup_enabled:
-            args.validate_for_mixup()
+        if args.mixup_enabled:  # (its settings were checked when the config was built)
             if kwargs.get("compute_loss_func") is not None:
                 raise ValueError(
                     "`compute_loss_func` replaces the loss, which SFTMix defines (NTP + mu * Mixup). Subclass "
@@ -132,10 +127,7 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
             _report_groups(train_dataset, self.train_dataset, args.confidence_column)
         if args.mixup_enabled:
             install_mixup_forward(
-                unwrap_peft(self.model),
-                args.mixup_chunk_size,
-                args.mixup_alignment,
-                tile_elements=args.mixup_tile_elements,
+                unwrap_peft(self.model), args.mixup_chunk_size, args.mixup_alignment, args.mixup_tile_elements
             )
 
     # Batching ---------------------------------------------------------------------------------------
@@ -173,7 +165,7 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
         if self.args.mixup_enabled and batch_samples and CONFIDENT_KEY in batch_samples[0]:
             alignment = self.args.mixup_alignment
             count = sum(
-                mixed_token_count(batch[RESPONSE_KEY], batch[CONFIDENT_KEY], alignment) for batch in batch_samples
+                mixed_token_count(batch[RESPONSE_MASK], batch[CONFIDENT_KEY], alignment) for batch in batch_samples
             )
             count = torch.tensor(count, device=device)
             if self.args.average_tokens_across_devices and self.args.world_size > 1:
@@ -184,7 +176,7 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
     # Loss -------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         confident = inputs.pop(CONFIDENT_KEY, None)
-        response = inputs.pop(RESPONSE_KEY, None)
+        response = inputs.pop(RESPONSE_MASK, None)
         rows = inputs.pop(ROW_KEY, None)
         if not (self.args.mixup_enabled and self.model.training):
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -212,7 +204,7 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
 
         num_pairs = response.shape[0] // 2 if confident is None else pair_rows(confident)[0].numel()
         lambdas = torch.as_tensor(self._draw_lambdas(num_pairs), dtype=torch.float32, device=response.device)
-        inputs[RESPONSE_KEY] = response
+        inputs[RESPONSE_MASK] = response
         inputs[LAMBDAS_KEY] = lambdas
         if confident is None:
             inputs[THRESHOLD_KEY] = threshold
@@ -227,11 +219,14 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
             if num_items_in_batch is not None:  # (the Trainer divides by the accumulation steps otherwise)
                 mixup_loss = mixup_loss / self.current_gradient_accumulation_steps
         else:
-            mixup_loss = outputs.mixup_loss_sum / self._mixed_normaliser(outputs, num_items_in_batch)
+            # With the Trainer's global token count, the matching global count of mixed positions
+            use_global = num_items_in_batch is not None and self._num_mixed_in_batch is not None
+            mixed = self._num_mixed_in_batch if use_global else outputs.mixed_tokens
+            mixup_loss = outputs.mixup_loss_sum / mixed.clamp(min=1)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 mixup_loss = mixup_loss * self.accelerator.num_processes  # DDP averages gradients, as for NTP
         loss = ntp_loss + self.args.mixup_weight * mixup_loss
-        self._log_mixup(outputs, outputs.confident, lambdas)
+        self._log_mixup(outputs, lambdas)
         if recording:
             self._record(rows, outputs, response)
         self._check_finite(loss)
@@ -345,12 +340,6 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
                 write_review(settings.scores_path, self._raw_train, settings.review_size, settings.mark_column)
         self.accelerator.wait_for_everyone()
 
-    def _mixed_normaliser(self, outputs, num_items_in_batch):
-        # With the Trainer's global token count, use the matching global count of mixed positions
-        if num_items_in_batch is not None and self._num_mixed_in_batch is not None:
-            return self._num_mixed_in_batch.clamp(min=1)
-        return outputs.mixed_tokens.clamp(min=1)
-
     def _draw_lambdas(self, num_pairs: int) -> np.ndarray:
         step, draws = self._lambda_draw
         draws = draws + 1 if step == self.state.global_step else 0
@@ -364,12 +353,12 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
             per_batch=self.args.mixup_lambda_sampling == "batch",
         )
 
-    def _log_mixup(self, outputs, confident, lambdas):
+    def _log_mixup(self, outputs, lambdas):
         with torch.no_grad():
             nll = -outputs.log_probs.detach().float()
             mask = outputs.label_mask
             row_nll, row_tokens = nll.sum(dim=1), mask.sum(dim=1).float()
-            conf = confident.to(row_nll.device)
+            conf = outputs.confident.to(row_nll.device)
             stats = torch.stack(
                 [
                     outputs.mixup_loss_sum.detach().float(),
