@@ -13,7 +13,7 @@ import dataclasses
 from sftmix.evaluation.config import EvalConfig
 
 
-def build_eval_parser():
+def run_eval_cli(argv: list[str] | None = None) -> dict:
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(
@@ -28,11 +28,6 @@ def build_eval_parser():
         required=True,
         help="Directory of the trained model (config.json + weights + tokenizer) or of a PEFT adapter.",
     )
-    return parser
-
-
-def run_eval_cli(argv: list[str] | None = None) -> dict:
-    parser = build_eval_parser()
     values = vars(parser.parse_args(argv))
     model = values.pop("model")
     names = {f.name for f in dataclasses.fields(EvalConfig) if f.init}

@@ -136,14 +136,10 @@ def evaluate(
 
 
 def evaluate_from_config(model_path: str, config: EvalConfig, data_args=None) -> dict | None:
-    """Load the model at `model_path` and evaluate it as `config` says; the report goes to
-    `config.output_dir` (default: <model_path>/eval).
-
-    Held-out data is labelled as training labelled it, from the model directory's `sftmix_label_settings.json`.
-    `config.heldout_split` takes the held-out split of the recipe's data (`data_args`, sftmix.data). Under a
-    multi-process launch every process loads the model on its own device and scores its share of the batches;
-    the main process returns the results (the same as one process's) and writes the report, the others return None.
-    """
+    """Load the model at `model_path` and evaluate it as `config` says (held-out data labelled as the model directory's
+    `sftmix_label_settings.json` says; `config.heldout_split` takes the held-out split of the recipe's `data_args`);
+    the report goes to `config.output_dir` (default: <model_path>/eval). Under a multi-process launch every process
+    calls it and the main one returns the results (those of one process) and writes the report, the others None."""
     config.check_sources()
     if config.heldout and config.heldout_split:
         raise ValueError("Set either `heldout` (a file) or `heldout_split` (the recipe's held-out split), not both.")
