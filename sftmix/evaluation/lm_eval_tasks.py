@@ -81,26 +81,28 @@ def task_config(benchmark: str, data_file: str | Path, style: str = "lm_eval") -
     return config
 
 
-def score_benchmarks(lm, questions: dict, config, work_dir: str | Path) -> tuple[dict, dict]:
+def score_benchmarks(lm, questions: dict, config) -> tuple[dict, dict]:
     """Score `questions` (benchmark -> questions) with lm-eval on `lm` (an HFLM); returns
     (benchmark -> {acc, acc_norm, questions, task}, benchmark -> per-question predictions)."""
+    import tempfile
+
     from lm_eval import simple_evaluate
     from lm_eval.api.task import ConfigurableTask
 
     tasks = {}
-    for benchmark, items in questions.items():
-        path = Path(work_dir) / f"{benchmark}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(task_doc(benchmark, q)) + "\n" for q in items))
-        tasks[benchmark] = ConfigurableTask(config=task_config(benchmark, path, config.benchmark_style))
-    output = simple_evaluate(
-        model=lm,
-        tasks=list(tasks.values()),
-        apply_chat_template=config.benchmark_chat_template,
-        system_instruction=config.system_prompt,
-        log_samples=True,
-        verbosity="WARNING",
-    )
+    with tempfile.TemporaryDirectory(prefix="sftmix-eval-") as work_dir:  # the questions, as the tasks' data files
+        for benchmark, items in questions.items():
+            path = Path(work_dir) / f"{benchmark}.jsonl"
+            path.write_text("".join(json.dumps(task_doc(benchmark, q)) + "\n" for q in items))
+            tasks[benchmark] = ConfigurableTask(config=task_config(benchmark, path, config.benchmark_style))
+        output = simple_evaluate(
+            model=lm,
+            tasks=list(tasks.values()),
+            apply_chat_template=config.benchmark_chat_template,
+            system_instruction=config.system_prompt,
+            log_samples=True,
+            verbosity="WARNING",
+        )
     if output is None:  # a process of lm-eval's own data-parallel run other than its first
         return {}, {}
     summaries, predictions = {}, {}

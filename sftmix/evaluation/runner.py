@@ -95,16 +95,13 @@ def evaluate(
         logger.info("Held-out: loss %.4f, perplexity %.3f, ECE %.4f", metrics.loss, metrics.perplexity, metrics.ece)
     predictions = {}
     if questions:
-        import tempfile
-
         from sftmix.evaluation.lm_eval_tasks import score_benchmarks
 
         if lm is None:
             from lm_eval.models.huggingface import HFLM
 
             lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-        with tempfile.TemporaryDirectory(prefix="sftmix-eval-") as work_dir:
-            summaries, predictions = score_benchmarks(lm, questions, config, work_dir)
+        summaries, predictions = score_benchmarks(lm, questions, config)
         results["benchmarks"] = {}
         results["benchmark_style"] = config.benchmark_style
         for name, summary in summaries.items():
