@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from sftmix.evaluation.config import EvalConfig
 
 
@@ -30,9 +28,8 @@ def run_eval_cli(argv: list[str] | None = None) -> dict:
     )
     values = vars(parser.parse_args(argv))
     model = values.pop("model")
-    names = {f.name for f in dataclasses.fields(EvalConfig) if f.init}
     try:
-        config = EvalConfig(**{k: v for k, v in values.items() if k in names})
+        config = EvalConfig(**values)  # the other flags are EvalConfig's fields
         if config.heldout_split:
             raise ValueError(
                 "--heldout_split takes a recipe's held-out split; on the command line pass --heldout FILE."
