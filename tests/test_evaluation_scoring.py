@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from sftmix.evaluation.benchmarks import load_benchmark
 from sftmix.evaluation.calibration import expected_calibration_error
 from sftmix.evaluation.heldout import (
     check_head,
     heldout_metrics,
-    pad_batch,
     prepare_heldout,
     score_label_tokens,
 )
@@ -27,6 +27,12 @@ DATA = Path(__file__).parent / "data"
 @pytest.fixture(scope="module")
 def tiny_model(tiny_tokenizer):
     return build_tiny_llama(len(tiny_tokenizer), seed=1).eval()
+
+
+def pad_batch(sequences, labels, pad_token_id):
+    """`input_ids`, `attention_mask` and `labels` padded as training (and held-out scoring) pads them."""
+    collate = DataCollatorForLanguageModeling(pad_token_id)
+    return collate([{"input_ids": ids, "labels": lab} for ids, lab in zip(sequences, labels, strict=True)])
 
 
 def naive_token_scores(model, input_ids, labels):
@@ -70,7 +76,7 @@ def test_label_token_scores_match_full_logits(tiny_tokenizer, tiny_model, arch, 
         keep = torch.rand(length, generator=g) < 0.6
         sequences.append(ids)
         labels.append([t if k else -100 for t, k in zip(ids, keep.tolist(), strict=True)])
-    batch = pad_batch(sequences, labels, tiny_tokenizer.pad_token_id, "cpu")
+    batch = pad_batch(sequences, labels, tiny_tokenizer.pad_token_id)
     scores = score_label_tokens(model, **batch, chunk_size=chunk_size)
     expected = [
         (row, *s)
@@ -177,7 +183,7 @@ def test_a_model_that_knows_the_answers_scores_full_marks(tiny_tokenizer):
         prompt = tiny_tokenizer.encode(f"Question: {q.question}\n{options}Answer:")
         answer = tiny_tokenizer.encode(f"Answer: {q.options[q.answer]}", add_special_tokens=False)[2:]
         rows.append((prompt + answer, [-100] * len(prompt) + answer))
-    batch = pad_batch([r[0] for r in rows], [r[1] for r in rows], 0, "cpu")
+    batch = pad_batch([r[0] for r in rows], [r[1] for r in rows], 0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     model.train()
     for _ in range(40):

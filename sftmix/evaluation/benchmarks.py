@@ -1,22 +1,6 @@
-"""Readers for the healthcare benchmarks in their published formats, into `MultipleChoiceQuestion`s.
-
-- MedQA (Jin et al., 2021), USMLE English release, one JSON object per line:
-  `{"question", "options": {"A": ..., "B": ..., ...}, "answer_idx": "C", "answer": <text of C>, ...}`.
-  4-option files: `data_clean/questions/US/4_options/phrases_no_exclude_{dev,test}.jsonl`; 5-option files:
-  `data_clean/questions/US/{dev,test}.jsonl`. Options as a list of `{"key", "value"}` (BigBio) are also read, and
-  GBaker/MedQA-USMLE-4-options-hf rows `{"sent1", "ending0".., "label"}` (lm-eval's `medqa_4options` dataset).
-- MedMCQA (Pal et al., 2022): `{"question", "opa", "opb", "opc", "opd", "cop", ...}`, one object per line
-  (the release names the files .json). `cop` is 1-4 in the original release and 0-3 in the Hugging Face
-  `openlifescienceai/medmcqa` copy; `answer_base` says which (see `EvalConfig.medmcqa_answer_base`). The
-  test split has no public answers (cop -1 or missing) and is refused: score the dev / validation split.
-- PubMedQA (Jin et al., 2019): `ori_pqal.json`, a mapping PMID -> `{"QUESTION", "CONTEXTS": [...],
-  "final_decision": "yes|no|maybe", ...}` (also a split of it in the same format), or the Hugging Face
-  `qiaojin/PubMedQA` pqa_labeled rows `{"pubid", "question", "context": {"contexts": [...]}, "final_decision"}`,
-  or BigBio `pubmed_qa` source rows `{"QUESTION", "CONTEXTS", "final_decision", ...}` (lm-eval's `pubmedqa` dataset).
-  Options are yes / no / maybe, in that order. A context given as one string is one paragraph.
-A question must be non-empty text (a null question is refused, not scored as the text "None").
+"""Readers for the healthcare benchmarks (MedQA, MedQA-5, MedMCQA, PubMedQA) in their published formats and their
+Hub copies' rows, into checked `MultipleChoiceQuestion`s; the formats read: docs/evaluation.md ("Benchmark files").
 Error messages quote at most a short excerpt of a row (none with `error_excerpts: false`, sftmix.data).
-Files may be .jsonl, .json (a list, a mapping, or one object per line), .parquet or .csv.
 """
 
 from __future__ import annotations
@@ -78,27 +62,19 @@ def _question_text(row, key: str, at: str) -> str:
     return value
 
 
-def _plain(value):
-    """numpy arrays and scalars (from parquet) -> lists and Python scalars."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 def read_records(path: str | Path):
     """A list of row dicts, or (a JSON file holding an object of objects, like ori_pqal.json) a dict."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Benchmark file {path} does not exist. Fix the path.")
-    if path.suffix in (".parquet", ".csv"):
+    if path.suffix == ".parquet":  # as Python lists and scalars, nested columns included
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if path.suffix == ".csv":
         import pandas as pd
 
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-        return [_plain(row) for row in frame.to_dict("records")]
+        return pd.read_csv(path).to_dict("records")
     if path.suffix not in (".json", ".jsonl"):
         raise ValueError(f"Benchmark file {path}: unsupported extension; use .jsonl, .json, .parquet or .csv.")
     raw = path.read_bytes()

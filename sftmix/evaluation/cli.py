@@ -8,12 +8,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from sftmix.evaluation.config import EvalConfig
 
 
-def build_eval_parser():
+def run_eval_cli(argv: list[str] | None = None) -> dict:
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(
@@ -28,16 +26,10 @@ def build_eval_parser():
         required=True,
         help="Directory of the trained model (config.json + weights + tokenizer) or of a PEFT adapter.",
     )
-    return parser
-
-
-def run_eval_cli(argv: list[str] | None = None) -> dict:
-    parser = build_eval_parser()
     values = vars(parser.parse_args(argv))
     model = values.pop("model")
-    names = {f.name for f in dataclasses.fields(EvalConfig) if f.init}
     try:
-        config = EvalConfig(**{k: v for k, v in values.items() if k in names})
+        config = EvalConfig(**values)  # the other flags are EvalConfig's fields
         if config.heldout_split:
             raise ValueError(
                 "--heldout_split takes a recipe's held-out split; on the command line pass --heldout FILE."

@@ -1,20 +1,7 @@
-"""Held-out next-token prediction: loss, perplexity, token accuracy and calibration on the trainable tokens.
+"""Held-out next-token prediction on the trainable tokens: loss, perplexity, token accuracy and calibration (ECE).
 
-All four are token-level over the whole held-out set: loss = mean over trainable tokens of -log p(label),
-perplexity = exp(loss), token accuracy = share of tokens whose argmax is the label, ECE over the tokens'
-confidences (sftmix.evaluation.calibration).
-
-- Preparation: no copy of the tokenisation lives here. An `SFTTrainer` is built around a one-layer placeholder
-  model with the training run's label settings (sftmix.evaluation.label_settings), and its prepared dataset is the
-  held-out set: training's `input_ids`, labels (-100 where training has no loss), truncation, and dropped examples
-  (no trainable token left; counted as skipped).
-- Scoring: the backbone (`model.get_decoder()`) runs once; only the hidden states of positions whose next token has
-  a label (HF convention: `labels[t + 1]` is predicted at position t) go through the LM head
-  (`model.get_output_embeddings()`), `chunk_size` at a time, then the head's logit transform as training reads it
-  (`sftmix.forward.head_transform`), in float32. A PEFT model's decoder and head are the base model's, adapted.
-- Processes (`Shard`): batches are cut in one fixed order (longest first) on every process; process r of W scores
-  batches r, r + W, ...; every process gathers all results and adds them up in batch order, so each number is the
-  one a single process computes, bit for bit.
+Definitions, preparation (TRL's own, with the training run's label settings), chunked scoring through the LM head
+and the split over processes (`Shard`): docs/evaluation.md ("Held-out NTP").
 """
 
 from __future__ import annotations
@@ -35,6 +22,8 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class Shard:
+    """This process's place in a launch: it scores batches rank, rank + world_size, ... of the held-out set."""
+
     rank: int = 0
     world_size: int = 1
 
@@ -102,23 +91,6 @@ def check_head(model, input_ids: torch.Tensor, length: int = 16) -> None:
     hidden, lm_head, transform = _backbone(model, input_ids=ids)
     low_precision = hidden.dtype in (torch.float16, torch.bfloat16)
     check_head_logits(own, transform(lm_head(hidden).float()), transform, model.config, low_precision)
-
-
-def pad_batch(sequences: list[list[int]], labels: list[list[int]], pad_token_id: int, device) -> dict:
-    """Right-padded `input_ids`, `attention_mask` and `labels` (-100 on padding; left on the CPU) tensors."""
-    length = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), length), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    padded_labels = torch.full((len(sequences), length), IGNORE_INDEX, dtype=torch.long)
-    for i, (ids, row_labels) in enumerate(zip(sequences, labels, strict=True)):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        attention_mask[i, : len(ids)] = 1
-        padded_labels[i, : len(row_labels)] = torch.tensor(row_labels)
-    return {
-        "input_ids": input_ids.to(device),
-        "attention_mask": attention_mask.to(device),
-        "labels": padded_labels,
-    }
 
 
 @torch.no_grad()
@@ -271,6 +243,7 @@ def heldout_metrics(
     SFTTrainer's preparation under `label_settings` (the training run's). With `shard`, each process scores its
     share of the batches and all get the totals."""
     from tqdm.auto import tqdm
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     shard = shard or Shard()
     label_settings = label_settings or LabelSettings()
@@ -287,7 +260,8 @@ def heldout_metrics(
         )
     order = sorted(range(len(kept)), key=lambda i: -len(kept[i]["input_ids"]))  # less padding per batch
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # training's padding (TRL's collator): right, labels -100 on the padding
+    collate = DataCollatorForLanguageModeling(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
     device = model.get_input_embeddings().weight.device
     was_training = model.training
     model.eval()
@@ -295,9 +269,9 @@ def heldout_metrics(
     try:
         check_head(model, torch.tensor([kept[order[0]]["input_ids"]], device=device))
         for b in tqdm(shard.batch_indices(len(batches)), desc="Held-out NTP", unit="batch", disable=not show_progress):
-            rows = [kept[i] for i in batches[b]]
-            batch = pad_batch([r["input_ids"] for r in rows], [r["labels"] for r in rows], pad_id, device)
-            scores = score_label_tokens(model, **batch, chunk_size=chunk_size)
+            batch = collate([kept[i] for i in batches[b]])
+            input_ids, attention_mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            scores = score_label_tokens(model, input_ids, attention_mask, batch["labels"], chunk_size=chunk_size)
             stats = ReliabilityStats.from_predictions(scores.confidence.numpy(), scores.correct.numpy(), num_bins)
             mine.append(
                 (

@@ -1,22 +1,12 @@
-"""The training settings that decide which tokens carry a loss, saved with the model so that `sftmix eval --model
-DIR` (which has no recipe) prepares held-out data exactly as training did.
-
-`save_label_settings(args, output_dir)` writes `sftmix_label_settings.json` next to the saved model:
-
-    {"chat_template": "<the template text training tokenized with>", "max_length": 2048,
-     "truncation_mode": "keep_start", "assistant_only_loss": true, "completion_only_loss": null,
-     "dataset_text_field": "text", "eos_token": null, "format_version": 1}
-
-`assistant_only_loss` is the resolved value (SFTMixConfig's `None` = response-only on conversations is saved as
-`None` only when no trainer resolved it; evaluation then resolves it the same way on the held-out data).
-`completion_only_loss: null` means TRL's auto rule (prompt/completion data trains on the completion).
-"""
+"""The training settings that decide which tokens carry a loss, saved with the model as `sftmix_label_settings.json`
+so that `sftmix eval --model DIR` (which has no recipe) prepares held-out data exactly as training did (the file's
+keys: docs/evaluation.md, "Held-out NTP")."""
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -38,12 +28,7 @@ class LabelSettings:
     eos_token: str | None = None
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)} | {"format_version": FORMAT_VERSION}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> LabelSettings:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        return asdict(self) | {"format_version": FORMAT_VERSION}
 
 
 def _template_text(args, tokenizer) -> str | None:
@@ -60,19 +45,6 @@ def _template_text(args, tokenizer) -> str | None:
     return None  # the saved tokenizer's own template (or a template cloned into it by TRL)
 
 
-def label_settings_from_args(args, tokenizer=None, completion_only_loss: bool | None = None) -> LabelSettings:
-    """The label settings of a training run: its `SFTConfig`/`SFTMixConfig`, and the tokenizer it trained with."""
-    return LabelSettings(
-        chat_template=_template_text(args, tokenizer),
-        max_length=args.max_length,
-        truncation_mode=args.truncation_mode,
-        assistant_only_loss=args.assistant_only_loss,
-        completion_only_loss=(completion_only_loss if completion_only_loss is not None else args.completion_only_loss),
-        dataset_text_field=args.dataset_text_field,
-        eos_token=getattr(args, "eos_token", None),
-    )
-
-
 def save_label_settings(args, output_dir, tokenizer=None, completion_only_loss: bool | None = None) -> Path | None:
     """Write `sftmix_label_settings.json` into `output_dir` (main process only); returns its path.
 
@@ -82,7 +54,15 @@ def save_label_settings(args, output_dir, tokenizer=None, completion_only_loss: 
     """
     if getattr(args, "process_index", 0) != 0:
         return None
-    settings = label_settings_from_args(args, tokenizer, completion_only_loss)
+    settings = LabelSettings(
+        chat_template=_template_text(args, tokenizer),
+        max_length=args.max_length,
+        truncation_mode=args.truncation_mode,
+        assistant_only_loss=args.assistant_only_loss,
+        completion_only_loss=(completion_only_loss if completion_only_loss is not None else args.completion_only_loss),
+        dataset_text_field=args.dataset_text_field,
+        eos_token=getattr(args, "eos_token", None),
+    )
     path = Path(output_dir) / LABEL_SETTINGS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(settings.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -100,7 +80,7 @@ def load_label_settings(model_dir) -> LabelSettings | None:
         raise ValueError(f"{path} is not valid JSON ({error}); delete it or re-save the model.") from error
     if values.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
         raise ValueError(f"{path} was written by a newer sftmix (format {values['format_version']}); upgrade sftmix.")
-    return LabelSettings.from_dict(values)
+    return LabelSettings(**{f.name: values[f.name] for f in fields(LabelSettings) if f.name in values})
 
 
 def resolve_label_settings(model_dir, config) -> LabelSettings:

@@ -1,14 +1,6 @@
-"""The healthcare benchmarks as lm-evaluation-harness tasks, scored by lm-eval itself (`simple_evaluate`).
-
-- medqa, medmcqa, pubmedqa: lm-eval's own task definitions (`medqa_4options`, `medmcqa`, `pubmedqa`: prompts,
-  choices, metrics), their dataset replaced by the questions sftmix read and checked from your file (sftmix.evaluation
-  .benchmarks), written in the schema of the task's own dataset. lm-eval's `pubmedqa` loads `bigbio/pubmed_qa`
-  through a loading script, which `datasets` >= 4 refuses; the local file avoids it.
-- medqa5: `tasks/medqa5.yaml`, shipped here: `medqa_4options` with option E (lm-eval has no 5-option task).
-- The `option_text` variant (`benchmark_style: option_text`, beyond lm-eval): the same prompts, the choices the
-  options' own texts instead of their letters (the cloze form lm-eval uses for ARC and HellaSwag), acc_norm per
-  character. A small model that always answers one letter scores at chance on letters whatever it knows; on the
-  options' texts its log-likelihoods say something. Task names get the suffix `_option_text`.
+"""The healthcare benchmarks as lm-evaluation-harness tasks, scored by lm-eval itself (`simple_evaluate`): lm-eval's own
+task definitions (or `tasks/medqa5.yaml`), their dataset replaced by the questions sftmix read and checked, and the
+`option_text` variant; docs/evaluation.md ("Benchmarks, scored by lm-evaluation-harness itself").
 """
 
 from __future__ import annotations
@@ -89,26 +81,28 @@ def task_config(benchmark: str, data_file: str | Path, style: str = "lm_eval") -
     return config
 
 
-def score_benchmarks(lm, questions: dict, config, work_dir: str | Path) -> tuple[dict, dict]:
+def score_benchmarks(lm, questions: dict, config) -> tuple[dict, dict]:
     """Score `questions` (benchmark -> questions) with lm-eval on `lm` (an HFLM); returns
     (benchmark -> {acc, acc_norm, questions, task}, benchmark -> per-question predictions)."""
+    import tempfile
+
     from lm_eval import simple_evaluate
     from lm_eval.api.task import ConfigurableTask
 
     tasks = {}
-    for benchmark, items in questions.items():
-        path = Path(work_dir) / f"{benchmark}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(task_doc(benchmark, q)) + "\n" for q in items))
-        tasks[benchmark] = ConfigurableTask(config=task_config(benchmark, path, config.benchmark_style))
-    output = simple_evaluate(
-        model=lm,
-        tasks=list(tasks.values()),
-        apply_chat_template=config.benchmark_chat_template,
-        system_instruction=config.system_prompt,
-        log_samples=True,
-        verbosity="WARNING",
-    )
+    with tempfile.TemporaryDirectory(prefix="sftmix-eval-") as work_dir:  # the questions, as the tasks' data files
+        for benchmark, items in questions.items():
+            path = Path(work_dir) / f"{benchmark}.jsonl"
+            path.write_text("".join(json.dumps(task_doc(benchmark, q)) + "\n" for q in items))
+            tasks[benchmark] = ConfigurableTask(config=task_config(benchmark, path, config.benchmark_style))
+        output = simple_evaluate(
+            model=lm,
+            tasks=list(tasks.values()),
+            apply_chat_template=config.benchmark_chat_template,
+            system_instruction=config.system_prompt,
+            log_samples=True,
+            verbosity="WARNING",
+        )
     if output is None:  # a process of lm-eval's own data-parallel run other than its first
         return {}, {}
     summaries, predictions = {}, {}

@@ -95,16 +95,13 @@ def evaluate(
         logger.info("Held-out: loss %.4f, perplexity %.3f, ECE %.4f", metrics.loss, metrics.perplexity, metrics.ece)
     predictions = {}
     if questions:
-        import tempfile
-
         from sftmix.evaluation.lm_eval_tasks import score_benchmarks
 
         if lm is None:
             from lm_eval.models.huggingface import HFLM
 
             lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-        with tempfile.TemporaryDirectory(prefix="sftmix-eval-") as work_dir:
-            summaries, predictions = score_benchmarks(lm, questions, config, work_dir)
+        summaries, predictions = score_benchmarks(lm, questions, config)
         results["benchmarks"] = {}
         results["benchmark_style"] = config.benchmark_style
         for name, summary in summaries.items():
@@ -136,14 +133,10 @@ def evaluate(
 
 
 def evaluate_from_config(model_path: str, config: EvalConfig, data_args=None) -> dict | None:
-    """Load the model at `model_path` and evaluate it as `config` says; the report goes to
-    `config.output_dir` (default: <model_path>/eval).
-
-    Held-out data is labelled as training labelled it, from the model directory's `sftmix_label_settings.json`.
-    `config.heldout_split` takes the held-out split of the recipe's data (`data_args`, sftmix.data). Under a
-    multi-process launch every process loads the model on its own device and scores its share of the batches;
-    the main process returns the results (the same as one process's) and writes the report, the others return None.
-    """
+    """Load the model at `model_path` and evaluate it as `config` says (held-out data labelled as the model directory's
+    `sftmix_label_settings.json` says; `config.heldout_split` takes the held-out split of the recipe's `data_args`);
+    the report goes to `config.output_dir` (default: <model_path>/eval). Under a multi-process launch every process
+    calls it and the main one returns the results (those of one process) and writes the report, the others None."""
     config.check_sources()
     if config.heldout and config.heldout_split:
         raise ValueError("Set either `heldout` (a file) or `heldout_split` (the recipe's held-out split), not both.")
