@@ -5,6 +5,9 @@ from __future__ import annotations
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling  # noqa: F401 (SFTTrainer's own padding)
+from trl.trainer.utils import FusedCausalLMOutput  # noqa: F401 (what TRL's fused LM head returns)
+
 try:  # TRL 1.x: a context manager making ZeRO-3-partitioned LM-head parameters whole; a no-op elsewhere
     from trl.trainer.utils import maybe_gather_lm_head_ctx as gather_lm_head
 except ImportError:  # pragma: no cover - older/newer layouts

@@ -9,9 +9,8 @@ import types
 from dataclasses import dataclass
 
 import torch
-from trl.trainer.utils import FusedCausalLMOutput
 
-from sftmix._trl_compat import gather_lm_head
+from sftmix._trl_compat import FusedCausalLMOutput, gather_lm_head
 from sftmix.mixup import HeadTransform, balanced_pair_rows, mixup_index, mixup_loss_sum, pair_rows
 
 PROBE_TOKENS = 16

@@ -243,7 +243,8 @@ def heldout_metrics(
     SFTTrainer's preparation under `label_settings` (the training run's). With `shard`, each process scores its
     share of the batches and all get the totals."""
     from tqdm.auto import tqdm
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from sftmix._trl_compat import DataCollatorForLanguageModeling
 
     shard = shard or Shard()
     label_settings = label_settings or LabelSettings()
