@@ -8,14 +8,12 @@ import gc
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTTrainer
 
 from sftmix._trl_compat import complete_checkpoints, placeholder_model, prepare_inference_engine, share_deepspeed_state
@@ -143,37 +141,24 @@ def checkpoint_steps(max_steps: int, num_checkpoints: int) -> list[int]:
     return [int(k * max_steps / num_checkpoints + 0.5) for k in range(1, num_checkpoints + 1)]
 
 
-def read_plan(output_dir: str | os.PathLike) -> dict | None:
+def plan_matches(output_dir: str | os.PathLike, key: dict) -> bool:
+    """Whether the checkpoints in `output_dir` were planned by a run with the same settings (its plan file's key)."""
     try:
-        return json.loads((Path(output_dir) / PLAN_FILE).read_text())
+        plan = json.loads((Path(output_dir) / PLAN_FILE).read_text())
     except (OSError, ValueError):  # none yet, or unreadable
+        return False
+    return plan.get("key") == json.loads(json.dumps(key, default=str))
+
+
+def resume_point(output_dir: str | os.PathLike, key: dict, scored_steps: list[int]) -> str | None:
+    """The latest checkpoint of an interrupted run with the same settings that training can resume from, among
+    `scored_steps` (the planned steps up to the first one not scored: those will not run again)."""
+    if not plan_matches(output_dir, key):
         return None
-
-
-def write_plan(output_dir: str | os.PathLike, plan: dict) -> None:
-    directory = Path(output_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=PLAN_FILE + ".", suffix=".tmp", dir=directory)
-    with os.fdopen(fd, "w") as f:
-        json.dump(plan, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, directory / PLAN_FILE)
-
-
-def planned_steps(output_dir: str | os.PathLike, key: dict) -> list[int] | None:
-    """The checkpoint steps an earlier run with the same settings planned (None if none did)."""
-    plan = read_plan(output_dir)
-    if plan is None or plan.get("key") != json.loads(json.dumps(key, default=str)):
-        return None
-    return list(plan["steps"])
-
-
-def resume_point(output_dir: str | os.PathLike, key: dict, is_cached: Callable[[int], bool]) -> str | None:
-    """The latest planned checkpoint of an interrupted run with the same settings that training can resume from,
-    provided every planned checkpoint up to it is already scored (those steps will not run again)."""
     best, complete = None, complete_checkpoints(output_dir)
-    for step in planned_steps(output_dir, key) or []:
+    for step in scored_steps:
         path = complete.get(step)
-        if path is None or not is_cached(step):
+        if path is None:
             break
         if (path / "optimizer.pt").is_file() or any(path.glob("global_step*")):  # the optimizer state too: resumable
             best = str(path)
@@ -182,18 +167,21 @@ def resume_point(output_dir: str | os.PathLike, key: dict, is_cached: Callable[[
 
 @dataclass(eq=False)
 class CheckpointCallback(TrainerCallback):
-    """Save at C evenly spaced steps and call `on_checkpoint(step, path)` on every process after each save."""
+    """Save at the planned `steps`, write the plan file (what makes the checkpoints reusable), and call
+    `on_checkpoint(step)` on every process after each save."""
 
-    num_checkpoints: int
+    steps: list[int]
     key: dict
-    on_checkpoint: Callable[[int, Path], None]
-    is_main: bool
-    steps: list[int] = field(default_factory=list)
+    on_checkpoint: Callable[[int], None]
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.steps = checkpoint_steps(state.max_steps, self.num_checkpoints)
-        if self.is_main:
-            write_plan(args.output_dir, {"steps": self.steps, "max_steps": state.max_steps, "key": self.key})
+        if args.process_index == 0:
+            directory = Path(args.output_dir)
+            directory.mkdir(parents=True, exist_ok=True)
+            partial = directory / f".{PLAN_FILE}.partial"
+            plan = {"steps": self.steps, "max_steps": state.max_steps, "key": self.key}
+            partial.write_text(json.dumps(plan, indent=2, sort_keys=True, default=str))
+            partial.replace(directory / PLAN_FILE)
         logger.info("Reference run: %d steps, scoring checkpoints at steps %s", state.max_steps, self.steps)
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -202,6 +190,4 @@ class CheckpointCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if state.global_step in self.steps:
-            self.on_checkpoint(
-                state.global_step, Path(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-            )
+            self.on_checkpoint(state.global_step)
