@@ -4,7 +4,6 @@ spaced checkpoints, scored while the engine is live, and a plan file that says w
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -12,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
@@ -54,14 +52,12 @@ class DynamicsTrainer(ResponseMaskMixin, SFTTrainer):
         return score_dataset(self, batch_size, desc, prompt_free_start(self.processing_class) if prompt_free else None)
 
     def release(self) -> None:
-        """Drop the model and engines so the next checkpoint can be loaded in their place."""
+        """Drop the model and engines so the next checkpoint can be loaded in their place (accelerate's `free_memory`
+        then collects them and empties the device cache)."""
         self._inference_engine = None
         self.model = self.model_wrapped = self.deepspeed = None
         self.optimizer = self.lr_scheduler = None
         self.accelerator.free_memory()
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
 
 
 def prompt_free_start(tokenizer) -> int:
