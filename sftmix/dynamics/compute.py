@@ -93,9 +93,11 @@ def compute_dynamics(
         state.wait_for_everyone()
         return scores_path
 
+    # A model given by path is loaded by SFTTrainer in the given model's dtype, unless the run's own kwargs say otherwise
     dtype = getattr(model, "dtype", None)
     dtype = str(dtype).removeprefix("torch.") if dtype is not None else "auto"
-    run = _Pass(args, scores_path, base, scoring_args, prepared, reference_tokenizer, data_key, dtype)
+    load_kwargs = {"dtype": dtype, **(base.model_init_kwargs or {})}
+    run = _Pass(args, scores_path, base, scoring_args, prepared, reference_tokenizer, data_key, load_kwargs)
     if args.checkpoints:
         entries = run.score_given_checkpoints(model)
     else:
@@ -157,15 +159,13 @@ class _Pass:
     prepared: object
     reference_tokenizer: object
     data_key: dict
-    dtype: str  # of the given model: how a checkpoint given by path is loaded
+    load_kwargs: dict  # how a model given by path is loaded
     reference_name: str = ""
     scored: list = field(default_factory=list)
 
     def __post_init__(self):
         self.state = self.base.distributed_state
-        # a checkpoint given by path is loaded by SFTTrainer, with the run's own kwargs over the given model's dtype
-        load_kwargs = {"dtype": self.dtype, **(self.base.model_init_kwargs or {})}
-        self.loading_config = config.derive(self.scoring_config, model_init_kwargs=load_kwargs)
+        self.loading_config = config.derive(self.scoring_config, model_init_kwargs=self.load_kwargs)
         # what the scores hold beyond the paper's: IFD's prompt-free perplexity (a cache without it is rescored)
         self.score_key = {"confidence": "ifd"} if self.args.confidence == "ifd" else {}
 
@@ -238,7 +238,7 @@ class _Pass:
         source = args.reference_model or model
         training = config.reference_training_config(self.base, output_dir, args, len(self.prepared))
         if isinstance(source, str):
-            training.model_init_kwargs = {"dtype": self.dtype, **(training.model_init_kwargs or {})}
+            training.model_init_kwargs = self.load_kwargs
         name = getattr(getattr(source, "config", None), "_name_or_path", "") or type(source).__name__
         self.reference_name = source if isinstance(source, str) else str(name)
         key = self.data_key | config.training_key(training, peft_config, self.reference_name, args.num_checkpoints)

@@ -93,15 +93,13 @@ def prepare_examples(indexed_dataset, tokenizer, config, text_as_response: bool 
     """`indexed_dataset` (with `ROW_INDEX`) prepared by SFTTrainer under `config` and `tokenizer`, with each example's
     response mask (`RESPONSE_MASK`). Examples with no response token to score (a response truncated away while the
     NTP labels keep the prompt) are left out, like those SFTTrainer drops."""
-    trainer = DynamicsTrainer(
+    prepared = DynamicsTrainer(
         placeholder_model(len(tokenizer)),
         config,
         train_dataset=indexed_dataset,
         processing_class=tokenizer,
         text_as_response=text_as_response,
-    )
-    prepared = trainer.train_dataset
-    del trainer
+    ).train_dataset
     return prepared.filter(lambda example: any(example[RESPONSE_MASK][1:]), desc="Keeping examples with a response")
 
 
