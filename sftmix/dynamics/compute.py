@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -257,9 +257,8 @@ class _Pass:
             # from the last checkpoint of the scored ones before the first unscored (those steps do not run again)
             resume = self.reusable(lambda: reference.resume_point(output_dir, key, steps[: cached.index(False)]))
             # The caller's model object comes back as it was given (before SFTTrainer patches or wraps it)
-            snapshot = _Snapshot(source) if restore_model and not isinstance(source, str) else None
-            trainer = None
-            try:
+            restore = restore_model and not isinstance(source, str)
+            with _restoring(source) if restore else nullcontext():
                 trainer = reference.DynamicsTrainer(
                     source,
                     training,
@@ -273,58 +272,52 @@ class _Pass:
                         self.score_into_cache(trainer, entries[steps.index(step)])
 
                 trainer.add_callback(reference.CheckpointCallback(steps, key, on_checkpoint))
-                with reference_tracking(training):
-                    trainer.train(resume_from_checkpoint=resume)
-            finally:
-                if trainer is not None:
-                    if snapshot is not None and trainer.model is not None and trainer.model is not source:
-                        # the PEFT adapter injected into the caller's modules
-                        reference.detach_adapter(trainer.model)
+                try:
+                    with reference_tracking(training):
+                        trainer.train(resume_from_checkpoint=resume)
+                finally:
+                    if restore and trainer.model is not None and trainer.model is not source:
+                        reference.detach_adapter(trainer.model)  # the PEFT adapter injected into the caller's modules
                     trainer.release()
-                if snapshot is not None:
-                    snapshot.restore()
         # checkpoints on disk whose scoring was interrupted
         return self.score_uncached(entries, None if isinstance(source, str) else source)
 
 
-class _Snapshot:
-    """The state of the caller's model object that the reference run changes, kept to put back afterwards: weights
-    copied to CPU (not deep-copied on the device), restored into the same parameter objects (their original dtype,
-    on their current device) so references the caller holds stay valid; ZeRO-3 parameters gathered to be written."""
-
-    def __init__(self, model):
-        self.model, self.training = model, model.training
-        self.forward = model.__dict__.get("forward", _MISSING)
-        self.checkpointing = getattr(model, "is_activation_checkpointing", None)
-        self.use_cache = getattr(getattr(model, "config", None), "use_cache", _MISSING)
-        self.tensors = []
+@contextmanager
+def _restoring(model):
+    """Puts back, on exit, what the reference run changes on the caller's model object: its weights copied to CPU
+    (not deep-copied on the device) and restored into the same parameter objects (their original dtype, on their
+    current device) so references the caller holds stay valid (ZeRO-3 parameters gathered to be written), its
+    forward, activation checkpointing, `use_cache` and train mode."""
+    training, forward = model.training, model.__dict__.get("forward", _MISSING)
+    checkpointing = getattr(model, "is_activation_checkpointing", None)
+    use_cache = getattr(getattr(model, "config", None), "use_cache", _MISSING)
+    saved = []
+    with torch.no_grad():
+        for tensor in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values():  # tied weights once
+            with _gathered(tensor):  # one parameter at a time: never the whole model on the device
+                saved.append((tensor, tensor.detach().to("cpu", copy=True), getattr(tensor, "requires_grad", False)))
+    try:
+        yield
+    finally:
         with torch.no_grad():
-            for tensor in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values():  # tied weights once
-                with _gathered(tensor):  # one parameter at a time: never the whole model on the device
-                    saved = tensor.detach().to("cpu", copy=True)
-                self.tensors.append((tensor, saved, getattr(tensor, "requires_grad", False)))
-
-    def restore(self) -> None:
-        model = self.model
-        with torch.no_grad():
-            for tensor, saved, requires_grad in self.tensors:
+            for tensor, copy, requires_grad in saved:
                 if hasattr(tensor, "ds_id"):  # ZeRO-3: write through the gathered full tensor
                     with _gathered(tensor, modify=True):
-                        tensor.data.copy_(saved.to(tensor.device))
+                        tensor.data.copy_(copy.to(tensor.device))
                 else:  # the original dtype too (k-bit preparation upcasts some weights to fp32)
-                    tensor.data = saved.to(tensor.device)
+                    tensor.data = copy.to(tensor.device)
                 if isinstance(tensor, torch.nn.Parameter):
                     tensor.requires_grad_(requires_grad)
-        if self.forward is _MISSING:
+        if forward is _MISSING:
             model.__dict__.pop("forward", None)  # TRL's fused LM head patches the instance's forward
         else:
-            model.__dict__["forward"] = self.forward
-        if self.checkpointing is False and getattr(model, "is_activation_checkpointing", False):
+            model.__dict__["forward"] = forward
+        if checkpointing is False and getattr(model, "is_activation_checkpointing", False):
             model.activation_checkpointing_disable()
-        if self.use_cache is not _MISSING:
-            model.config.use_cache = self.use_cache
-        model.train(self.training)
-        self.tensors = []
+        if use_cache is not _MISSING:
+            model.config.use_cache = use_cache
+        model.train(training)
 
 
 _MISSING = object()
