@@ -268,8 +268,9 @@ class _Pass:
                 )
 
                 def on_checkpoint(step: int) -> None:
-                    if not cached[steps.index(step)]:
-                        self.score_into_cache(trainer, entries[steps.index(step)])
+                    position = steps.index(step)
+                    if not cached[position]:
+                        self.score_into_cache(trainer, entries[position])
 
                 trainer.add_callback(reference.CheckpointCallback(steps, key, on_checkpoint))
                 try:
