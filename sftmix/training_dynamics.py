@@ -104,7 +104,7 @@ class Recorder:
         if not epochs:
             return [], []
         first = set(table[table[:, 0] == epochs[0], 2].astype(int).tolist())
-        complete = [e for e in epochs if first <= set(table[table[:, 0] == e, 2].astype(int).tolist())] or epochs[:1]
+        complete = [e for e in epochs if first <= set(table[table[:, 0] == e, 2].astype(int).tolist())]
         per_epoch = [epoch_means(table, epoch, list(first)) for epoch in complete]
         return per_epoch, [f"epoch-{e + 1}" for e in complete]
 
