@@ -32,16 +32,8 @@ def compute_dynamics(
     *,
     restore_model: bool = True,
 ) -> Path:
-    """Score every training example's confidence and write the scores file; returns its path.
-
-    `model` (object or path) is the reference model unless `args.reference_model` is set, and only the base of PEFT
-    adapter `checkpoints`. A model object comes back as it was given (its weights copied to CPU and back, also when
-    the pass fails; the run's adapter, gradient checkpointing and forward patch removed) unless `restore_model` is
-    False (for a caller that discards it: no CPU copy, trained in place). `train_dataset`: a `datasets.Dataset` in
-    any format SFTTrainer takes; `processing_class`: the target's tokenizer (default: loaded from a model path);
-    `sft_args`: the SFTMix run's `SFTConfig` / `SFTMixConfig` (tokenization, masking, the reference run's training
-    settings; default TRL's); `peft_config`: the reference run's (e.g. the SFTMix run's LoRA).
-    """
+    """Score every training example's confidence and write the scores file; returns its path. The arguments, and
+    what becomes of a model object given: docs/dynamics.md (the Python API, at its top)."""
     from sftmix.response import assistant_only_loss_for
     from sftmix.scores import dataset_example_ids
 
