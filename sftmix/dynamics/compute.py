@@ -246,7 +246,7 @@ class _Pass:
         ):
             logger.info("Reusing the reference run's checkpoints in %s (steps %s).", output_dir, steps)
         else:
-            # from the last checkpoint of the scored ones before the first unscored (those steps do not run again)
+            # resume from a checkpoint scored before the first unscored one (its steps need not run again)
             resume = self.reusable(lambda: reference.resume_point(output_dir, key, steps[: cached.index(False)]))
             # The caller's model object comes back as it was given (before SFTTrainer patches or wraps it)
             restore = restore_model and not isinstance(source, str)
