@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from sftmix._trl_compat import complete_checkpoints, placeholder_model, prepare_inference_engine, share_deepspeed_state
-from sftmix.dynamics.examples import ROW_INDEX, check_same_examples, same_token_ids
+from sftmix.dynamics.examples import ROW_INDEX, preview
 from sftmix.dynamics.scoring import CheckpointScores, score_dataset
 from sftmix.response import RESPONSE_MASK, ResponseMaskMixin
 
@@ -106,12 +106,16 @@ def prepare_examples(indexed_dataset, tokenizer, config, text_as_response: bool 
 def check_reference_tokenizer(
     indexed, prepared, target_tokenizer, reference_tokenizer, config, example_ids, text_as_response=False
 ):
-    """The reference scores the data with its own tokenizer; if it differs from the target's, it must keep the
-    same examples (compared on the data, not just the vocabularies)."""
+    """The reference scores the data with its own tokenizer; if it tokenizes the data differently from the target's
+    (compared on the data, not just the vocabularies), it must keep exactly the examples the target will train on:
+    the split is joined by content, so another tokenizer can score the data, as the paper's Gemma-2B -> Llama-3.1-8B.
+    """
     if target_tokenizer is None or target_tokenizer is reference_tokenizer:
         return
-    prepared_target = prepare_examples(indexed, target_tokenizer, config, text_as_response)
-    if same_token_ids(prepared_target, prepared):
+    target = prepare_examples(indexed, target_tokenizer, config, text_as_response)
+    columns = [ROW_INDEX, "input_ids", "labels"]
+    batches = zip(*(data.select_columns(columns).iter(batch_size=1000) for data in (target, prepared)), strict=True)
+    if len(target) == len(prepared) and all(x == y for x, y in batches):
         return
     logger.warning(
         "The reference model's tokenizer tokenizes the training data differently from the target's (vocabulary "
@@ -120,7 +124,24 @@ def check_reference_tokenizer(
         len(reference_tokenizer),
         len(target_tokenizer),
     )
-    check_same_examples(prepared_target[ROW_INDEX], prepared[ROW_INDEX], example_ids)
+    target_rows, reference_rows = set(target[ROW_INDEX]), set(prepared[ROW_INDEX])
+    if target_rows == reference_rows:
+        return
+    only_target, only_reference = sorted(target_rows - reference_rows), sorted(reference_rows - target_rows)
+    parts = [
+        f"{len(rows)} example(s) {what}: {preview(rows, example_ids)}"
+        for rows, what in (
+            (only_target, "kept for the target but left with no trainable token by the reference's tokenizer"),
+            (only_reference, "kept by the reference but dropped for the target"),
+        )
+        if rows
+    ]
+    raise ValueError(
+        "The reference model's tokenizer differs from the target's and they keep different examples after "
+        "tokenization and truncation. " + "; ".join(parts) + ". The split must be made on the same examples the "
+        "target trains on: use a reference model that shares the target's tokenizer, raise `max_length`, or remove "
+        "these rows from the data."
+    )
 
 
 # Checkpoint plan and callback -------------------------------------------------------------------------------
