@@ -89,7 +89,7 @@ def compute_dynamics(
     dtype = getattr(model, "dtype", None)
     dtype = str(dtype).removeprefix("torch.") if dtype is not None else "auto"
     load_kwargs = {"dtype": dtype, **(base.model_init_kwargs or {})}
-    run = _Pass(args, scores_path, base, scoring_args, prepared, reference_tokenizer, data_key, load_kwargs)
+    run = _Pass(args, base, scoring_args, prepared, reference_tokenizer, data_key, load_kwargs)
     if args.checkpoints:
         entries = run.score_given_checkpoints(model)
     else:
@@ -145,7 +145,6 @@ class _Entry:
 @dataclass
 class _Pass:
     args: DynamicsConfig
-    scores_path: Path
     base: object
     scoring_config: object
     prepared: object
@@ -175,7 +174,7 @@ class _Pass:
         return None if self.args.overwrite_cache else self.main_decides(find)
 
     def entry(self, index: int, label: str, path, key: dict, **identity) -> _Entry:
-        cache = output.cache_file(output.cache_dir(self.scores_path), index, label)
+        cache = output.cache_file(output.cache_dir(self.args.scores_path), index, label)
         return _Entry(label, str(path), cache, {**key, **self.score_key, **identity})
 
     def cached(self, entries: list[_Entry]) -> list[bool]:
@@ -226,7 +225,7 @@ class _Pass:
 
     def reference_run(self, model, peft_config, restore_model: bool = True) -> list[_Entry]:
         args = self.args
-        output_dir = config.reference_dir(args, self.scores_path)
+        output_dir = config.reference_dir(args, args.scores_path)
         source = args.reference_model or model
         training = config.reference_training_config(self.base, output_dir, args, len(self.prepared))
         if isinstance(source, str):
