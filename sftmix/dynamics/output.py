@@ -202,9 +202,8 @@ def write_review(scores_path, train_dataset, size: int, mark: str | None = None)
         return None
     least = frame.nsmallest(size, "confidence")
     mark = mark if mark in frame.columns else None
-    review = least[["example_id", "row_index", "confidence", *([mark] if mark else [])]].assign(
-        variability=least["variability"] if "variability" in least else np.nan,
-        response=[excerpt(response_text(train_dataset[int(r)])) for r in least["row_index"]],
+    review = least[["example_id", "row_index", "confidence", *([mark] if mark else []), "variability"]].assign(
+        response=[excerpt(response_text(train_dataset[int(r)])) for r in least["row_index"]]
     )
     paths = picture_paths(scores_path)
     review.to_csv(paths["review_csv"], index=False)
