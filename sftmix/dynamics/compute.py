@@ -49,13 +49,15 @@ def compute_dynamics(
             "The dynamics pass scores every example on its own, so it cannot run with `packing=True` or "
             "`padding_free=True` (several examples per row). Set both to false (SFTMix needs that anyway)."
         )
-    if len(train_dataset) > 0:  # `assistant_only_loss=None`: response-only NTP on conversations
-        base.assistant_only_loss = assistant_only_loss_for(base.assistant_only_loss, train_dataset[0])
     text_as_response = bool(getattr(base, "mixup_text_as_response", False))
     if text_as_response and args.confidence == "ifd":
         raise ValueError(
             "`dynamics.confidence: ifd` compares the response's perplexity with and without its prompt, and "
             "`mixup_text_as_response: true` makes the whole text the response (no prompt): use `confidence: perplexity`."
+        )
+    if len(train_dataset) > 0:  # `assistant_only_loss=None`: response-only NTP on conversations (on a copy)
+        base = config.derive(
+            base, assistant_only_loss=assistant_only_loss_for(base.assistant_only_loss, train_dataset[0])
         )
     state = base.distributed_state
 
@@ -75,10 +77,7 @@ def compute_dynamics(
             excluded_rows, example_ids, "have no trainable token after tokenization and truncation"
         )
     split.check_splittable(len({example_ids[r] for r in kept_rows}), args.confident_fraction)
-    data_key = {
-        "data": examples.dataset_fingerprint(example_ids),
-        **config.tokenization_key(scoring_args, reference_tokenizer, text_as_response),
-    }
+    data_key = config.data_key(example_ids, scoring_args, reference_tokenizer, text_as_response)
     if args.split == "random" and not args.checkpoints:  # a seeded permutation: no reference run, no scoring
         if state.is_main_process:
             output.write_random_split(args, example_ids, kept_rows, excluded_rows, data_key, marks)
@@ -105,9 +104,9 @@ def compute_dynamics(
             excluded_rows,
             reference_name=run.reference_name,
             data_key=data_key,
+            train_dataset=train_dataset,
             marks=marks,
         )
-        output.write_review(scores_path, train_dataset, args.review_size, args.mark_column)
         if not args.checkpoints and not args.keep_reference_checkpoints:
             remove_checkpoints([e.path for e in entries])
     state.wait_for_everyone()

@@ -243,9 +243,13 @@ def scoring_config(base, output_dir: Path):
     )
 
 
-def tokenization_key(config, tokenizer, text_as_response: bool = False) -> dict:
+def data_key(example_ids: list[str], config, tokenizer, text_as_response: bool = False) -> dict:
+    """What scores were made for: the ordered example ids (`data`, the scores file's `dataset_fingerprint`) and how
+    they were tokenized (the rest, its `tokenization`); part of every cache key."""
+    ids = "".join(f"{eid}\n" for eid in example_ids).encode("ascii")
     blob = json.dumps([sorted(tokenizer.get_vocab().items()), getattr(tokenizer, "chat_template", None)], default=str)
     return {
+        "data": hashlib.sha1(ids).hexdigest()[:16],
         "tokenizer": hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16],
         "scored_tokens": "text" if text_as_response else "response",
         **{name: getattr(config, name) for name in TOKENIZATION_FIELDS},

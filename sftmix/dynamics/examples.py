@@ -3,7 +3,6 @@ SFTTrainer's preparation keeps (`reference.prepare_examples`) back to the raw da
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from pathlib import Path
@@ -86,11 +85,6 @@ def with_row_index(dataset):
     if ROW_INDEX in dataset.column_names:
         raise ValueError(f"The training dataset already has a `{ROW_INDEX}` column; remove it first.")
     return dataset.add_column(ROW_INDEX, np.arange(len(dataset), dtype=np.int64))
-
-
-def dataset_fingerprint(example_ids: list[str]) -> str:
-    """A short hash of the ordered example ids: identifies the data a scores file or a cache was made for."""
-    return hashlib.sha1("".join(f"{eid}\n" for eid in example_ids).encode("ascii")).hexdigest()[:16]
 
 
 def missing_rows(num_rows: int, kept_rows) -> list[int]:
