@@ -313,19 +313,15 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
         return default_scores_path(self.args.output_dir, self._dynamics.scores_path)
 
     def _write_scores(self) -> None:
-        from sftmix.dynamics.config import tokenization_key
-        from sftmix.dynamics.examples import dataset_fingerprint, missing_rows
-        from sftmix.dynamics.output import write_outputs, write_review
+        from sftmix.dynamics.config import data_key
+        from sftmix.dynamics.examples import missing_rows
+        from sftmix.dynamics.output import write_outputs
 
         if self.is_world_process_zero():
             per_epoch, labels = self._recorder.scores()
             if per_epoch:
                 settings = dataclasses.replace(self._dynamics, scores_path=str(self.training_dynamics_path))
                 ids = self._recorder.example_ids
-                data_key = {
-                    "data": dataset_fingerprint(ids),
-                    **tokenization_key(self.args, self.processing_class, self.args.mixup_text_as_response),
-                }
                 write_outputs(
                     settings,
                     per_epoch,
@@ -334,10 +330,10 @@ class SFTMixTrainer(SFTMixHubMixin, ResponseMaskMixin, SFTTrainer):
                     ids,
                     missing_rows(len(ids), per_epoch[0].row_index),
                     reference_name="the training forward (training_dynamics)",
-                    data_key=data_key,
+                    data_key=data_key(ids, self.args, self.processing_class, self.args.mixup_text_as_response),
+                    train_dataset=self._raw_train,
                     marks=self._marks,
                 )
-                write_review(settings.scores_path, self._raw_train, settings.review_size, settings.mark_column)
         self.accelerator.wait_for_everyone()
 
     def _draw_lambdas(self, num_pairs: int) -> np.ndarray:

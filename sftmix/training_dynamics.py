@@ -7,6 +7,7 @@ label each micro-batch against the recent median (`threshold`). The rules: docs/
 from __future__ import annotations
 
 import math
+from functools import reduce
 from pathlib import Path
 
 import numpy as np
@@ -81,26 +82,16 @@ class Recorder:
             self._thresholds = {step: float(np.median(chosen[:, 4] / chosen[:, 3])) if len(chosen) else None}
         return self._thresholds[step]
 
-    def epoch_perplexities(self, epochs: range) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, perplexities rows x epochs): each row's mean response perplexity in each of `epochs`, over the rows
-        recorded (with a response token) in every one of them."""
-        table = self.records
-        columns = []
-        for epoch in epochs:
-            means = epoch_means(table, epoch)
-            scored = means.num_tokens > 0
-            columns.append(dict(zip(means.row_index[scored].tolist(), means.perplexity[scored], strict=True)))
-        rows = sorted(set.intersection(*(set(c) for c in columns))) if columns else []
-        perplexities = np.asarray([[column[r] for column in columns] for r in rows]).reshape(len(rows), -1)
-        return np.asarray(rows, dtype=np.int64), perplexities
-
     def epoch_split(self, epoch: int, rows: np.ndarray) -> np.ndarray:
         """Confident flags for `rows` (raw rows, in the order of the prepared dataset) in `epoch` >= 1: the median
-        split of the confidence over epochs 0..epoch-1. Rows never recorded with a response token are unconfident."""
+        split of the confidence over epochs 0..epoch-1 of the rows recorded with a response token in every one of
+        them; the others are unconfident."""
         if epoch not in self._splits:
-            recorded, perplexities = self.epoch_perplexities(range(epoch))
+            means = [epoch_means(self.records, e) for e in range(epoch)]
+            recorded = reduce(np.intersect1d, [m.row_index[m.num_tokens > 0] for m in means])
             flags = np.zeros(len(self.example_ids), dtype=bool)
             if len(recorded) >= 2:
+                perplexities = np.stack([m.perplexity[np.searchsorted(m.row_index, recorded)] for m in means], axis=1)
                 ids = [self.example_ids[r] for r in recorded.tolist()]
                 flags[recorded] = split_confident(confidence(perplexities), ids, 0.5)
             self._splits = {epoch: flags}
@@ -113,7 +104,7 @@ class Recorder:
         if not epochs:
             return [], []
         first = set(table[table[:, 0] == epochs[0], 2].astype(int).tolist())
-        complete = [e for e in epochs if first <= set(table[table[:, 0] == e, 2].astype(int).tolist())] or epochs[:1]
+        complete = [e for e in epochs if first <= set(table[table[:, 0] == e, 2].astype(int).tolist())]
         per_epoch = [epoch_means(table, epoch, list(first)) for epoch in complete]
         return per_epoch, [f"epoch-{e + 1}" for e in complete]
 

@@ -286,3 +286,19 @@ def test_ifd_is_refused_where_it_cannot_be_computed(tmp_path, tiny_tokenizer, tw
     sft = SFTMixConfig(str(tmp_path / "sft"), **cpu_settings(max_steps=4, mixup_text_as_response=True))
     with pytest.raises(ValueError, match="makes the whole text the response"):
         compute_dynamics(None, conversations(6), args, processing_class=tiny_tokenizer, sft_args=sft)
+
+
+def test_the_callers_training_config_is_left_as_given(tmp_path, tiny_tokenizer):
+    """`assistant_only_loss=None` is resolved for the pass (True on conversations), on a copy of the caller's config."""
+    from helpers import cpu_settings
+
+    from sftmix import SFTMixConfig
+
+    sft = SFTMixConfig(str(tmp_path / "run"), **cpu_settings(assistant_only_loss=None))
+    before = sft.to_dict()
+    args = DynamicsConfig(scores_path=str(tmp_path / "scores.parquet"), split="random")
+    model = build_tiny_llama(len(tiny_tokenizer), seed=0)
+    path = compute_dynamics(model, conversations(8), args, processing_class=tiny_tokenizer, sft_args=sft)
+    assert read_scores(path)[1]["tokenization"]["assistant_only_loss"] is True
+    assert sft.assistant_only_loss is None
+    assert sft.to_dict() == before

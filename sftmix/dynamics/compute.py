@@ -4,13 +4,15 @@ of a distributed launch runs it; each scores a shard, the main process writes.""
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
+import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl import SFTConfig
 
 from sftmix._trl_compat import complete_checkpoints
 from sftmix.dynamics import config, examples, output, reference, split
@@ -30,30 +32,32 @@ def compute_dynamics(
     *,
     restore_model: bool = True,
 ) -> Path:
-    """Score every training example's confidence and write the scores file; returns its path.
-
-    `model` (object or path) is the reference model unless `args.reference_model` is set, and only the base of PEFT
-    adapter `checkpoints`. A model object comes back as it was given (its weights copied to CPU and back, also when
-    the pass fails; the run's adapter, gradient checkpointing and forward patch removed) unless `restore_model` is
-    False (for a caller that discards it: no CPU copy, trained in place). `train_dataset`: a `datasets.Dataset` in
-    any format SFTTrainer takes; `processing_class`: the target's tokenizer (default: loaded from a model path);
-    `sft_args`: the SFTMix run's `SFTConfig` / `SFTMixConfig` (tokenization, masking, the reference run's training
-    settings; default TRL's); `peft_config`: the reference run's (e.g. the SFTMix run's LoRA).
-    """
+    """Score every training example's confidence and write the scores file; returns its path. The arguments, and
+    what becomes of a model object given: docs/dynamics.md (the Python API, at its top)."""
     from sftmix.response import assistant_only_loss_for
     from sftmix.scores import dataset_example_ids
 
     scores_path = examples.check_inputs(model, train_dataset, args)
     marks = output.marks_of(train_dataset, args.mark_column)
-    base = config.default_sft_config(str(scores_path.parent / "reference")) if sft_args is None else sft_args
-    config.check_per_example(base)
-    if len(train_dataset) > 0:  # `assistant_only_loss=None`: response-only NTP on conversations
-        base.assistant_only_loss = assistant_only_loss_for(base.assistant_only_loss, train_dataset[0])
+    base = sft_args
+    if base is None:  # TRL's defaults, made runnable on a machine without a GPU
+        base = SFTConfig(
+            str(scores_path.parent / "reference"), use_cpu=not torch.cuda.is_available(), report_to="none"
+        )
+    if base.packing or base.padding_free:
+        raise ValueError(
+            "The dynamics pass scores every example on its own, so it cannot run with `packing=True` or "
+            "`padding_free=True` (several examples per row). Set both to false (SFTMix needs that anyway)."
+        )
     text_as_response = bool(getattr(base, "mixup_text_as_response", False))
     if text_as_response and args.confidence == "ifd":
         raise ValueError(
             "`dynamics.confidence: ifd` compares the response's perplexity with and without its prompt, and "
             "`mixup_text_as_response: true` makes the whole text the response (no prompt): use `confidence: perplexity`."
+        )
+    if len(train_dataset) > 0:  # `assistant_only_loss=None`: response-only NTP on conversations (on a copy)
+        base = config.derive(
+            base, assistant_only_loss=assistant_only_loss_for(base.assistant_only_loss, train_dataset[0])
         )
     state = base.distributed_state
 
@@ -73,19 +77,18 @@ def compute_dynamics(
             excluded_rows, example_ids, "have no trainable token after tokenization and truncation"
         )
     split.check_splittable(len({example_ids[r] for r in kept_rows}), args.confident_fraction)
-    data_key = {
-        "data": examples.dataset_fingerprint(example_ids),
-        **config.tokenization_key(scoring_args, reference_tokenizer, text_as_response),
-    }
+    data_key = config.data_key(example_ids, scoring_args, reference_tokenizer, text_as_response)
     if args.split == "random" and not args.checkpoints:  # a seeded permutation: no reference run, no scoring
         if state.is_main_process:
             output.write_random_split(args, example_ids, kept_rows, excluded_rows, data_key, marks)
         state.wait_for_everyone()
         return scores_path
 
+    # A model given by path is loaded by SFTTrainer in the given model's dtype, unless the run's own kwargs say otherwise
     dtype = getattr(model, "dtype", None)
     dtype = str(dtype).removeprefix("torch.") if dtype is not None else "auto"
-    run = _Pass(args, scores_path, base, scoring_args, prepared, reference_tokenizer, data_key, dtype)
+    load_kwargs = {"dtype": dtype, **(base.model_init_kwargs or {})}
+    run = _Pass(args, base, scoring_args, prepared, reference_tokenizer, data_key, load_kwargs)
     if args.checkpoints:
         entries = run.score_given_checkpoints(model)
     else:
@@ -101,9 +104,9 @@ def compute_dynamics(
             excluded_rows,
             reference_name=run.reference_name,
             data_key=data_key,
+            train_dataset=train_dataset,
             marks=marks,
         )
-        output.write_review(scores_path, train_dataset, args.review_size, args.mark_column)
         if not args.checkpoints and not args.keep_reference_checkpoints:
             remove_checkpoints([e.path for e in entries])
     state.wait_for_everyone()
@@ -112,8 +115,6 @@ def compute_dynamics(
 
 def remove_checkpoints(paths) -> None:
     """Delete scored reference checkpoints (their scores stay cached); a path already gone is fine."""
-    import shutil
-
     removed = [p for p in paths if Path(p).is_dir()]
     for path in removed:
         shutil.rmtree(path, ignore_errors=True)
@@ -143,20 +144,18 @@ class _Entry:
 @dataclass
 class _Pass:
     args: DynamicsConfig
-    scores_path: Path
     base: object
     scoring_config: object
     prepared: object
     reference_tokenizer: object
     data_key: dict
-    dtype: str  # of the given model: how a checkpoint given by path is loaded
+    load_kwargs: dict  # how a model given by path is loaded
     reference_name: str = ""
     scored: list = field(default_factory=list)
 
     def __post_init__(self):
         self.state = self.base.distributed_state
-        self.cache_dir = output.cache_dir(self.scores_path)
-        self.loading_config = config.loading_config(self.scoring_config, self.base, {"dtype": self.dtype})
+        self.loading_config = config.derive(self.scoring_config, model_init_kwargs=self.load_kwargs)
         # what the scores hold beyond the paper's: IFD's prompt-free perplexity (a cache without it is rescored)
         self.score_key = {"confidence": "ifd"} if self.args.confidence == "ifd" else {}
 
@@ -174,17 +173,15 @@ class _Pass:
         return None if self.args.overwrite_cache else self.main_decides(find)
 
     def entry(self, index: int, label: str, path, key: dict, **identity) -> _Entry:
-        cache = output.cache_file(self.cache_dir, index, label)
+        cache = output.cache_file(output.cache_dir(self.args.scores_path), index, label)
         return _Entry(label, str(path), cache, {**key, **self.score_key, **identity})
 
-    # Cache -------------------------------------------------------------------------------------------------------
-    def is_cached(self, entry: _Entry, collective: bool = True) -> bool:
-        """Whether `entry`'s scores are cached: decided by the main process for all (`collective`, every process
-        calls it), or read here (`collective=False`: inside a decision the main process makes alone)."""
-        if self.args.overwrite_cache and entry.label not in self.scored:
-            return False
-        cached = lambda: output.read_checkpoint_scores(entry.cache_file, entry.key) is not None  # noqa: E731
-        return bool(self.main_decides(cached) if collective else cached())
+    def cached(self, entries: list[_Entry]) -> list[bool]:
+        """Which entries are scored already: in this pass, or by an earlier one with the same key (the main process
+        reads the cache for every process; with `overwrite_cache`, only this pass counts)."""
+        read = lambda: [output.read_checkpoint_scores(e.cache_file, e.key) is not None for e in entries]  # noqa: E731
+        stored = self.reusable(read) or [False] * len(entries)
+        return [done or e.label in self.scored for e, done in zip(entries, stored, strict=True)]
 
     def score_into_cache(self, trainer, entry: _Entry) -> None:
         """Score with `trainer`'s current weights (every process) and cache the result (main process)."""
@@ -197,27 +194,22 @@ class _Pass:
         self.scored.append(entry.label)
         self.state.wait_for_everyone()
 
-    def score_saved(self, entry: _Entry, base_model=None) -> None:
-        """Load a saved checkpoint (model or PEFT adapter directory), score it, release it."""
-        source = reference.checkpoint_model(entry.path, base_model)
-        settings = self.loading_config if isinstance(source, str) else self.scoring_config
-        trainer = reference.DynamicsTrainer(
-            source, settings, train_dataset=self.prepared, processing_class=self.reference_tokenizer
-        )
-        try:
-            self.score_into_cache(trainer, entry)
-        finally:
-            trainer.release()
-            if not isinstance(source, str):
-                reference.detach_adapter(source)
-
-    def score_uncached(self, entries: list[_Entry], base_model=None, trainer=None) -> list[_Entry]:
-        """Score the entries whose scores are not cached: with `trainer`'s live weights, else loaded from disk."""
-        for entry in (e for e in entries if not self.is_cached(e)):
-            if trainer is not None:
+    def score_uncached(self, entries: list[_Entry], base_model=None) -> list[_Entry]:
+        """Score the entries not scored yet, each loaded from disk (a model or PEFT adapter directory) and released."""
+        for entry, cached in zip(entries, self.cached(entries), strict=True):
+            if cached:
+                continue
+            source = reference.checkpoint_model(entry.path, base_model)
+            settings = self.loading_config if isinstance(source, str) else self.scoring_config
+            trainer = reference.DynamicsTrainer(
+                source, settings, train_dataset=self.prepared, processing_class=self.reference_tokenizer
+            )
+            try:
                 self.score_into_cache(trainer, entry)
-            else:
-                self.score_saved(entry, base_model)
+            finally:
+                trainer.release()
+                if not isinstance(source, str):
+                    reference.detach_adapter(source)
         return entries
 
     # Sources -----------------------------------------------------------------------------------------------------
@@ -232,37 +224,31 @@ class _Pass:
 
     def reference_run(self, model, peft_config, restore_model: bool = True) -> list[_Entry]:
         args = self.args
-        output_dir = config.reference_dir(args, self.scores_path)
+        output_dir = config.reference_dir(args, args.scores_path)
         source = args.reference_model or model
         training = config.reference_training_config(self.base, output_dir, args, len(self.prepared))
         if isinstance(source, str):
-            training.model_init_kwargs = {"dtype": self.dtype, **(training.model_init_kwargs or {})}
+            training.model_init_kwargs = self.load_kwargs
         name = getattr(getattr(source, "config", None), "_name_or_path", "") or type(source).__name__
         self.reference_name = source if isinstance(source, str) else str(name)
         key = self.data_key | config.training_key(training, peft_config, self.reference_name, args.num_checkpoints)
+        steps = reference.checkpoint_steps(training.max_steps, args.num_checkpoints)
+        labels = [f"{PREFIX_CHECKPOINT_DIR}-{step}" for step in steps]
+        entries = [self.entry(i, label, output_dir / label, key, checkpoint=label) for i, label in enumerate(labels)]
+        cached = self.cached(entries)
 
-        def entry(position: int, step: int) -> _Entry:
-            label = f"{PREFIX_CHECKPOINT_DIR}-{step}"
-            return self.entry(position, label, output_dir / label, key, checkpoint=label)
-
-        def cached_step(step: int, collective: bool = True) -> bool:
-            plan = reference.read_plan(output_dir) or {"steps": []}
-            return step in plan["steps"] and self.is_cached(entry(plan["steps"].index(step), step), collective)
-
-        steps = self.reusable(lambda: reference.planned_steps(output_dir, key))
-        if steps and all(cached_step(step) for step in steps):
-            # every planned checkpoint is scored already (its checkpoint may be deleted): nothing to train
+        if all(cached):  # every checkpoint is scored already (it may be deleted): nothing to train
             logger.info("The reference run's checkpoints (steps %s) are scored already: reusing their scores.", steps)
-        elif steps and set(steps) <= set(self.main_decides(lambda: list(complete_checkpoints(output_dir)))):
+        elif self.reusable(
+            lambda: reference.plan_matches(output_dir, key) and set(steps) <= set(complete_checkpoints(output_dir))
+        ):
             logger.info("Reusing the reference run's checkpoints in %s (steps %s).", output_dir, steps)
         else:
-            resume = self.reusable(
-                lambda: reference.resume_point(output_dir, key, partial(cached_step, collective=False))
-            )
+            # resume from a checkpoint scored before the first unscored one (its steps need not run again)
+            resume = self.reusable(lambda: reference.resume_point(output_dir, key, steps[: cached.index(False)]))
             # The caller's model object comes back as it was given (before SFTTrainer patches or wraps it)
-            snapshot = _Snapshot(source) if restore_model and not isinstance(source, str) else None
-            trainer = None
-            try:
+            restore = restore_model and not isinstance(source, str)
+            with _restoring(source) if restore else nullcontext():
                 trainer = reference.DynamicsTrainer(
                     source,
                     training,
@@ -271,71 +257,58 @@ class _Pass:
                     peft_config=peft_config,
                 )
 
-                def on_checkpoint(step: int, _path) -> None:
-                    self.score_uncached([entry(callback.steps.index(step), step)], trainer=trainer)
+                def on_checkpoint(step: int) -> None:
+                    position = steps.index(step)
+                    if not cached[position]:
+                        self.score_into_cache(trainer, entries[position])
 
-                callback = reference.CheckpointCallback(
-                    args.num_checkpoints, key, on_checkpoint, self.state.is_main_process
-                )
-                trainer.add_callback(callback)
-                with reference_tracking(training):
-                    trainer.train(resume_from_checkpoint=resume)
-                steps = callback.steps
-            finally:
-                if trainer is not None:
-                    if snapshot is not None and trainer.model is not None and trainer.model is not source:
-                        # the PEFT adapter injected into the caller's modules
-                        reference.detach_adapter(trainer.model)
+                trainer.add_callback(reference.CheckpointCallback(steps, key, on_checkpoint))
+                try:
+                    with reference_tracking(training):
+                        trainer.train(resume_from_checkpoint=resume)
+                finally:
+                    if restore and trainer.model is not None and trainer.model is not source:
+                        reference.detach_adapter(trainer.model)  # the PEFT adapter injected into the caller's modules
                     trainer.release()
-                if snapshot is not None:
-                    snapshot.restore()
         # checkpoints on disk whose scoring was interrupted
-        entries = [entry(position, step) for position, step in enumerate(steps)]
         return self.score_uncached(entries, None if isinstance(source, str) else source)
 
 
-class _Snapshot:
-    """The state of the caller's model object that the reference run changes, kept to put back afterwards: weights
-    copied to CPU (not deep-copied on the device), restored into the same parameter objects (their original dtype,
-    on their current device) so references the caller holds stay valid; ZeRO-3 parameters gathered to be written."""
-
-    def __init__(self, model):
-        import torch
-
-        self.model, self.training = model, model.training
-        self.forward = model.__dict__.get("forward", _MISSING)
-        self.checkpointing = getattr(model, "is_gradient_checkpointing", None)
-        self.use_cache = getattr(getattr(model, "config", None), "use_cache", _MISSING)
-        self.tensors = []
+@contextmanager
+def _restoring(model):
+    """Puts back, on exit, what the reference run changes on the caller's model object: its weights copied to CPU
+    (not deep-copied on the device) and restored into the same parameter objects (their original dtype, on their
+    current device) so references the caller holds stay valid (ZeRO-3 parameters gathered to be written), its
+    forward, activation checkpointing, `use_cache` and train mode."""
+    training, forward = model.training, model.__dict__.get("forward", _MISSING)
+    checkpointing = getattr(model, "is_activation_checkpointing", None)
+    use_cache = getattr(getattr(model, "config", None), "use_cache", _MISSING)
+    saved = []
+    with torch.no_grad():
+        for tensor in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values():  # tied weights once
+            with _gathered(tensor):  # one parameter at a time: never the whole model on the device
+                saved.append((tensor, tensor.detach().to("cpu", copy=True), getattr(tensor, "requires_grad", False)))
+    try:
+        yield
+    finally:
         with torch.no_grad():
-            for tensor in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values():  # tied weights once
-                with _gathered(tensor):  # one parameter at a time: never the whole model on the device
-                    saved = tensor.detach().to("cpu", copy=True)
-                self.tensors.append((tensor, saved, getattr(tensor, "requires_grad", False)))
-
-    def restore(self) -> None:
-        import torch
-
-        model = self.model
-        with torch.no_grad():
-            for tensor, saved, requires_grad in self.tensors:
+            for tensor, copy, requires_grad in saved:
                 if hasattr(tensor, "ds_id"):  # ZeRO-3: write through the gathered full tensor
                     with _gathered(tensor, modify=True):
-                        tensor.data.copy_(saved.to(tensor.device))
+                        tensor.data.copy_(copy.to(tensor.device))
                 else:  # the original dtype too (k-bit preparation upcasts some weights to fp32)
-                    tensor.data = saved.to(tensor.device)
+                    tensor.data = copy.to(tensor.device)
                 if isinstance(tensor, torch.nn.Parameter):
                     tensor.requires_grad_(requires_grad)
-        if self.forward is _MISSING:
+        if forward is _MISSING:
             model.__dict__.pop("forward", None)  # TRL's fused LM head patches the instance's forward
         else:
-            model.__dict__["forward"] = self.forward
-        if self.checkpointing is False and getattr(model, "is_gradient_checkpointing", False):
-            model.gradient_checkpointing_disable()
-        if self.use_cache is not _MISSING:
-            model.config.use_cache = self.use_cache
-        model.train(self.training)
-        self.tensors = []
+            model.__dict__["forward"] = forward
+        if checkpointing is False and getattr(model, "is_activation_checkpointing", False):
+            model.activation_checkpointing_disable()
+        if use_cache is not _MISSING:
+            model.config.use_cache = use_cache
+        model.train(training)
 
 
 _MISSING = object()

@@ -171,14 +171,6 @@ TRAINING_FIELDS = tuple(
 )
 
 
-def default_sft_config(output_dir: str):
-    """The SFTConfig used when none is given: TRL's defaults, made runnable on a machine without a GPU."""
-    import torch
-    from trl import SFTConfig
-
-    return SFTConfig(output_dir, use_cpu=not torch.cuda.is_available(), report_to="none")
-
-
 def derive(config, **overrides):
     """A plain `SFTConfig` copy of `config` (an SFTConfig or subclass) with `overrides` applied."""
     from trl import SFTConfig
@@ -186,14 +178,6 @@ def derive(config, **overrides):
     # Field values as set, not `to_dict()`, which masks every `*_token` field (eos_token, pad_token, hub_token)
     values = {f.name: getattr(config, f.name) for f in dataclasses.fields(SFTConfig) if f.init}
     return SFTConfig(**{**values, **overrides})
-
-
-def check_per_example(config) -> None:
-    if config.packing or config.padding_free:
-        raise ValueError(
-            "The dynamics pass scores every example on its own, so it cannot run with `packing=True` or "
-            "`padding_free=True` (several examples per row). Set both to false (SFTMix needs that anyway)."
-        )
 
 
 def reference_dir(dynamics, scores_path) -> Path:
@@ -205,13 +189,13 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
-def optimizer_steps(num_examples: int, args, epochs: float | None = None, processes: int | None = None) -> int:
+def optimizer_steps(num_examples: int, args, epochs: float | None = None) -> int:
     """Optimizer steps of a run over `num_examples`, as `transformers.Trainer` counts them (its
     `set_initial_training_values`: a partial last accumulation group rounds up): `args.max_steps` when positive
     and `epochs` is not given. The one count of the dynamics pass, the training mode and `sftmix check`."""
     if epochs is None and args.max_steps is not None and args.max_steps > 0:
         return args.max_steps
-    processes = processes or getattr(args, "world_size", None) or world_size()
+    processes = getattr(args, "world_size", None) or world_size()
     batches = math.ceil(num_examples / (args.per_device_train_batch_size * processes))
     per_epoch = max(math.ceil(batches / args.gradient_accumulation_steps), 1)
     return math.ceil(per_epoch * (args.num_train_epochs if epochs is None else epochs))
@@ -245,7 +229,7 @@ def reference_training_config(base, output_dir: Path, dynamics, num_examples: in
 
 
 def scoring_config(base, output_dir: Path):
-    """Scoring: no training, no logging integrations, models given as objects (see `loading_config`)."""
+    """Scoring: no training, no logging integrations, models given as objects (`model_init_kwargs` unset)."""
     return derive(
         base,
         output_dir=str(output_dir),
@@ -259,14 +243,13 @@ def scoring_config(base, output_dir: Path):
     )
 
 
-def loading_config(scoring, base, load_kwargs: dict):
-    """Scoring a checkpoint given by path: SFTTrainer loads it with `load_kwargs` under the run's own kwargs."""
-    return derive(scoring, model_init_kwargs={**load_kwargs, **(base.model_init_kwargs or {})})
-
-
-def tokenization_key(config, tokenizer, text_as_response: bool = False) -> dict:
+def data_key(example_ids: list[str], config, tokenizer, text_as_response: bool = False) -> dict:
+    """What scores were made for: the ordered example ids (`data`, the scores file's `dataset_fingerprint`) and how
+    they were tokenized (the rest, its `tokenization`); part of every cache key."""
+    ids = "".join(f"{eid}\n" for eid in example_ids).encode("ascii")
     blob = json.dumps([sorted(tokenizer.get_vocab().items()), getattr(tokenizer, "chat_template", None)], default=str)
     return {
+        "data": hashlib.sha1(ids).hexdigest()[:16],
         "tokenizer": hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16],
         "scored_tokens": "text" if text_as_response else "response",
         **{name: getattr(config, name) for name in TOKENIZATION_FIELDS},

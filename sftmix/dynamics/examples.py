@@ -3,7 +3,6 @@ SFTTrainer's preparation keeps (`reference.prepare_examples`) back to the raw da
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from pathlib import Path
@@ -88,11 +87,6 @@ def with_row_index(dataset):
     return dataset.add_column(ROW_INDEX, np.arange(len(dataset), dtype=np.int64))
 
 
-def dataset_fingerprint(example_ids: list[str]) -> str:
-    """A short hash of the ordered example ids: identifies the data a scores file or a cache was made for."""
-    return hashlib.sha1("".join(f"{eid}\n" for eid in example_ids).encode("ascii")).hexdigest()[:16]
-
-
 def missing_rows(num_rows: int, kept_rows) -> list[int]:
     """Raw rows absent from the prepared dataset (dropped by SFTTrainer: no trainable token after truncation)."""
     return np.setdiff1d(np.arange(num_rows), np.asarray(list(kept_rows), dtype=np.int64)).tolist()
@@ -107,47 +101,11 @@ def report_excluded(rows: list[int], example_ids: list[str], reason: str) -> lis
         "scores file. Raise `max_length` or check the label masking if this is unexpected.",
         len(rows),
         reason,
-        _preview(rows, example_ids),
+        preview(rows, example_ids),
     )
     return list(dict.fromkeys(example_ids[r] for r in rows))
 
 
-def _preview(rows, example_ids) -> str:
+def preview(rows, example_ids) -> str:
     """The first five rows with their example ids, then ", ..." if there are more."""
     return ", ".join(f"row {r} ({example_ids[r]})" for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
-
-
-def same_token_ids(a, b, batch_size: int = 1000) -> bool:
-    """Two prepared datasets hold the same rows with the same `input_ids` and `labels` (compared batch by batch)."""
-    if len(a) != len(b):
-        return False
-    columns = [ROW_INDEX, "input_ids", "labels"]
-    batches = zip(
-        a.select_columns(columns).iter(batch_size=batch_size),
-        b.select_columns(columns).iter(batch_size=batch_size),
-        strict=True,
-    )
-    return all(x == y for x, y in batches)
-
-
-def check_same_examples(target_rows, reference_rows, example_ids: list[str]) -> None:
-    """With different tokenizers, the reference must keep exactly the examples the target will train on (the split
-    is joined by content, so another tokenizer can score the data, as the paper's Gemma-2B -> Llama-3.1-8B)."""
-    target_rows, reference_rows = set(target_rows), set(reference_rows)
-    if target_rows == reference_rows:
-        return
-    only_target, only_reference = sorted(target_rows - reference_rows), sorted(reference_rows - target_rows)
-    parts = [
-        f"{len(rows)} example(s) {what}: {_preview(rows, example_ids)}"
-        for rows, what in (
-            (only_target, "kept for the target but left with no trainable token by the reference's tokenizer"),
-            (only_reference, "kept by the reference but dropped for the target"),
-        )
-        if rows
-    ]
-    raise ValueError(
-        "The reference model's tokenizer differs from the target's and they keep different examples after "
-        "tokenization and truncation. " + "; ".join(parts) + ". The split must be made on the same examples the "
-        "target trains on: use a reference model that shares the target's tokenizer, raise `max_length`, or remove "
-        "these rows from the data."
-    )

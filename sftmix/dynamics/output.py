@@ -24,10 +24,11 @@ logger = logging.getLogger(__name__)
 
 # The scores file --------------------------------------------------------------------------------------------
 def write_outputs(
-    args, per_checkpoint, labels, paths, example_ids, excluded_rows, *, reference_name, data_key, marks=None
+    args, per_checkpoint, labels, paths, example_ids, excluded_rows, *, reference_name, data_key, train_dataset, marks
 ) -> Path:
     """Aggregate the per-checkpoint `CheckpointScores` (with labels and paths), split, and write everything next to
-    `args.scores_path` (a `DynamicsConfig`); `excluded_rows` are raw rows, `marks` the data's `mark_column` by row."""
+    `args.scores_path` (a `DynamicsConfig`); `excluded_rows` are rows of the raw `train_dataset`, `marks` its
+    `mark_column` by row (or None)."""
     random_seed = args.split_seed if args.split == "random" else None
     frame, empty_rows = scores_frame(
         example_ids, per_checkpoint, labels, args.confident_fraction, random_seed, args.confidence
@@ -48,6 +49,7 @@ def write_outputs(
         len(excluded_rows) + len(empty_rows),
         path,
     )
+    write_review(frame, path, train_dataset, args.review_size, args.mark_column)
     return path
 
 
@@ -191,20 +193,17 @@ def response_text(row: dict) -> str:
     return str(completion if completion is not None else row.get("text") or "")
 
 
-def write_review(scores_path, train_dataset, size: int, mark: str | None = None) -> dict[str, Path] | None:
-    """The `size` least confident examples as review.md and review.csv next to the scores file (Cartography's
-    use for finding mislabelled examples); excerpts follow `error_excerpts` (sftmix.data.excerpt)."""
+def write_review(frame, scores_path, train_dataset, size: int, mark: str | None = None) -> dict[str, Path] | None:
+    """The `size` least confident examples of the scores `frame` as review.md and review.csv next to the scores file
+    (Cartography's use for finding mislabelled examples); excerpts follow `error_excerpts` (sftmix.data.excerpt)."""
     from sftmix.data import excerpt
-    from sftmix.scores import read_scores
 
-    frame, _ = read_scores(scores_path)
     if size == 0 or not frame["confidence"].notna().any():  # nothing scored: a random split
         return None
     least = frame.nsmallest(size, "confidence")
     mark = mark if mark in frame.columns else None
-    review = least[["example_id", "row_index", "confidence", *([mark] if mark else [])]].assign(
-        variability=least["variability"] if "variability" in least else np.nan,
-        response=[excerpt(response_text(train_dataset[int(r)])) for r in least["row_index"]],
+    review = least[["example_id", "row_index", "confidence", *([mark] if mark else []), "variability"]].assign(
+        response=[excerpt(response_text(train_dataset[int(r)])) for r in least["row_index"]]
     )
     paths = picture_paths(scores_path)
     review.to_csv(paths["review_csv"], index=False)

@@ -4,22 +4,18 @@ spaced checkpoints, scored while the engine is live, and a plan file that says w
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTTrainer
 
 from sftmix._trl_compat import complete_checkpoints, placeholder_model, prepare_inference_engine, share_deepspeed_state
-from sftmix.dynamics.examples import ROW_INDEX, check_same_examples, same_token_ids
+from sftmix.dynamics.examples import ROW_INDEX, preview
 from sftmix.dynamics.scoring import CheckpointScores, score_dataset
 from sftmix.response import RESPONSE_MASK, ResponseMaskMixin
 
@@ -56,14 +52,12 @@ class DynamicsTrainer(ResponseMaskMixin, SFTTrainer):
         return score_dataset(self, batch_size, desc, prompt_free_start(self.processing_class) if prompt_free else None)
 
     def release(self) -> None:
-        """Drop the model and engines so the next checkpoint can be loaded in their place."""
+        """Drop the model and engines so the next checkpoint can be loaded in their place (accelerate's `free_memory`
+        then collects them and empties the device cache)."""
         self._inference_engine = None
         self.model = self.model_wrapped = self.deepspeed = None
         self.optimizer = self.lr_scheduler = None
         self.accelerator.free_memory()
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
 
 
 def prompt_free_start(tokenizer) -> int:
@@ -99,27 +93,29 @@ def prepare_examples(indexed_dataset, tokenizer, config, text_as_response: bool 
     """`indexed_dataset` (with `ROW_INDEX`) prepared by SFTTrainer under `config` and `tokenizer`, with each example's
     response mask (`RESPONSE_MASK`). Examples with no response token to score (a response truncated away while the
     NTP labels keep the prompt) are left out, like those SFTTrainer drops."""
-    trainer = DynamicsTrainer(
+    prepared = DynamicsTrainer(
         placeholder_model(len(tokenizer)),
         config,
         train_dataset=indexed_dataset,
         processing_class=tokenizer,
         text_as_response=text_as_response,
-    )
-    prepared = trainer.train_dataset
-    del trainer
+    ).train_dataset
     return prepared.filter(lambda example: any(example[RESPONSE_MASK][1:]), desc="Keeping examples with a response")
 
 
 def check_reference_tokenizer(
     indexed, prepared, target_tokenizer, reference_tokenizer, config, example_ids, text_as_response=False
 ):
-    """The reference scores the data with its own tokenizer; if it differs from the target's, it must keep the
-    same examples (compared on the data, not just the vocabularies)."""
+    """The reference scores the data with its own tokenizer; if it tokenizes the data differently from the target's
+    (compared on the data, not just the vocabularies), it must keep exactly the examples the target will train on:
+    the split is joined by content, so another tokenizer can score the data, as the paper's Gemma-2B -> Llama-3.1-8B.
+    """
     if target_tokenizer is None or target_tokenizer is reference_tokenizer:
         return
-    prepared_target = prepare_examples(indexed, target_tokenizer, config, text_as_response)
-    if same_token_ids(prepared_target, prepared):
+    target = prepare_examples(indexed, target_tokenizer, config, text_as_response)
+    columns = [ROW_INDEX, "input_ids", "labels"]
+    batches = zip(*(data.select_columns(columns).iter(batch_size=1000) for data in (target, prepared)), strict=True)
+    if len(target) == len(prepared) and all(x == y for x, y in batches):
         return
     logger.warning(
         "The reference model's tokenizer tokenizes the training data differently from the target's (vocabulary "
@@ -128,7 +124,24 @@ def check_reference_tokenizer(
         len(reference_tokenizer),
         len(target_tokenizer),
     )
-    check_same_examples(prepared_target[ROW_INDEX], prepared[ROW_INDEX], example_ids)
+    target_rows, reference_rows = set(target[ROW_INDEX]), set(prepared[ROW_INDEX])
+    if target_rows == reference_rows:
+        return
+    only_target, only_reference = sorted(target_rows - reference_rows), sorted(reference_rows - target_rows)
+    parts = [
+        f"{len(rows)} example(s) {what}: {preview(rows, example_ids)}"
+        for rows, what in (
+            (only_target, "kept for the target but left with no trainable token by the reference's tokenizer"),
+            (only_reference, "kept by the reference but dropped for the target"),
+        )
+        if rows
+    ]
+    raise ValueError(
+        "The reference model's tokenizer differs from the target's and they keep different examples after "
+        "tokenization and truncation. " + "; ".join(parts) + ". The split must be made on the same examples the "
+        "target trains on: use a reference model that shares the target's tokenizer, raise `max_length`, or remove "
+        "these rows from the data."
+    )
 
 
 # Checkpoint plan and callback -------------------------------------------------------------------------------
@@ -143,37 +156,24 @@ def checkpoint_steps(max_steps: int, num_checkpoints: int) -> list[int]:
     return [int(k * max_steps / num_checkpoints + 0.5) for k in range(1, num_checkpoints + 1)]
 
 
-def read_plan(output_dir: str | os.PathLike) -> dict | None:
+def plan_matches(output_dir: str | os.PathLike, key: dict) -> bool:
+    """Whether the checkpoints in `output_dir` were planned by a run with the same settings (its plan file's key)."""
     try:
-        return json.loads((Path(output_dir) / PLAN_FILE).read_text())
+        plan = json.loads((Path(output_dir) / PLAN_FILE).read_text())
     except (OSError, ValueError):  # none yet, or unreadable
+        return False
+    return plan.get("key") == json.loads(json.dumps(key, default=str))
+
+
+def resume_point(output_dir: str | os.PathLike, key: dict, scored_steps: list[int]) -> str | None:
+    """The latest checkpoint of an interrupted run with the same settings that training can resume from, among
+    `scored_steps` (the planned steps up to the first one not scored: those will not run again)."""
+    if not plan_matches(output_dir, key):
         return None
-
-
-def write_plan(output_dir: str | os.PathLike, plan: dict) -> None:
-    directory = Path(output_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=PLAN_FILE + ".", suffix=".tmp", dir=directory)
-    with os.fdopen(fd, "w") as f:
-        json.dump(plan, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, directory / PLAN_FILE)
-
-
-def planned_steps(output_dir: str | os.PathLike, key: dict) -> list[int] | None:
-    """The checkpoint steps an earlier run with the same settings planned (None if none did)."""
-    plan = read_plan(output_dir)
-    if plan is None or plan.get("key") != json.loads(json.dumps(key, default=str)):
-        return None
-    return list(plan["steps"])
-
-
-def resume_point(output_dir: str | os.PathLike, key: dict, is_cached: Callable[[int], bool]) -> str | None:
-    """The latest planned checkpoint of an interrupted run with the same settings that training can resume from,
-    provided every planned checkpoint up to it is already scored (those steps will not run again)."""
     best, complete = None, complete_checkpoints(output_dir)
-    for step in planned_steps(output_dir, key) or []:
+    for step in scored_steps:
         path = complete.get(step)
-        if path is None or not is_cached(step):
+        if path is None:
             break
         if (path / "optimizer.pt").is_file() or any(path.glob("global_step*")):  # the optimizer state too: resumable
             best = str(path)
@@ -182,18 +182,21 @@ def resume_point(output_dir: str | os.PathLike, key: dict, is_cached: Callable[[
 
 @dataclass(eq=False)
 class CheckpointCallback(TrainerCallback):
-    """Save at C evenly spaced steps and call `on_checkpoint(step, path)` on every process after each save."""
+    """Save at the planned `steps`, write the plan file (what makes the checkpoints reusable), and call
+    `on_checkpoint(step)` on every process after each save."""
 
-    num_checkpoints: int
+    steps: list[int]
     key: dict
-    on_checkpoint: Callable[[int, Path], None]
-    is_main: bool
-    steps: list[int] = field(default_factory=list)
+    on_checkpoint: Callable[[int], None]
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.steps = checkpoint_steps(state.max_steps, self.num_checkpoints)
-        if self.is_main:
-            write_plan(args.output_dir, {"steps": self.steps, "max_steps": state.max_steps, "key": self.key})
+        if args.process_index == 0:
+            directory = Path(args.output_dir)
+            directory.mkdir(parents=True, exist_ok=True)
+            partial = directory / f".{PLAN_FILE}.partial"
+            plan = {"steps": self.steps, "max_steps": state.max_steps, "key": self.key}
+            partial.write_text(json.dumps(plan, indent=2, sort_keys=True, default=str))
+            partial.replace(directory / PLAN_FILE)
         logger.info("Reference run: %d steps, scoring checkpoints at steps %s", state.max_steps, self.steps)
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -202,6 +205,4 @@ class CheckpointCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if state.global_step in self.steps:
-            self.on_checkpoint(
-                state.global_step, Path(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-            )
+            self.on_checkpoint(state.global_step)
