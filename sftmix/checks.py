@@ -111,15 +111,8 @@ def evaluation_problems(evaluation, held_out: bool | None) -> list[str]:
             require_lm_eval()
         except ImportError as error:
             problems.append(f"`evaluation`: {error}")
-    if evaluation.heldout and evaluation.heldout_split:
-        problems.append(
-            "`evaluation`: set either `heldout` (a file) or `heldout_split` (the recipe's held-out split)."
-        )
-    if evaluation.heldout_split and held_out is False:
-        problems.append(
-            "`evaluation.heldout_split: true` but the recipe has no held-out split: set `dataset_test_split` or "
-            "`eval_fraction`, or name a held-out file as `evaluation.heldout`."
-        )
+    if problem := evaluation.target_problem(held_out=held_out is not False, prefix="evaluation."):
+        problems.append(problem)
     if evaluation.heldout:
         try:
             load_heldout(evaluation.heldout, evaluation.heldout_format)
