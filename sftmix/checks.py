@@ -171,7 +171,12 @@ def path_or_hub_problems(name: str, key: str, *, tokenizer: bool = True, revisio
         return []
     path = Path(name).expanduser()
     if path.is_dir():
-        return model_folder_problems(path, key, tokenizer=tokenizer)
+        if not (missing := missing_model_files(path, tokenizer=tokenizer)):
+            return []
+        return [
+            f"`{key}`: {path} is not a saved model: it has no {', no '.join(missing)}. Point it at a folder written "
+            "by `save_pretrained` (or a Hub id)."
+        ]
     if path.exists():
         return [f"`{key}`: {name} is a file, not a model folder (config.json, weights and tokenizer files)."]
     if not _looks_like_hub_id(name):
@@ -184,7 +189,8 @@ def path_or_hub_problems(name: str, key: str, *, tokenizer: bool = True, revisio
     return []
 
 
-def model_folder_problems(path: Path, key: str, *, tokenizer: bool = True) -> list[str]:
+def missing_model_files(path: Path, *, tokenizer: bool = True) -> list[str]:
+    """What the folder `path` lacks to be a saved model or PEFT adapter (an adapter's tokenizer is optional)."""
     missing = []
     adapter = (path / "adapter_config.json").is_file()
     if not adapter and not (path / "config.json").is_file():
@@ -193,12 +199,7 @@ def model_folder_problems(path: Path, key: str, *, tokenizer: bool = True) -> li
         missing.append("weights (*.safetensors or *.bin)")
     if tokenizer and not adapter and not any((path / f).is_file() for f in TOKENIZER_FILES):
         missing.append(f"tokenizer files ({' / '.join(TOKENIZER_FILES)})")
-    if not missing:
-        return []
-    return [
-        f"`{key}`: {path} is not a saved model: it has no {', no '.join(missing)}. Point it at a folder written "
-        "by `save_pretrained` (or a Hub id)."
-    ]
+    return missing
 
 
 def template_problems(template: str, key: str) -> list[str]:

@@ -175,6 +175,7 @@ def load_lm(model_path: str, config: EvalConfig):
     from transformers import AutoTokenizer
 
     from sftmix._trl_compat import without_zero3_init
+    from sftmix.checks import missing_model_files
     from sftmix.modeling import resolve_model_path
 
     path = resolve_model_path(str(model_path))
@@ -183,8 +184,8 @@ def load_lm(model_path: str, config: EvalConfig):
         f"Could not load a model from {path}: {{}}. Pass a local directory holding a trained model (config.json "
         "and weights, as `sftmix train` saves to its output_dir) or a PEFT adapter directory (adapter_config.json)."
     )
-    if Path(path).is_dir() and not (adapter.is_file() or Path(path, "config.json").is_file()):
-        raise RuntimeError(failure.format("it holds neither config.json nor adapter_config.json"))
+    if Path(path).is_dir() and (missing := missing_model_files(Path(path))):
+        raise RuntimeError(failure.format(f"it has no {', no '.join(missing)}"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     kwargs = {"pretrained": path}
     tokenizer_path = path
