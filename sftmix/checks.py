@@ -19,7 +19,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
-_checked_data: dict[str, bool] = {}  # passed data checks in this process -> whether a held-out split exists
+_checked_data: dict[str, tuple] = {}  # data read and checked in this process -> (train, held-out or None)
 
 
 class RecipeProblems(ValueError):
@@ -50,7 +50,7 @@ def collect_problems(recipe) -> list[str]:
     held_out = None
     data_problems = recipe.data.source_problems()
     if not data_problems:
-        data_problems, held_out = data_problems_and_held_out(recipe.data)
+        data_problems, held_out = data_problems_and_held_out(recipe.data, recipe.dynamics)
     problems += data_problems + model_problems(recipe)
     if recipe.evaluation is not None:
         problems += evaluation_problems(recipe.evaluation, held_out)
@@ -84,19 +84,27 @@ def extras_problems(recipe) -> list[str]:
     ]
 
 
-def data_problems_and_held_out(data) -> tuple[list[str], bool | None]:
-    """Load and check every row (sftmix.data.load_sft_data): (problems, whether a held-out split exists or None)."""
-    from sftmix.data import load_sft_data
-
-    key = repr(data) + repr([(os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in data.dataset_files or []])
-    if key in _checked_data:
-        return [], _checked_data[key]
+def data_problems_and_held_out(data, dynamics=None) -> tuple[list[str], bool | None]:
+    """Load and check every row (`checked_data`): (problems, whether a held-out split exists or None)."""
     try:
-        _, held_out = load_sft_data(data)
+        _, held_out = checked_data(data, dynamics)
     except Exception as error:  # a `DataError` lists every bad row; else a Hub dataset or loader error
         return getattr(error, "problems", None) or [f"Data: {error}"], None
-    _checked_data[key] = held_out is not None
     return [], held_out is not None
+
+
+def checked_data(data, dynamics=None):
+    """`sftmix.data.load_sft_data` keeping the dynamics' columns (the confidence column and `mark_column`), read
+    and checked once per process for the same settings and unchanged files: the check and every stage share it."""
+    from sftmix.data import load_sft_data
+
+    data.check_sources()
+    mark = getattr(dynamics, "mark_column", None)
+    kept = ("confident", *([mark] if mark else []))
+    key = repr((data, kept, [(os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in data.dataset_files or []]))
+    if key not in _checked_data:
+        _checked_data[key] = load_sft_data(data, kept)
+    return _checked_data[key]
 
 
 def evaluation_problems(evaluation, held_out: bool | None) -> list[str]:

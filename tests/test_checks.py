@@ -269,6 +269,25 @@ def test_an_evaluation_section_that_evaluates_nothing_is_refused_before_training
     assert collect_problems(load_recipe(recipe_path)) == []
 
 
+def test_sftmix_check_reads_the_data_once_and_again_when_a_file_changes(tmp_path, tiny_model_dir, monkeypatch):
+    import sftmix.data
+    from sftmix.cli import main
+
+    data = write_jsonl(tmp_path / "train.jsonl", make_conversations(8))
+    (tmp_path / "recipe.yaml").write_text(
+        f"model_name_or_path: {tiny_model_dir}\ndataset_files: [{data}]\noutput_dir: {tmp_path / 'out'}\n"
+        "mixup_weight: 0.0\n"
+    )
+    reads = []
+    load = sftmix.data.load_sft_data
+    monkeypatch.setattr(sftmix.data, "load_sft_data", lambda *a, **k: reads.append(a) or load(*a, **k))
+    assert main(["check", "--config", str(tmp_path / "recipe.yaml")]) == 0
+    assert len(reads) == 1  # the check and the plan share one read
+    write_jsonl(data, make_conversations(9))
+    assert main(["check", "--config", str(tmp_path / "recipe.yaml")]) == 0
+    assert len(reads) == 2
+
+
 # --- through the command line ----------------------------------------------------------------------------
 
 

@@ -140,9 +140,9 @@ def evaluate_from_config(model_path: str, config: EvalConfig, data_args=None) ->
     config.check_sources()
     heldout = config.heldout
     if config.heldout_split and not heldout and data_args is not None:
-        from sftmix.data import load_sft_data
+        from sftmix.checks import checked_data
 
-        _, heldout = load_sft_data(data_args)
+        _, heldout = checked_data(data_args)
     if problem := config.target_problem(held_out=None if data_args is None else heldout is not None):
         raise ValueError(problem)
     from sftmix.evaluation.heldout import current_shard
