@@ -233,8 +233,11 @@ def run_eval(recipe) -> dict | None:
     """Evaluate the trained model as the recipe's `evaluation:` section says (nothing if it has none)."""
     if recipe.evaluation is None:
         return None
+    from accelerate import PartialState
+
     from sftmix.evaluation import evaluate_from_config
 
+    PartialState().wait_for_everyone()  # every process loads the model the main one has just saved
     return evaluate_from_config(recipe.training.output_dir, recipe.evaluation, recipe.data)
 
 
