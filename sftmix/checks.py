@@ -19,7 +19,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
-_checked_data: dict[str, bool] = {}  # passed data checks in this process -> whether a held-out split exists
+_checked_data: dict[str, tuple] = {}  # data read and checked in this process -> (train, held-out or None)
 
 
 class RecipeProblems(ValueError):
@@ -50,7 +50,7 @@ def collect_problems(recipe) -> list[str]:
     held_out = None
     data_problems = recipe.data.source_problems()
     if not data_problems:
-        data_problems, held_out = data_problems_and_held_out(recipe.data)
+        data_problems, held_out = data_problems_and_held_out(recipe.data, recipe.dynamics)
     problems += data_problems + model_problems(recipe)
     if recipe.evaluation is not None:
         problems += evaluation_problems(recipe.evaluation, held_out)
@@ -84,19 +84,27 @@ def extras_problems(recipe) -> list[str]:
     ]
 
 
-def data_problems_and_held_out(data) -> tuple[list[str], bool | None]:
-    """Load and check every row (sftmix.data.load_sft_data): (problems, whether a held-out split exists or None)."""
-    from sftmix.data import load_sft_data
-
-    key = repr(data) + repr([(os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in data.dataset_files or []])
-    if key in _checked_data:
-        return [], _checked_data[key]
+def data_problems_and_held_out(data, dynamics=None) -> tuple[list[str], bool | None]:
+    """Load and check every row (`checked_data`): (problems, whether a held-out split exists or None)."""
     try:
-        _, held_out = load_sft_data(data)
+        _, held_out = checked_data(data, dynamics)
     except Exception as error:  # a `DataError` lists every bad row; else a Hub dataset or loader error
         return getattr(error, "problems", None) or [f"Data: {error}"], None
-    _checked_data[key] = held_out is not None
     return [], held_out is not None
+
+
+def checked_data(data, dynamics=None):
+    """`sftmix.data.load_sft_data` keeping the dynamics' columns (the confidence column and `mark_column`), read
+    and checked once per process for the same settings and unchanged files: the check and every stage share it."""
+    from sftmix.data import load_sft_data
+
+    data.check_sources()
+    mark = getattr(dynamics, "mark_column", None)
+    kept = ("confident", *([mark] if mark else []))
+    key = repr((data, kept, [(os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in data.dataset_files or []]))
+    if key not in _checked_data:
+        _checked_data[key] = load_sft_data(data, kept)
+    return _checked_data[key]
 
 
 def evaluation_problems(evaluation, held_out: bool | None) -> list[str]:
@@ -111,15 +119,8 @@ def evaluation_problems(evaluation, held_out: bool | None) -> list[str]:
             require_lm_eval()
         except ImportError as error:
             problems.append(f"`evaluation`: {error}")
-    if evaluation.heldout and evaluation.heldout_split:
-        problems.append(
-            "`evaluation`: set either `heldout` (a file) or `heldout_split` (the recipe's held-out split)."
-        )
-    if evaluation.heldout_split and held_out is False:
-        problems.append(
-            "`evaluation.heldout_split: true` but the recipe has no held-out split: set `dataset_test_split` or "
-            "`eval_fraction`, or name a held-out file as `evaluation.heldout`."
-        )
+    if problem := evaluation.target_problem(held_out=held_out is not False, prefix="evaluation."):
+        problems.append(problem)
     if evaluation.heldout:
         try:
             load_heldout(evaluation.heldout, evaluation.heldout_format)
@@ -178,7 +179,12 @@ def path_or_hub_problems(name: str, key: str, *, tokenizer: bool = True, revisio
         return []
     path = Path(name).expanduser()
     if path.is_dir():
-        return model_folder_problems(path, key, tokenizer=tokenizer)
+        if not (missing := missing_model_files(path, tokenizer=tokenizer)):
+            return []
+        return [
+            f"`{key}`: {path} is not a saved model: it has no {', no '.join(missing)}. Point it at a folder written "
+            "by `save_pretrained` (or a Hub id)."
+        ]
     if path.exists():
         return [f"`{key}`: {name} is a file, not a model folder (config.json, weights and tokenizer files)."]
     if not _looks_like_hub_id(name):
@@ -191,7 +197,8 @@ def path_or_hub_problems(name: str, key: str, *, tokenizer: bool = True, revisio
     return []
 
 
-def model_folder_problems(path: Path, key: str, *, tokenizer: bool = True) -> list[str]:
+def missing_model_files(path: Path, *, tokenizer: bool = True) -> list[str]:
+    """What the folder `path` lacks to be a saved model or PEFT adapter (an adapter's tokenizer is optional)."""
     missing = []
     adapter = (path / "adapter_config.json").is_file()
     if not adapter and not (path / "config.json").is_file():
@@ -200,12 +207,7 @@ def model_folder_problems(path: Path, key: str, *, tokenizer: bool = True) -> li
         missing.append("weights (*.safetensors or *.bin)")
     if tokenizer and not adapter and not any((path / f).is_file() for f in TOKENIZER_FILES):
         missing.append(f"tokenizer files ({' / '.join(TOKENIZER_FILES)})")
-    if not missing:
-        return []
-    return [
-        f"`{key}`: {path} is not a saved model: it has no {', no '.join(missing)}. Point it at a folder written "
-        "by `save_pretrained` (or a Hub id)."
-    ]
+    return missing
 
 
 def template_problems(template: str, key: str) -> list[str]:

@@ -146,11 +146,10 @@ def _main(argv: list[str]) -> int:
 def check(recipe) -> int:
     """`sftmix check`: the problems (exit 1), or the resolved settings and the plan (exit 0)."""
     from sftmix import plan
-    from sftmix.checks import check_recipe
-    from sftmix.data import load_sft_data
+    from sftmix.checks import check_recipe, checked_data
 
     check_recipe(recipe)
-    train, held_out = load_sft_data(recipe.data)
+    train, held_out = checked_data(recipe.data, recipe.dynamics)
     print(f"Recipe {recipe.path}: no problems found.\n")
     print("Settings")
     print(plan.render_settings(recipe))

@@ -79,8 +79,7 @@ def check_output_dir(args) -> None:
 
 def run_dynamics(recipe):
     """Stage 1: write the scores file (and data map) the training stage reads; returns its path."""
-    from sftmix.checks import check_recipe
-    from sftmix.data import load_sft_data
+    from sftmix.checks import check_recipe, checked_data
     from sftmix.dynamics import DynamicsConfig, compute_dynamics
     from sftmix.logs import group_tracking_runs
     from sftmix.modeling import load_model_and_tokenizer
@@ -95,7 +94,7 @@ def run_dynamics(recipe):
     group_tracking_runs(recipe.training)
     dynamics = recipe.dynamics or DynamicsConfig()
     dynamics.scores_path = str(scores_path(recipe))
-    train, _ = load_sft_data(recipe.data, kept_columns(dynamics))
+    train, _ = checked_data(recipe.data, dynamics)
     model, tokenizer, peft_config = load_model_and_tokenizer(recipe.model, recipe.training)
     started = time.perf_counter()
     path = compute_dynamics(
@@ -113,12 +112,6 @@ def run_dynamics(recipe):
     return Path(path)
 
 
-def kept_columns(dynamics) -> tuple[str, ...]:
-    """The data columns kept beside the examples: the confidence column and the dynamics' `mark_column`."""
-    mark = getattr(dynamics, "mark_column", None)
-    return ("confident", *([mark] if mark else []))
-
-
 def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
     """Stage 2: SFTMix training; saves the model and its card and returns a summary.
 
@@ -126,8 +119,7 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
     stage that follows scores the same split (`held_out_evaluated_later`): its `heldout` loss is the same number.
     """
     from sftmix._trl_compat import share_deepspeed_state
-    from sftmix.checks import check_recipe
-    from sftmix.data import load_sft_data
+    from sftmix.checks import check_recipe, checked_data
     from sftmix.evaluation.label_settings import save_label_settings
     from sftmix.logs import group_tracking_runs
     from sftmix.modeling import load_model_and_tokenizer
@@ -148,7 +140,7 @@ def run_train(recipe, held_out_evaluated_later: bool = False) -> dict:
         if recording
         else (f", split from {args.dynamics_path}" if args.mixup_enabled and args.dynamics_path else ""),
     )
-    train, held_out = load_sft_data(recipe.data, kept_columns(recipe.dynamics))
+    train, held_out = checked_data(recipe.data, recipe.dynamics)
     model, tokenizer, peft_config = load_model_and_tokenizer(recipe.model, args)
     share_deepspeed_state(args)  # after the dynamics stage's trainers, reuse the process's DeepSpeed setup
     trainer = SFTMixTrainer(
@@ -241,8 +233,11 @@ def run_eval(recipe) -> dict | None:
     """Evaluate the trained model as the recipe's `evaluation:` section says (nothing if it has none)."""
     if recipe.evaluation is None:
         return None
+    from accelerate import PartialState
+
     from sftmix.evaluation import evaluate_from_config
 
+    PartialState().wait_for_everyone()  # every process loads the model the main one has just saved
     return evaluate_from_config(recipe.training.output_dir, recipe.evaluation, recipe.data)
 
 

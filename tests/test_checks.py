@@ -253,6 +253,41 @@ def test_collect_problems_returns_the_list_a_check_command_prints(tmp_path, tiny
     assert len(problems) == 1 and problems[0].startswith("`dynamics_path`: Scores file")
 
 
+def test_an_evaluation_section_that_evaluates_nothing_is_refused_before_training(tmp_path, tiny_model_dir):
+    data = write_jsonl(tmp_path / "train.jsonl", make_conversations(8))
+    head = f"model_name_or_path: {tiny_model_dir}\ndataset_files: [{data}]\noutput_dir: {tmp_path / 'out'}\n"
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(head + "evaluation:\n  batch_size: 4\n")
+    assert collect_problems(load_recipe(recipe_path)) == [
+        "Nothing to evaluate: set `evaluation.heldout` (a held-out SFT file), `evaluation.heldout_split: true` (in a "
+        "recipe), or a benchmark (`evaluation.medqa`, `evaluation.medqa5`, `evaluation.pubmedqa`, `evaluation.medmcqa`)."
+    ]
+    recipe_path.write_text(head + "evaluation:\n  heldout_split: true\n")
+    (problem,) = collect_problems(load_recipe(recipe_path))
+    assert problem.startswith("`evaluation.heldout_split: true` but the recipe has no held-out split")
+    recipe_path.write_text(head + "eval_fraction: 0.25\nevaluation:\n  heldout_split: true\n")
+    assert collect_problems(load_recipe(recipe_path)) == []
+
+
+def test_sftmix_check_reads_the_data_once_and_again_when_a_file_changes(tmp_path, tiny_model_dir, monkeypatch):
+    import sftmix.data
+    from sftmix.cli import main
+
+    data = write_jsonl(tmp_path / "train.jsonl", make_conversations(8))
+    (tmp_path / "recipe.yaml").write_text(
+        f"model_name_or_path: {tiny_model_dir}\ndataset_files: [{data}]\noutput_dir: {tmp_path / 'out'}\n"
+        "mixup_weight: 0.0\n"
+    )
+    reads = []
+    load = sftmix.data.load_sft_data
+    monkeypatch.setattr(sftmix.data, "load_sft_data", lambda *a, **k: reads.append(a) or load(*a, **k))
+    assert main(["check", "--config", str(tmp_path / "recipe.yaml")]) == 0
+    assert len(reads) == 1  # the check and the plan share one read
+    write_jsonl(data, make_conversations(9))
+    assert main(["check", "--config", str(tmp_path / "recipe.yaml")]) == 0
+    assert len(reads) == 2
+
+
 # --- through the command line ----------------------------------------------------------------------------
 
 

@@ -119,6 +119,35 @@ def test_a_missing_reference_model_fails_before_any_work(tmp_path, tiny_tokenize
         compute_dynamics(None, conversations(6), args, processing_class=tiny_tokenizer, sft_args=sft_config(tmp_path))
 
 
+def test_a_reference_model_is_checked_as_from_pretrained_reads_its_name(tmp_path, monkeypatch):
+    """A bare Hub id (`gpt2`, no owner) is a Hub id as for `from_pretrained`; offline, it must be in the cache,
+    where a Hub-cached adapter (adapter_config.json, no config.json) counts too."""
+    import huggingface_hub.constants
+
+    from sftmix.dynamics.examples import check_inputs
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    data = conversations(6)
+
+    def check(name):
+        args = DynamicsConfig(scores_path=str(tmp_path / "scores.parquet"), reference_model=name)
+        return check_inputs(None, data, args)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert check("gpt2") == tmp_path / "scores.parquet"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("gpt2", "someone/adapter"):
+        with pytest.raises(FileNotFoundError, match="reachable Hub id"):
+            check(name)
+    snapshot = cache / "models--someone--adapter" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "adapter_config.json").write_text("{}")
+    (cache / "models--someone--adapter" / "refs").mkdir()
+    (cache / "models--someone--adapter" / "refs" / "main").write_text("abc")
+    assert check("someone/adapter") == tmp_path / "scores.parquet"
+
+
 def test_a_dataset_too_small_to_split_is_a_clear_error(tmp_path, tiny_tokenizer, two_checkpoints):
     args = DynamicsConfig(scores_path=str(tmp_path / "scores.parquet"), checkpoints=two_checkpoints[:1])
     with pytest.raises(ValueError, match="at least 2"):

@@ -153,6 +153,9 @@ def test_sftmix_eval_errors_name_the_fix(tmp_path, tiny_model_dir, capsys):
     assert exit_info.value.code == 0 and "--max-examples" in capsys.readouterr().out
     with pytest.raises(RuntimeError, match="Could not load a model from .*PEFT adapter directory"):
         load_lm(str(tmp_path), EvalConfig())
+    (tmp_path / "config.json").write_text("{}")  # what is missing is said as `sftmix check` says it
+    with pytest.raises(RuntimeError, match=r"it has no weights \(\*.safetensors or \*.bin\), no tokenizer files"):
+        load_lm(str(tmp_path), EvalConfig())
 
 
 def test_peft_adapter_directory_loads_with_its_base_model(tmp_path, tiny_model_dir, tiny_tokenizer):

@@ -4,7 +4,6 @@ SFTTrainer's preparation keeps (`reference.prepare_examples`) back to the raw da
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
@@ -48,18 +47,10 @@ def check_inputs(model, train_dataset, args: DynamicsConfig) -> Path:
 
 
 def _loadable(name: str) -> bool:
-    """A local path that exists, or a Hub id that can be reached (online, or in the local cache when offline)."""
-    if Path(name).exists():
-        return True
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", name) or name.startswith("."):
-        return False
-    from sftmix.checks import offline
+    """A local path that exists, or a Hub id `from_pretrained` could fetch (`checks.hub_id_loadable`)."""
+    from sftmix.checks import hub_id_loadable
 
-    if offline():
-        from huggingface_hub import try_to_load_from_cache
-
-        return isinstance(try_to_load_from_cache(name, "config.json"), str)
-    return True
+    return Path(name).exists() or hub_id_loadable(name)
 
 
 def resolve_tokenizers(model, processing_class, args: DynamicsConfig):

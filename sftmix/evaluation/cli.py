@@ -30,12 +30,8 @@ def run_eval_cli(argv: list[str] | None = None) -> dict:
     model = values.pop("model")
     try:
         config = EvalConfig(**values)  # the other flags are EvalConfig's fields
-        if config.heldout_split:
-            raise ValueError(
-                "--heldout_split takes a recipe's held-out split; on the command line pass --heldout FILE."
-            )
-        if not (config.heldout or config.benchmark_sources()):
-            raise ValueError("Nothing to evaluate: pass --heldout FILE and/or a benchmark (--medqa FILE, ...).")
+        if problem := config.target_problem(prefix="--"):
+            raise ValueError(problem)
         config.check_sources()
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))

@@ -165,6 +165,34 @@ class EvalConfig:
         """The benchmarks asked for, in the paper's order: name -> file path or Hub source."""
         return {name: getattr(self, name) for name in BENCHMARKS if getattr(self, name)}
 
+    def target_problem(self, held_out: bool | None = None, prefix: str = "") -> str | None:
+        """What leaves nothing to evaluate, or asks for a held-out split there is not; None when neither.
+
+        held_out: whether the recipe's data have a held-out split (None: no recipe, as for `sftmix eval`). prefix: how
+        settings are named in the messages: "" (`heldout`), "evaluation." (a recipe's keys) or "--" (the flags).
+        """
+
+        def name(setting: str) -> str:
+            return f"--{setting}" if prefix == "--" else f"`{prefix}{setting}`"
+
+        heldout, split = name("heldout"), name("heldout_split")
+        if self.heldout_split and held_out is None:
+            return f"{split} takes a recipe's held-out split; outside a recipe pass {heldout} (a file)."
+        if self.heldout and self.heldout_split:
+            return f"Set either {heldout} (a file) or {split} (the recipe's held-out split), not both."
+        if self.heldout_split and not held_out:
+            return (
+                f"`{prefix}heldout_split: true` but the recipe has no held-out split: set `dataset_test_split` or "
+                f"`eval_fraction` (e.g. 0.01), or name a held-out file as {heldout}."
+            )
+        if not (self.heldout or self.heldout_split or self.benchmark_sources()):
+            in_recipe = "" if prefix == "--" else f", `{prefix}heldout_split: true` (in a recipe),"
+            benchmarks = ", ".join(name(benchmark) for benchmark in BENCHMARKS)
+            return (
+                f"Nothing to evaluate: set {heldout} (a held-out SFT file){in_recipe} or a benchmark ({benchmarks})."
+            )
+        return None
+
     def check_sources(self) -> None:
         """Cheap checks before any model loads: every local file named exists."""
         from sftmix.evaluation.benchmarks import is_hub_source

@@ -138,27 +138,13 @@ def evaluate_from_config(model_path: str, config: EvalConfig, data_args=None) ->
     the report goes to `config.output_dir` (default: <model_path>/eval). Under a multi-process launch every process
     calls it and the main one returns the results (those of one process) and writes the report, the others None."""
     config.check_sources()
-    if config.heldout and config.heldout_split:
-        raise ValueError("Set either `heldout` (a file) or `heldout_split` (the recipe's held-out split), not both.")
-    if not (config.heldout or config.heldout_split or config.benchmark_sources()):
-        raise ValueError(
-            "Nothing to evaluate: set `heldout` (a held-out SFT file), `heldout_split: true` (in a recipe), or a "
-            "benchmark (medqa, medqa5, pubmedqa, medmcqa)."
-        )
     heldout = config.heldout
-    if config.heldout_split:
-        if data_args is None:
-            raise ValueError(
-                "`heldout_split` needs the recipe's data settings; outside a recipe pass `heldout` (a file)."
-            )
-        from sftmix.data import load_sft_data
+    if config.heldout_split and not heldout and data_args is not None:
+        from sftmix.checks import checked_data
 
-        _, heldout = load_sft_data(data_args)
-        if heldout is None:
-            raise ValueError(
-                "`heldout_split: true` but the recipe has no held-out split: set `dataset_test_split` or "
-                "`eval_fraction` (e.g. 0.01)."
-            )
+        _, heldout = checked_data(data_args)
+    if problem := config.target_problem(held_out=None if data_args is None else heldout is not None):
+        raise ValueError(problem)
     from sftmix.evaluation.heldout import current_shard
     from sftmix.evaluation.label_settings import resolve_label_settings
 
@@ -189,6 +175,7 @@ def load_lm(model_path: str, config: EvalConfig):
     from transformers import AutoTokenizer
 
     from sftmix._trl_compat import without_zero3_init
+    from sftmix.checks import missing_model_files
     from sftmix.modeling import resolve_model_path
 
     path = resolve_model_path(str(model_path))
@@ -197,8 +184,8 @@ def load_lm(model_path: str, config: EvalConfig):
         f"Could not load a model from {path}: {{}}. Pass a local directory holding a trained model (config.json "
         "and weights, as `sftmix train` saves to its output_dir) or a PEFT adapter directory (adapter_config.json)."
     )
-    if Path(path).is_dir() and not (adapter.is_file() or Path(path, "config.json").is_file()):
-        raise RuntimeError(failure.format("it holds neither config.json nor adapter_config.json"))
+    if Path(path).is_dir() and (missing := missing_model_files(Path(path))):
+        raise RuntimeError(failure.format(f"it has no {', no '.join(missing)}"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     kwargs = {"pretrained": path}
     tokenizer_path = path
