@@ -89,6 +89,27 @@ def test_command_line_values_override_the_recipe_with_the_same_types(tmp_path, t
     assert parsed.data.dataset_files == [str((tmp_path / "train.jsonl").resolve())]
 
 
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "forced", "kept"),
+    [(False, False, "", False), (True, False, "", True), (False, True, "", True), (False, False, "1", True)],
+)
+def test_bf16_on_a_cpu_runs_in_fp32_unless_bf16_is_native_or_forced(
+    tmp_path, tiny_model_dir, monkeypatch, caplog, avx512_bf16, amx, forced, kept
+):
+    """Native bf16 means AVX512-BF16 or AMX: an AVX512 CPU that only emulates bf16 (oneDNN says it "supports" it)
+    runs a recipe's `bf16: true` in fp32, with the warning; SFTMIX_CPU_BF16=1 keeps bf16."""
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setenv("SFTMIX_CPU_BF16", forced)
+    with caplog.at_level("WARNING", logger="sftmix.recipe"):
+        parsed = load_recipe(tiny_recipe(tmp_path, tiny_model_dir, bf16="true", use_cpu="true"))
+    assert parsed.training.bf16 is kept
+    assert ("no native bf16" in caplog.text) is not kept
+
+
 def test_unknown_and_mistyped_command_line_keys_are_errors_with_suggestions(tmp_path, tiny_model_dir):
     recipe = tiny_recipe(tmp_path, tiny_model_dir)
     with pytest.raises(ValueError, match=r"--mixup_wieght \(did you mean --mixup_weight\?\)"):
