@@ -165,11 +165,9 @@ def model_problems(recipe) -> list[str]:
 
 def path_or_hub_problems(name: str, key: str, *, tokenizer: bool = True, revision=None) -> list[str]:
     """A model named by a local folder, a built-in name or a Hub id: what would stop it from loading."""
-    from sftmix.modeling import BUILTIN_MODEL_PREFIX
+    from sftmix.quickstart.smollm2 import BUILTIN_MODEL, BUILTIN_MODEL_PREFIX, gguf_path
 
     if name.startswith(BUILTIN_MODEL_PREFIX) and not Path(name).exists():
-        from sftmix.quickstart.smollm2 import BUILTIN_MODEL, gguf_path
-
         if name.rstrip("/") != BUILTIN_MODEL:
             return [f"`{key}`: unknown built-in model {name!r}; the built-in one is {BUILTIN_MODEL!r}."]
         try:

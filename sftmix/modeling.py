@@ -6,8 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-# smollm2 imports only the standard library at import time; BUILTIN_MODEL_PREFIX is re-exported for sftmix.checks
-from sftmix.quickstart.smollm2 import BUILTIN_MODEL_PREFIX, resolve_model_name  # noqa: F401
+from sftmix.quickstart.smollm2 import resolve_model_name  # stdlib imports only
 
 logger = logging.getLogger(__name__)
 
